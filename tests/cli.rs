@@ -1,0 +1,139 @@
+//! The binary as a user runs it: help, info, tokenize, and clear errors on bad input.
+
+mod common;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn gemma_fit() -> Command {
+    Command::cargo_bin("gemma-fit").unwrap()
+}
+
+#[test]
+fn help_lists_the_working_commands() {
+    gemma_fit()
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("fetch").and(predicate::str::contains("tokenize")));
+}
+
+#[test]
+fn info_describes_the_machine_without_panicking() {
+    let out = gemma_fit().arg("info").assert().success();
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(
+        text.contains("CPU:") && text.contains("RAM:") && text.contains("GPU"),
+        "{text}"
+    );
+    let out = gemma_fit().args(["info", "--json"]).assert().success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert!(v["host"]["logical_cores"].as_u64().unwrap() >= 1);
+    // Either GPUs are listed or there is a reason why not.
+    assert!(
+        v["gpu"]["gpus"].as_array().is_some_and(|g| !g.is_empty())
+            || v["gpu"]["unavailable"].is_string()
+    );
+}
+
+fn assert_fails_with(args: &[&str], message: &str) {
+    gemma_fit()
+        .args(args)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(message).and(predicate::str::contains("panicked").not()));
+}
+
+#[test]
+fn missing_model_file() {
+    assert_fails_with(
+        &["tokenize", "--model", "/nonexistent/m.gguf", "hi"],
+        "model file not found",
+    );
+}
+
+#[test]
+fn file_that_is_not_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("notes.gguf");
+    std::fs::write(&p, "hello, I am text").unwrap();
+    assert_fails_with(
+        &["tokenize", "--model", p.to_str().unwrap(), "hi"],
+        "is not a GGUF file",
+    );
+    let empty = dir.path().join("empty.gguf");
+    std::fs::write(&empty, "").unwrap();
+    assert_fails_with(
+        &["tokenize", "--model", empty.to_str().unwrap(), "hi"],
+        "is not a GGUF file",
+    );
+}
+
+#[test]
+fn truncated_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("tiny.gguf");
+    common::write_tiny_gguf(&p, "gemma3");
+    let full = std::fs::read(&p).unwrap();
+    // Cut in the tensor data, then in the header.
+    for keep in [full.len() - 100, 200] {
+        std::fs::write(&p, &full[..keep]).unwrap();
+        assert_fails_with(
+            &["tokenize", "--model", p.to_str().unwrap(), "hi"],
+            "damaged or truncated",
+        );
+    }
+}
+
+#[test]
+fn gguf_of_another_architecture() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("llama.gguf");
+    common::write_tiny_gguf(&p, "llama");
+    assert_fails_with(
+        &["tokenize", "--model", p.to_str().unwrap(), "hi"],
+        "architecture 'llama' is not supported",
+    );
+}
+
+#[test]
+fn tokenize_a_small_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("tiny.gguf");
+    common::write_tiny_gguf(&p, "gemma3");
+    let out = gemma_fit()
+        .args([
+            "tokenize",
+            "--json",
+            "--model",
+            p.to_str().unwrap(),
+            "hi hi",
+        ])
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(
+        v["pieces"],
+        serde_json::json!(["<bos>", "hi", "\u{2581}hi"])
+    );
+}
+
+#[test]
+fn tokenize_default_model_matches_reference() {
+    if common::default_model("tokenize_default_model_matches_reference").is_none() {
+        return;
+    }
+    let out = gemma_fit()
+        .args([
+            "tokenize",
+            "--json",
+            "--model",
+            "default",
+            "The capital of France is",
+        ])
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["ids"], serde_json::json!([2, 818, 5279, 529, 7001, 563]));
+    assert_eq!(v["pieces"][1], "The");
+}

@@ -1,0 +1,73 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+
+/// Set to 1 to skip tests that need the real default model (they print that they were skipped).
+pub const SKIP_VAR: &str = "GEMMA_FIT_SKIP_MODEL_TESTS";
+
+/// The real default model, through the same fetch code users run (cached after the first time).
+/// Fails loudly when it cannot be had, unless `GEMMA_FIT_SKIP_MODEL_TESTS=1`.
+pub fn default_model(test: &str) -> Option<PathBuf> {
+    if std::env::var(SKIP_VAR).is_ok_and(|v| v == "1") {
+        eprintln!("SKIPPED {test}: {SKIP_VAR}=1");
+        return None;
+    }
+    match gemma_fit::fetch::default_model_path(false) {
+        Ok(p) => Some(p),
+        Err(e) => panic!(
+            "{test} needs the default model and it could not be fetched: {e}\n\
+             (set {SKIP_VAR}=1 to skip the tests that need it)"
+        ),
+    }
+}
+
+pub fn reference(name: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/llamacpp")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Writes a small GGUF file with a SentencePiece-style vocabulary and one tensor.
+pub fn write_tiny_gguf(path: &Path, arch: &str) {
+    let mut tokens = vec!["<pad>", "<eos>", "<bos>", "<unk>"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    let mut types = vec![3i32, 3, 3, 2];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        types.push(6);
+    }
+    for p in ["h", "i", "hi", "\u{2581}", "\u{2581}hi"] {
+        tokens.push(p.into());
+        types.push(1);
+    }
+    let scores: Vec<Value> = (0..tokens.len()).map(|i| Value::F32(-(i as f32))).collect();
+    let md: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String(arch.into())),
+        ("tokenizer.ggml.model", Value::String("llama".into())),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        ),
+        ("tokenizer.ggml.scores", Value::Array(scores)),
+        (
+            "tokenizer.ggml.token_type",
+            Value::Array(types.into_iter().map(Value::I32).collect()),
+        ),
+        ("tokenizer.ggml.bos_token_id", Value::U32(2)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(1)),
+        ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+    ];
+    let t = Tensor::zeros((64, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&t, GgmlDType::F32).unwrap();
+    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
+    let mut f = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut f, &md_refs, &[("blk.0.x.weight", &q)]).unwrap();
+}
