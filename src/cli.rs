@@ -32,6 +32,14 @@ pub enum Command {
     Info(InfoArgs),
     /// Turn text into token ids with the model's own tokenizer (read from the GGUF file).
     Tokenize(TokenizeArgs),
+    /// Generate text greedily from a prompt.
+    Generate(GenerateArgs),
+    /// Measure one case: load time, time to first token, prefill and decode speed, memory.
+    ///
+    /// The prompt is a fixed English text cut to --prompt-tokens tokens (BOS included); then
+    /// --gen tokens are decoded greedily one at a time, each step timed. Decode tok/s is
+    /// 1000 / median step time. Peak RSS is the kernel's high-water mark for the process.
+    Run(RunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -61,4 +69,61 @@ pub struct TokenizeArgs {
     /// Do not add BOS even when the model asks for it.
     #[arg(long)]
     pub no_bos: bool,
+}
+
+/// Options shared by the commands that run the engine.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Model spec: 'default' or a path to a .gguf file.
+    #[arg(long, short, default_value = "default")]
+    pub model: String,
+    /// Prompt positions processed per forward pass (chunked prefill).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub prefill_chunk: u64,
+    /// KV-cache element type: f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub kv_dtype: String,
+    /// CPU threads for the engine's kernels (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// The prompt text.
+    #[arg(
+        long,
+        conflicts_with = "prompt_file",
+        required_unless_present = "prompt_file"
+    )]
+    pub prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(long)]
+    pub prompt_file: Option<std::path::PathBuf>,
+    /// Most tokens to generate (stops earlier at an end-of-sequence token).
+    #[arg(long, default_value_t = 32)]
+    pub max_tokens: usize,
+    /// Print {"prompt_ids": [...], "output_ids": [...], "text": "..."} instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Prompt length in tokens (BOS included).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    pub prompt_tokens: u64,
+    /// Tokens to decode after the prompt, one forward pass each.
+    #[arg(long, default_value_t = 64)]
+    pub gen: usize,
+    /// Context to allocate the KV cache for (default: prompt + generated tokens).
+    #[arg(long)]
+    pub ctx: Option<usize>,
+    /// Print one JSON object with every metric.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -5,8 +5,11 @@ use std::io::{IsTerminal, Write};
 use anyhow::Result;
 use serde_json::json;
 
-use crate::cli::{FetchArgs, InfoArgs, TokenizeArgs};
+use candle_core::Device;
+
+use crate::cli::{EngineArgs, FetchArgs, GenerateArgs, InfoArgs, RunArgs, TokenizeArgs};
 use crate::fetch;
+use crate::measure::{self, CaseParams, LoadedModel};
 use crate::model::gguf::GgufFile;
 use crate::model::spec::ModelSpec;
 use crate::model::tokenizer::Tokenizer;
@@ -116,6 +119,106 @@ pub fn tokenize(args: &TokenizeArgs) -> Result<()> {
         for (id, piece) in ids.iter().zip(&pieces) {
             writeln!(out, "{id:>7}  {piece:?}")?;
         }
+    }
+    Ok(())
+}
+
+fn load_engine(args: &EngineArgs) -> Result<(LoadedModel, candle_core::DType)> {
+    let kv_dtype = measure::parse_kv_dtype(&args.kv_dtype).map_err(anyhow::Error::msg)?;
+    let spec: ModelSpec = args.model.parse()?;
+    let path = spec.resolve(show_progress())?;
+    let loaded = LoadedModel::load(&path, &Device::Cpu)?;
+    Ok((loaded, kv_dtype))
+}
+
+pub fn generate(args: &GenerateArgs) -> Result<()> {
+    let text = match (&args.prompt, &args.prompt_file) {
+        (Some(p), _) => p.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .map_err(|e| anyhow::anyhow!("cannot read prompt file {}: {e}", f.display()))?,
+        (None, None) => anyhow::bail!("give --prompt or --prompt-file"),
+    };
+    let (m, kv_dtype) = load_engine(&args.engine)?;
+    let prompt_ids = m.tokenizer.encode(&text, true);
+    let chunk = args.engine.prefill_chunk as usize;
+    if args.json {
+        let out = measure::generate(&m, &prompt_ids, args.max_tokens, chunk, kv_dtype, |_| {})?;
+        println!(
+            "{}",
+            json!({"prompt_ids": prompt_ids, "output_ids": out, "text": m.tokenizer.decode(&out)})
+        );
+    } else {
+        // Stream: print the text decoded so far, only the part not yet printed.
+        let mut ids = Vec::new();
+        let mut printed = 0;
+        let mut stdout = std::io::stdout();
+        measure::generate(&m, &prompt_ids, args.max_tokens, chunk, kv_dtype, |id| {
+            ids.push(id);
+            let text = m.tokenizer.decode(&ids);
+            if !text.ends_with('\u{FFFD}') && text.len() > printed {
+                let _ = write!(stdout, "{}", &text[printed..]);
+                let _ = stdout.flush();
+                printed = text.len();
+            }
+        })?;
+        println!();
+    }
+    Ok(())
+}
+
+pub fn run(args: &RunArgs) -> Result<()> {
+    let (m, kv_dtype) = load_engine(&args.engine)?;
+    let prompt_tokens = args.prompt_tokens as usize;
+    let params = CaseParams {
+        prompt_tokens,
+        gen_tokens: args.gen,
+        ctx: args.ctx.unwrap_or(prompt_tokens + args.gen),
+        prefill_chunk: args.engine.prefill_chunk as usize,
+        kv_dtype: measure::dtype_name(kv_dtype).into(),
+        threads: candle_core::utils::get_num_threads(),
+    };
+    if params.ctx < prompt_tokens + args.gen {
+        anyhow::bail!(
+            "--ctx {} is smaller than --prompt-tokens + --gen = {}",
+            params.ctx,
+            prompt_tokens + args.gen
+        );
+    }
+    let metrics = measure::run_case(&m, &params, kv_dtype)?;
+    if args.json {
+        let mut v = serde_json::to_value(&metrics)?;
+        v["params"] = serde_json::to_value(&params)?;
+        v["model"] = json!(m.path);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    println!("model            {}", m.path.display());
+    println!(
+        "case             prompt {} tokens, decode {}, ctx {}, chunk {}, kv {}, {} threads",
+        params.prompt_tokens,
+        params.gen_tokens,
+        params.ctx,
+        params.prefill_chunk,
+        params.kv_dtype,
+        params.threads
+    );
+    println!("load             {:.2} s", metrics.load_s);
+    println!("time to 1st tok  {:.1} ms", metrics.ttft_ms);
+    println!("prefill          {:.1} tok/s", metrics.prefill_tok_per_s);
+    println!(
+        "decode           {:.1} tok/s (median {:.2} ms, p90 {:.2} ms per token)",
+        metrics.decode_tok_per_s, metrics.decode_ms_median, metrics.decode_ms_p90
+    );
+    println!(
+        "weights          {:.1} MiB in the file, {:.1} MiB resident",
+        mib(metrics.file_weight_bytes),
+        mib(metrics.resident_weight_bytes)
+    );
+    println!("KV cache         {:.1} MiB", mib(metrics.kv_bytes));
+    match metrics.peak_rss_bytes {
+        Some(b) => println!("peak RSS         {:.1} MiB", mib(b)),
+        None => println!("peak RSS         unavailable (no /proc/self/status)"),
     }
     Ok(())
 }

@@ -26,6 +26,17 @@ pub enum Error {
         reason: String,
     },
 
+    #[error("{path}: tensor '{name}' is missing (the file is not a complete Gemma 3 model)")]
+    MissingTensor { path: PathBuf, name: String },
+
+    #[error("{path}: tensor '{name}' has shape {found:?}, the configuration needs {expected:?}")]
+    TensorShape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+
     #[error("unknown model spec '{spec}': expected 'default' or a path to a .gguf file")]
     UnknownModelSpec { spec: String },
 

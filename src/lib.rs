@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod fetch;
+pub mod measure;
 pub mod model;
 pub mod probe;
 pub mod progress;

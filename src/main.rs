@@ -3,12 +3,36 @@ use clap::Parser;
 use gemma_fit::cli::{Cli, Command};
 use gemma_fit::commands;
 
+/// glibc's malloc raises its mmap threshold after the first large free and then serves
+/// multi-MiB activations from per-thread heaps that it never gives back, so the process's resident
+/// memory would report its allocator's history rather than the engine's needs. A fixed threshold
+/// sends large buffers to mmap, which returns them to the kernel on free.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 fn main() {
+    tune_allocator();
     let cli = Cli::parse();
+    // candle sizes its thread pools from RAYON_NUM_THREADS when they are first used.
+    let threads = match &cli.command {
+        Command::Generate(a) => a.engine.threads,
+        Command::Run(a) => a.engine.threads,
+        _ => None,
+    };
+    if let Some(n) = threads {
+        std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+    }
     let result = match &cli.command {
         Command::Fetch(a) => commands::fetch(a),
         Command::Info(a) => commands::info(a),
         Command::Tokenize(a) => commands::tokenize(a),
+        Command::Generate(a) => commands::generate(a),
+        Command::Run(a) => commands::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

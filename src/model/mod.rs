@@ -1,5 +1,12 @@
 //! The Gemma 3 engine and what it reads: GGUF files, model specs, the tokenizer.
 
+pub mod config;
 pub mod gguf;
+pub mod kv_cache;
+pub mod linear;
+pub mod ops;
+pub mod rope;
 pub mod spec;
+pub mod text;
 pub mod tokenizer;
+pub mod weights;

@@ -10,7 +10,7 @@
 //! 4. a symbol that is not in the vocabulary is written as its bytes (`<0xNN>` tokens).
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 use candle_core::quantized::gguf_file::Value;
 
@@ -41,12 +41,59 @@ impl TokenKind {
     }
 }
 
+/// Every piece in one buffer: 262k small strings as separate allocations (and again as hash-map
+/// keys) would cost tens of MiB, which would show up in every memory figure we publish.
+#[derive(Debug, Clone, Default)]
+struct PieceTable {
+    text: String,
+    /// Piece i is text[ends[i - 1]..ends[i]].
+    ends: Vec<u32>,
+    /// Ids sorted by piece (first occurrence of a duplicate first), for lookups.
+    sorted: Vec<u32>,
+}
+
+impl PieceTable {
+    fn new(pieces: &[String]) -> Self {
+        let mut text = String::with_capacity(pieces.iter().map(String::len).sum());
+        let mut ends = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            text.push_str(p);
+            ends.push(text.len() as u32);
+        }
+        let mut table = PieceTable {
+            text,
+            ends,
+            sorted: (0..pieces.len() as u32).collect(),
+        };
+        let mut sorted = std::mem::take(&mut table.sorted);
+        sorted.sort_by(|&a, &b| table.get(a).cmp(table.get(b)).then(a.cmp(&b)));
+        table.sorted = sorted;
+        table
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, id: u32) -> &str {
+        let i = id as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    /// The lowest id whose piece is `piece`.
+    fn find(&self, piece: &str) -> Option<u32> {
+        let i = self.sorted.partition_point(|&id| self.get(id) < piece);
+        let id = *self.sorted.get(i)?;
+        (self.get(id) == piece).then_some(id)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Tokenizer {
-    pieces: Vec<String>,
+    pieces: PieceTable,
     scores: Vec<f32>,
     kinds: Vec<TokenKind>,
-    piece_to_id: HashMap<String, u32>,
     byte_to_id: [Option<u32>; 256],
     /// User-defined tokens, longest first: cut out of the raw text before SentencePiece runs.
     user_defined: Vec<(String, u32)>,
@@ -144,13 +191,10 @@ impl Tokenizer {
         add_bos: bool,
         add_space_prefix: bool,
     ) -> Self {
-        let mut piece_to_id = HashMap::with_capacity(pieces.len());
         let mut byte_to_id = [None; 256];
         let mut user_defined = Vec::new();
         for (i, piece) in pieces.iter().enumerate() {
             let id = i as u32;
-            // The first occurrence wins, as in llama.cpp.
-            piece_to_id.entry(piece.clone()).or_insert(id);
             match kinds[i] {
                 TokenKind::Byte => {
                     if let Some(b) = parse_byte_piece(piece) {
@@ -165,10 +209,9 @@ impl Tokenizer {
         }
         user_defined.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
         Tokenizer {
-            pieces,
+            pieces: PieceTable::new(&pieces),
             scores,
             kinds,
-            piece_to_id,
             byte_to_id,
             user_defined,
             bos_id,
@@ -184,7 +227,12 @@ impl Tokenizer {
 
     /// The vocabulary entry of a token, as stored (`▁` for spaces, `<0x0A>` for bytes).
     pub fn piece(&self, id: u32) -> Option<&str> {
-        self.pieces.get(id as usize).map(String::as_str)
+        ((id as usize) < self.pieces.len()).then(|| self.pieces.get(id))
+    }
+
+    /// The id of a vocabulary entry, if present.
+    pub fn id_of(&self, piece: &str) -> Option<u32> {
+        self.pieces.find(piece)
     }
 
     pub fn kind(&self, id: u32) -> Option<TokenKind> {
@@ -231,7 +279,7 @@ impl Tokenizer {
     }
 
     fn append_token_bytes(&self, id: u32, bytes: &mut Vec<u8>) {
-        let Some(piece) = self.pieces.get(id as usize) else {
+        let Some(piece) = self.piece(id) else {
             return;
         };
         match self.kinds[id as usize] {
@@ -324,8 +372,8 @@ impl Tokenizer {
         while let Some(k) = i {
             let sym = &symbols[k];
             let piece = &text[sym.start..sym.start + sym.len];
-            match self.piece_to_id.get(piece) {
-                Some(&id) => out.push(id),
+            match self.pieces.find(piece) {
+                Some(id) => out.push(id),
                 None => {
                     for b in piece.bytes() {
                         if let Some(id) = self.byte_to_id[b as usize] {
@@ -348,7 +396,7 @@ impl Tokenizer {
     ) {
         let (a, b) = (&symbols[left], &symbols[right]);
         let merged = &text[a.start..a.start + a.len + b.len];
-        if let Some(&id) = self.piece_to_id.get(merged) {
+        if let Some(id) = self.pieces.find(merged) {
             queue.push(Bigram {
                 score: self.scores[id as usize],
                 left,

@@ -40,3 +40,32 @@ impl HostInfo {
         }
     }
 }
+
+/// Reads one `kB` field of /proc/self/status, in bytes (Linux only).
+fn proc_status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: u64 = line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Resident memory now (VmRSS).
+pub fn rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmRSS:")
+}
+
+/// Peak resident memory since start or since the last [`reset_peak_rss`] (VmHWM, kept by the kernel).
+pub fn peak_rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmHWM:")
+}
+
+/// Resets the kernel's peak-RSS mark to the current RSS (`echo 5 > /proc/self/clear_refs`).
+/// Returns false where the kernel does not allow it.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}

@@ -1,0 +1,188 @@
+//! One measured case: load, prefill, decode, with timings and memory.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::model::gguf::GgufFile;
+use crate::model::text::Gemma3;
+use crate::model::tokenizer::Tokenizer;
+use crate::probe::host;
+
+/// A model ready to run: the file it came from, its tokenizer, its weights. The GGUF header
+/// (with its 262k-entry vocabulary arrays) is dropped once both are built.
+pub struct LoadedModel {
+    pub path: std::path::PathBuf,
+    pub tokenizer: Tokenizer,
+    pub model: Gemma3,
+    pub load_s: f64,
+}
+
+impl LoadedModel {
+    pub fn load(path: &std::path::Path, device: &Device) -> Result<Self> {
+        let start = Instant::now();
+        let mut file = GgufFile::open_gemma3(path)?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        // The vocabulary arrays are large as parsed metadata; the tokenizer has its own compact
+        // copy, so free them before the weights arrive.
+        file.content
+            .metadata
+            .retain(|k, _| !k.starts_with("tokenizer.ggml."));
+        let model = Gemma3::from_gguf(&file, device)?;
+        Ok(LoadedModel {
+            path: file.path.clone(),
+            tokenizer,
+            model,
+            load_s: start.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Parses a KV-cache dtype name.
+pub fn parse_kv_dtype(s: &str) -> std::result::Result<DType, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        other => Err(format!(
+            "unsupported KV dtype '{other}' (choose f32, f16 or bf16)"
+        )),
+    }
+}
+
+pub fn dtype_name(d: DType) -> &'static str {
+    d.as_str()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaseParams {
+    pub prompt_tokens: usize,
+    pub gen_tokens: usize,
+    pub ctx: usize,
+    pub prefill_chunk: usize,
+    pub kv_dtype: String,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaseMetrics {
+    pub load_s: f64,
+    pub ttft_ms: f64,
+    pub prefill_tok_per_s: f64,
+    pub decode_tok_per_s: f64,
+    pub decode_ms_median: f64,
+    pub decode_ms_p90: f64,
+    pub decode_ms_samples: Vec<f64>,
+    pub kv_bytes: u64,
+    pub rope_bytes: u64,
+    pub file_weight_bytes: u64,
+    pub resident_weight_bytes: u64,
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Deterministic English text used to build prompts of a given length.
+const FILLER: &str =
+    "The river ran past the old mill, where the miller kept his ledgers of grain and \
+flour. Every spring the water rose, and the village gathered to watch the wheel turn faster. \
+Children counted the boats that drifted down from the hills, and the baker sold warm bread at \
+the bridge. In the evening the lamps were lit along the towpath, and travellers told stories \
+of the cities beyond the forest, of markets and bells and libraries full of maps. ";
+
+/// A prompt of exactly `n` tokens (BOS first when the model adds it).
+pub fn prompt_of(tokenizer: &Tokenizer, n: usize) -> Vec<u32> {
+    let mut text = String::from(FILLER);
+    loop {
+        let ids = tokenizer.encode(&text, true);
+        if ids.len() >= n {
+            return ids[..n].to_vec();
+        }
+        text.push_str(FILLER);
+    }
+}
+
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Percentile (nearest rank) of unsorted samples; 0 for none.
+pub fn percentile(samples: &[f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
+}
+
+/// Prefill `params.prompt_tokens` tokens, then decode `params.gen_tokens` greedily, one at a time.
+pub fn run_case(m: &LoadedModel, params: &CaseParams, kv_dtype: DType) -> Result<CaseMetrics> {
+    let prompt = prompt_of(&m.tokenizer, params.prompt_tokens.max(1));
+    let mut session = m.model.session(params.ctx, kv_dtype)?;
+    let start = Instant::now();
+    let logits = m
+        .model
+        .prefill(&prompt, params.prefill_chunk, &mut session)?;
+    let mut next = argmax(&logits);
+    let prefill_s = start.elapsed().as_secs_f64();
+    let mut samples = Vec::with_capacity(params.gen_tokens);
+    for _ in 0..params.gen_tokens {
+        let t = Instant::now();
+        let logits = m.model.forward(&[next], &mut session)?;
+        next = argmax(&logits);
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let median = percentile(&samples, 50.0);
+    Ok(CaseMetrics {
+        load_s: m.load_s,
+        ttft_ms: prefill_s * 1e3,
+        prefill_tok_per_s: prompt.len() as f64 / prefill_s,
+        decode_tok_per_s: if median > 0.0 { 1e3 / median } else { 0.0 },
+        decode_ms_median: median,
+        decode_ms_p90: percentile(&samples, 90.0),
+        decode_ms_samples: samples,
+        kv_bytes: session.cache.allocated_bytes() as u64,
+        rope_bytes: session.rope_bytes() as u64,
+        file_weight_bytes: m.model.weight_bytes.file_weight_bytes,
+        resident_weight_bytes: m.model.weight_bytes.resident_weight_bytes,
+        peak_rss_bytes: host::peak_rss_bytes(),
+    })
+}
+
+/// Greedy generation: returns the generated ids (stops at an end-of-sequence token).
+pub fn generate(
+    m: &LoadedModel,
+    prompt: &[u32],
+    max_tokens: usize,
+    prefill_chunk: usize,
+    kv_dtype: DType,
+    mut on_token: impl FnMut(u32),
+) -> Result<Vec<u32>> {
+    let mut session = m.model.session(prompt.len() + max_tokens, kv_dtype)?;
+    let stop: Vec<u32> = [m.tokenizer.eos_id, m.tokenizer.id_of("<end_of_turn>")]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut out = Vec::with_capacity(max_tokens);
+    if max_tokens == 0 {
+        return Ok(out);
+    }
+    let mut logits = m.model.prefill(prompt, prefill_chunk, &mut session)?;
+    loop {
+        let next = argmax(&logits);
+        out.push(next);
+        on_token(next);
+        if stop.contains(&next) || out.len() >= max_tokens {
+            return Ok(out);
+        }
+        logits = m.model.forward(&[next], &mut session)?;
+    }
+}

@@ -1,0 +1,132 @@
+//! The KV cache, allocated once for the requested context.
+//!
+//! Global layers hold `ctx` positions. Sliding layers hold a ring of exactly
+//! `min(ctx, window)` positions: position p lives in slot p % window. Size in bytes:
+//! (global_layers × ctx + sliding_layers × min(ctx, window)) × 2 × kv_heads × head_dim × dtype.
+
+use candle_core::{DType, Device, Result, Tensor};
+
+use crate::model::config::{Gemma3Config, LayerKind};
+
+/// One layer's keys and values, each [kv_heads, capacity, head_dim].
+#[derive(Debug)]
+pub struct LayerCache {
+    pub kind: LayerKind,
+    pub k: Tensor,
+    pub v: Tensor,
+    pub capacity: usize,
+}
+
+#[derive(Debug)]
+pub struct KvCache {
+    pub layers: Vec<LayerCache>,
+    pub ctx: usize,
+    pub dtype: DType,
+    /// Positions written so far (the next token's position).
+    pub len: usize,
+}
+
+impl KvCache {
+    /// Number of positions a layer of this kind keeps for a context of `ctx`.
+    pub fn capacity(cfg: &Gemma3Config, kind: LayerKind, ctx: usize) -> usize {
+        match kind {
+            LayerKind::Global => ctx,
+            LayerKind::Sliding => ctx.min(cfg.sliding_window),
+        }
+    }
+
+    /// The cache's size in bytes, without allocating it.
+    pub fn size_in_bytes(cfg: &Gemma3Config, ctx: usize, dtype: DType) -> usize {
+        (0..cfg.num_layers)
+            .map(|i| Self::capacity(cfg, cfg.layer_kind(i), ctx))
+            .sum::<usize>()
+            * 2
+            * cfg.num_kv_heads
+            * cfg.head_dim
+            * dtype.size_in_bytes()
+    }
+
+    pub fn new(cfg: &Gemma3Config, ctx: usize, dtype: DType, device: &Device) -> Result<Self> {
+        let layers = (0..cfg.num_layers)
+            .map(|i| {
+                let kind = cfg.layer_kind(i);
+                let capacity = Self::capacity(cfg, kind, ctx);
+                let shape = (cfg.num_kv_heads, capacity, cfg.head_dim);
+                Ok(LayerCache {
+                    kind,
+                    k: Tensor::zeros(shape, dtype, device)?,
+                    v: Tensor::zeros(shape, dtype, device)?,
+                    capacity,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KvCache {
+            layers,
+            ctx,
+            dtype,
+            len: 0,
+        })
+    }
+
+    pub fn allocated_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| (l.k.elem_count() + l.v.elem_count()) * self.dtype.size_in_bytes())
+            .sum()
+    }
+}
+
+impl LayerCache {
+    /// Writes `k`, `v` ([kv_heads, n, head_dim]) for positions `start..start + n`. A ring keeps
+    /// only the last `capacity` of them, wrapping around.
+    pub fn write(&self, k: &Tensor, v: &Tensor, start: usize) -> Result<()> {
+        let (_, n, _) = k.dims3()?;
+        let k = k.to_dtype(self.k.dtype())?.contiguous()?;
+        let v = v.to_dtype(self.v.dtype())?.contiguous()?;
+        match self.kind {
+            LayerKind::Global => {
+                if start + n > self.capacity {
+                    candle_core::bail!(
+                        "the KV cache holds {} positions; writing {n} at {start} overflows it (raise --ctx)",
+                        self.capacity
+                    );
+                }
+                self.k.slice_set(&k, 1, start)?;
+                self.v.slice_set(&v, 1, start)?;
+            }
+            LayerKind::Sliding => {
+                // Only the last `capacity` positions survive.
+                let skip = n.saturating_sub(self.capacity);
+                let (k, v) = (k.narrow(1, skip, n - skip)?, v.narrow(1, skip, n - skip)?);
+                let mut src = 0;
+                let mut pos = start + skip;
+                let total = n - skip;
+                while src < total {
+                    let slot = pos % self.capacity;
+                    let len = (self.capacity - slot).min(total - src);
+                    self.k
+                        .slice_set(&k.narrow(1, src, len)?.contiguous()?, 1, slot)?;
+                    self.v
+                        .slice_set(&v.narrow(1, src, len)?.contiguous()?, 1, slot)?;
+                    src += len;
+                    pos += len;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The position held in `slot` when `written` positions have been written, if any.
+    pub fn slot_position(&self, slot: usize, written: usize) -> Option<usize> {
+        match self.kind {
+            LayerKind::Global => (slot < written).then_some(slot),
+            LayerKind::Sliding => {
+                if slot >= written {
+                    return None;
+                }
+                let last = written - 1;
+                Some(last - (last - slot) % self.capacity)
+            }
+        }
+    }
+}

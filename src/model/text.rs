@@ -1,0 +1,385 @@
+//! The Gemma 3 text decoder.
+//!
+//! Per layer: RMSNorm → attention (q/k RMSNorm, RoPE, sliding or global span) → RMSNorm → residual;
+//! RMSNorm → GELU-tanh gated feed-forward → RMSNorm → residual. Embeddings are scaled by
+//! sqrt(hidden); the output projection is the (quantized) token embedding itself.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+
+use crate::error::Result;
+use crate::model::config::{Gemma3Config, LayerKind};
+use crate::model::gguf::GgufFile;
+use crate::model::kv_cache::{KvCache, LayerCache};
+use crate::model::linear::Linear;
+use crate::model::ops;
+use crate::model::rope::RopeTable;
+use crate::model::weights::{GgufWeights, WeightBytes};
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Tensor,
+    k_norm: Tensor,
+}
+
+struct DecoderLayer {
+    kind: LayerKind,
+    attn_norm: Tensor,
+    attn: Attention,
+    post_attn_norm: Tensor,
+    ffn_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    post_ffn_norm: Tensor,
+}
+
+/// A loaded Gemma 3 text model. Per-run state (KV cache, RoPE tables) lives in [`Session`].
+pub struct Gemma3 {
+    pub cfg: Gemma3Config,
+    embed: Arc<QTensor>,
+    lm_head: QMatMul,
+    layers: Vec<DecoderLayer>,
+    final_norm: Tensor,
+    device: Device,
+    pub weight_bytes: WeightBytes,
+    /// Tensors whose format was changed at load: (name, from, to).
+    pub repacked: Vec<(String, String, String)>,
+}
+
+/// The state of one sequence: its KV cache and RoPE tables sized for its context.
+pub struct Session {
+    pub cache: KvCache,
+    rope_local: RopeTable,
+    rope_global: RopeTable,
+}
+
+impl Session {
+    /// Positions processed so far.
+    pub fn position(&self) -> usize {
+        self.cache.len
+    }
+
+    pub fn rope_bytes(&self) -> usize {
+        self.rope_local.size_in_bytes() + self.rope_global.size_in_bytes()
+    }
+}
+
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)
+}
+
+impl Gemma3 {
+    /// Loads a Gemma 3 GGUF file onto `device`.
+    pub fn from_gguf(file: &GgufFile, device: &Device) -> Result<Self> {
+        let embed_info = file
+            .content
+            .tensor_infos
+            .get("token_embd.weight")
+            .ok_or_else(|| crate::Error::MissingTensor {
+                path: file.path.clone(),
+                name: "token_embd.weight".into(),
+            })?;
+        let vocab = embed_info.shape.dims().first().copied().unwrap_or(0);
+        let cfg = Gemma3Config::from_gguf(file, vocab)?;
+        let mut w = GgufWeights::new(file, device)?;
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let (q_out, kv_out, ff) = (
+            cfg.num_heads * hd,
+            cfg.num_kv_heads * hd,
+            cfg.intermediate_size,
+        );
+        // The largest tensor first, so the transient copy made while reading it does not stack
+        // on top of everything else (it bounds the peak resident memory of a load).
+        let embed = Arc::new(w.qtensor("token_embd.weight", &[vocab, h])?);
+        let lm_head = if w.has("output.weight") {
+            QMatMul::from_qtensor(w.qtensor("output.weight", &[vocab, h])?)?
+        } else {
+            QMatMul::from_arc(embed.clone())?
+        };
+        let final_norm = w.f32_tensor("output_norm.weight", &[h])?;
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            let mut qm = |s: &str, shape: &[usize]| -> Result<Linear> {
+                Ok(Linear::new(Arc::new(w.qtensor(&n(s), shape)?))?)
+            };
+            let attn = Attention {
+                q: qm("attn_q", &[q_out, h])?,
+                k: qm("attn_k", &[kv_out, h])?,
+                v: qm("attn_v", &[kv_out, h])?,
+                o: qm("attn_output", &[h, q_out])?,
+                q_norm: w.f32_tensor(&n("attn_q_norm"), &[hd])?,
+                k_norm: w.f32_tensor(&n("attn_k_norm"), &[hd])?,
+            };
+            let mut qm = |s: &str, shape: &[usize]| -> Result<Linear> {
+                Ok(Linear::new(Arc::new(w.qtensor(&n(s), shape)?))?)
+            };
+            let gate = qm("ffn_gate", &[ff, h])?;
+            let up = qm("ffn_up", &[ff, h])?;
+            let down = qm("ffn_down", &[h, ff])?;
+            layers.push(DecoderLayer {
+                kind: cfg.layer_kind(i),
+                attn_norm: w.f32_tensor(&n("attn_norm"), &[h])?,
+                attn,
+                post_attn_norm: w.f32_tensor(&n("post_attention_norm"), &[h])?,
+                ffn_norm: w.f32_tensor(&n("ffn_norm"), &[h])?,
+                gate,
+                up,
+                down,
+                post_ffn_norm: w.f32_tensor(&n("post_ffw_norm"), &[h])?,
+            });
+        }
+        let repacked = w
+            .repacked
+            .iter()
+            .map(|(n, a, b)| (n.clone(), format!("{a:?}"), format!("{b:?}")))
+            .collect();
+        Ok(Gemma3 {
+            weight_bytes: w.bytes,
+            repacked,
+            cfg,
+            embed,
+            lm_head,
+            layers,
+            final_norm,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A fresh sequence with room for `ctx` positions.
+    pub fn session(&self, ctx: usize, kv_dtype: DType) -> Result<Session> {
+        let c = &self.cfg;
+        Ok(Session {
+            cache: KvCache::new(c, ctx, kv_dtype, &self.device)?,
+            rope_local: RopeTable::new(c.rope_local_base, 1.0, c.head_dim, ctx, &self.device)?,
+            rope_global: RopeTable::new(
+                c.rope_global_base,
+                c.rope_global_scale,
+                c.head_dim,
+                ctx,
+                &self.device,
+            )?,
+        })
+    }
+
+    /// Runs `tokens` through the model in chunks of at most `chunk` positions and returns the
+    /// logits of the last position ([vocab], f32).
+    pub fn prefill(&self, tokens: &[u32], chunk: usize, s: &mut Session) -> Result<Vec<f32>> {
+        let chunk = chunk.max(1);
+        let mut logits = None;
+        for piece in tokens.chunks(chunk) {
+            logits = Some(self.forward(piece, s)?);
+        }
+        match logits {
+            Some(l) => Ok(l),
+            None => Err(crate::Error::Candle(candle_core::Error::Msg(
+                "prefill needs at least one token".into(),
+            ))),
+        }
+    }
+
+    /// Processes `tokens` at the session's next positions as one chunk; returns the last
+    /// position's logits ([vocab], f32). Only that position goes through the output projection.
+    pub fn forward(&self, tokens: &[u32], s: &mut Session) -> Result<Vec<f32>> {
+        let n = tokens.len();
+        let pos = s.cache.len;
+        if pos + n > s.cache.ctx {
+            return Err(crate::Error::Candle(candle_core::Error::Msg(format!(
+                "context full: {pos} positions used, {n} more requested, room for {} (raise --ctx)",
+                s.cache.ctx
+            ))));
+        }
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = (self.embed.embedding(&ids)? * (self.cfg.hidden_size as f64).sqrt())?;
+        for (layer, cache) in self.layers.iter().zip(&s.cache.layers) {
+            let rope = match layer.kind {
+                LayerKind::Sliding => &s.rope_local,
+                LayerKind::Global => &s.rope_global,
+            };
+            x = layer.forward(&x, pos, cache, rope, &self.cfg)?;
+        }
+        s.cache.len += n;
+        let last = x.narrow(0, n - 1, 1)?;
+        let last = rms_norm(&last, &self.final_norm, self.cfg.rms_norm_eps)?;
+        let logits = self.lm_head.forward(&last)?.squeeze(0)?;
+        Ok(logits.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+    }
+}
+
+impl DecoderLayer {
+    fn forward(
+        &self,
+        x: &Tensor,
+        pos: usize,
+        cache: &LayerCache,
+        rope: &RopeTable,
+        cfg: &Gemma3Config,
+    ) -> candle_core::Result<Tensor> {
+        let eps = cfg.rms_norm_eps;
+        let h = rms_norm(x, &self.attn_norm, eps)?;
+        let h = self.attn.forward(&h, pos, cache, rope, cfg)?;
+        let x = (x + rms_norm(&h, &self.post_attn_norm, eps)?)?;
+        let h = rms_norm(&x, &self.ffn_norm, eps)?;
+        let h = ops::gelu_tanh_mul(&self.gate.forward(&h)?, &self.up.forward(&h)?)?;
+        let h = self.down.forward(&h)?;
+        x + rms_norm(&h, &self.post_ffn_norm, eps)?
+    }
+}
+
+impl Attention {
+    /// `x`: [n, hidden] at positions pos..pos+n.
+    fn forward(
+        &self,
+        x: &Tensor,
+        pos: usize,
+        cache: &LayerCache,
+        rope: &RopeTable,
+        cfg: &Gemma3Config,
+    ) -> candle_core::Result<Tensor> {
+        let (n, _) = x.dims2()?;
+        let (heads, kv_heads, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let group = heads / kv_heads;
+        let eps = cfg.rms_norm_eps;
+        let q = self.q.forward(x)?.reshape((n, heads, hd))?;
+        let q = rms_norm(&q, &self.q_norm, eps)?
+            .transpose(0, 1)?
+            .contiguous()?;
+        let q = (rope.apply(&q, pos)? * cfg.query_pre_attn_scalar.powf(-0.5))?;
+        let k = self.k.forward(x)?.reshape((n, kv_heads, hd))?;
+        let k = rms_norm(&k, &self.k_norm, eps)?
+            .transpose(0, 1)?
+            .contiguous()?;
+        let k = rope.apply(&k, pos)?;
+        let v = self
+            .v
+            .forward(x)?
+            .reshape((n, kv_heads, hd))?
+            .transpose(0, 1)?
+            .contiguous()?;
+
+        // Keys/values to attend over, and which mask (if any) applies.
+        let f32_view = |t: &Tensor, len: usize| t.narrow(1, 0, len)?.to_dtype(DType::F32);
+        let (keys, values, mask) =
+            if cache.kind == LayerKind::Global || n == 1 || pos + n <= cache.capacity {
+                // Write first, then attend over the cache: slot j holds position j (no wrap yet), or
+                // for a single token the ring holds exactly the window ending at it.
+                cache.write(&k, &v, pos)?;
+                let len = (pos + n).min(cache.capacity);
+                let mask = if n > 1 { Mask::Causal } else { Mask::None };
+                (f32_view(&cache.k, len)?, f32_view(&cache.v, len)?, mask)
+            } else {
+                // A chunk on a sliding layer that wraps the ring: attend over the ring as it was plus
+                // the chunk itself, then write the chunk in.
+                let ring = pos.min(cache.capacity);
+                let keys = Tensor::cat(&[&f32_view(&cache.k, ring)?, &k], 1)?;
+                let values = Tensor::cat(&[&f32_view(&cache.v, ring)?, &v], 1)?;
+                let slots = (0..ring).map(|s| cache.slot_position(s, pos)).collect();
+                cache.write(&k, &v, pos)?;
+                (
+                    keys,
+                    values,
+                    Mask::Window {
+                        slots,
+                        window: cfg.sliding_window,
+                    },
+                )
+            };
+        let t = keys.dim(1)?;
+        let keys_t = keys.t()?;
+        let q = q.reshape((kv_heads, group, n, hd))?;
+        // Queries in blocks, so the [group × block × keys] score matrix stays small even for a
+        // 512-token chunk over a long context (it is the largest transient of a prefill).
+        let block = (SCORE_BLOCK_ELEMS / (kv_heads * group * t).max(1)).clamp(1, n);
+        let mut outs = Vec::with_capacity(n.div_ceil(block));
+        for start in (0..n).step_by(block) {
+            let b = block.min(n - start);
+            let qb = q.narrow(2, start, b)?.reshape((kv_heads, group * b, hd))?;
+            let scores = qb.matmul(&keys_t)?;
+            let scores = match mask.rows(start, b, pos, t) {
+                Some(m) => {
+                    let m = Tensor::from_vec(m, (b, t), q.device())?;
+                    scores
+                        .reshape((kv_heads, group, b, t))?
+                        .broadcast_add(&m)?
+                        .reshape((kv_heads, group * b, t))?
+                }
+                None => scores,
+            };
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            outs.push(probs.matmul(&values)?.reshape((kv_heads, group, b, hd))?);
+        }
+        let out = if outs.len() == 1 {
+            outs.pop().expect("one block")
+        } else {
+            Tensor::cat(&outs, 2)?
+        }; // [kv_heads, group, n, hd]
+        let out = out
+            .reshape((heads, n, hd))?
+            .transpose(0, 1)?
+            .reshape((n, heads * hd))?;
+        self.o.forward(&out)
+    }
+}
+
+/// Most f32 elements in one block of attention scores (1 Mi = 4 MiB).
+const SCORE_BLOCK_ELEMS: usize = 1 << 20;
+
+/// Which keys each query of a chunk may see.
+enum Mask {
+    /// Every key (a single query over exactly its window or its whole past).
+    None,
+    /// Keys are positions 0..t; query i (position pos + i) sees keys up to its own position.
+    Causal,
+    /// Keys are the ring's slots as they were before the chunk (their positions, if written),
+    /// then the chunk's own positions; a key is visible when it is not in the future and fewer
+    /// than `window` positions back.
+    Window {
+        slots: Vec<Option<usize>>,
+        window: usize,
+    },
+}
+
+impl Mask {
+    /// Additive mask rows for queries `start..start + b` over `t` keys, or None when all are visible.
+    fn rows(&self, start: usize, b: usize, pos: usize, t: usize) -> Option<Vec<f32>> {
+        match self {
+            Mask::None => None,
+            Mask::Causal => {
+                let mut m = vec![0.0f32; b * t];
+                for r in 0..b {
+                    let visible = (pos + start + r + 1).min(t);
+                    m[r * t + visible..(r + 1) * t].fill(f32::NEG_INFINITY);
+                }
+                Some(m)
+            }
+            Mask::Window { slots, window } => {
+                let ring = slots.len();
+                let mut m = vec![f32::NEG_INFINITY; b * t];
+                for r in 0..b {
+                    let i = start + r;
+                    let q = pos + i;
+                    let row = &mut m[r * t..(r + 1) * t];
+                    for (cell, p) in row.iter_mut().zip(slots) {
+                        if p.is_some_and(|p| q - p < *window) {
+                            *cell = 0.0;
+                        }
+                    }
+                    for j in i.saturating_sub(window - 1)..=i {
+                        row[ring + j] = 0.0;
+                    }
+                }
+                Some(m)
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Reading weights out of a GGUF file in the file's own formats.
+//!
+//! Quantized tensors stay quantized (candle `QMatMul`); the one exception is Q5_0, repacked at
+//! load into Q8_0, which holds exactly the same values (q - 16 in [-16, 15]) with the same block
+//! scale, because candle's Q8_0 kernels are SIMD and its Q5_0 kernel is a scalar loop.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+
+use candle_core::quantized::k_quants::{self, GgmlType};
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::gguf::GgufFile;
+
+/// Bytes of weights: as the file stores them, and as the engine holds them on its device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightBytes {
+    pub file_weight_bytes: u64,
+    pub resident_weight_bytes: u64,
+}
+
+pub struct GgufWeights<'a> {
+    file: &'a GgufFile,
+    reader: File,
+    device: Device,
+    pub bytes: WeightBytes,
+    /// Tensors repacked at load (name, from, to), for the record.
+    pub repacked: Vec<(String, GgmlDType, GgmlDType)>,
+}
+
+impl<'a> GgufWeights<'a> {
+    pub fn new(file: &'a GgufFile, device: &Device) -> Result<Self> {
+        let reader = File::open(&file.path).map_err(|e| Error::io(&file.path, e))?;
+        Ok(GgufWeights {
+            file,
+            reader,
+            device: device.clone(),
+            bytes: WeightBytes::default(),
+            repacked: Vec::new(),
+        })
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.file.content.tensor_infos.contains_key(name)
+    }
+
+    /// Checks the tensor's presence and shape; returns its type, file offset and byte size.
+    fn locate(&self, name: &str, expected: &[usize]) -> Result<(GgmlDType, u64, usize)> {
+        let info =
+            self.file
+                .content
+                .tensor_infos
+                .get(name)
+                .ok_or_else(|| Error::MissingTensor {
+                    path: self.file.path.clone(),
+                    name: name.into(),
+                })?;
+        if info.shape.dims() != expected {
+            return Err(Error::TensorShape {
+                path: self.file.path.clone(),
+                name: name.into(),
+                expected: expected.to_vec(),
+                found: info.shape.dims().to_vec(),
+            });
+        }
+        let dtype = info.ggml_dtype;
+        let size = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
+        Ok((
+            dtype,
+            self.file.content.tensor_data_offset + info.offset,
+            size,
+        ))
+    }
+
+    /// Reads `buf.len()` bytes at `offset`.
+    fn read_into(&mut self, name: &str, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.reader
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| self.reader.read_exact(buf))
+            .map_err(|e| Error::CorruptGguf {
+                path: self.file.path.clone(),
+                reason: format!("reading tensor '{name}': {e}"),
+            })?;
+        self.bytes.file_weight_bytes += buf.len() as u64;
+        Ok(())
+    }
+
+    fn read_raw(&mut self, name: &str, shape: &[usize]) -> Result<(GgmlDType, Vec<u8>)> {
+        let (dtype, offset, size) = self.locate(name, shape)?;
+        let mut data = vec![0u8; size];
+        self.read_into(name, offset, &mut data)?;
+        Ok((dtype, data))
+    }
+
+    /// Reads a tensor straight into the block vector candle will own: no second copy, so
+    /// loading needs no more memory than the loaded model.
+    fn read_blocks<T: GgmlType + 'static>(
+        &mut self,
+        name: &str,
+        offset: u64,
+        size: usize,
+    ) -> Result<QStorage> {
+        let mut blocks = vec![T::zeros(); size / std::mem::size_of::<T>()];
+        self.read_into(name, offset, blocks_as_bytes_mut(&mut blocks))?;
+        Ok(QStorage::Cpu(Box::new(blocks)))
+    }
+
+    /// A weight matrix or embedding, kept in its file format (Q5_0 becomes Q8_0 on the CPU).
+    pub fn qtensor(&mut self, name: &str, shape: &[usize]) -> Result<QTensor> {
+        let (dtype, offset, size) = self.locate(name, shape)?;
+        let storage = if !self.device.is_cpu() {
+            let (_, data) = self.read_raw(name, shape)?;
+            QStorage::from_data(Cow::Owned(data), &self.device, dtype)?
+        } else {
+            use GgmlDType as G;
+            match dtype {
+                G::Q5_0 => {
+                    let (_, data) = self.read_raw(name, shape)?;
+                    let n = data.len() / Q5_0_BLOCK;
+                    let mut blocks = vec![k_quants::BlockQ8_0::zeros(); n];
+                    q5_0_to_q8_0(&data, blocks_as_bytes_mut(&mut blocks));
+                    self.repacked.push((name.into(), G::Q5_0, G::Q8_0));
+                    QStorage::Cpu(Box::new(blocks))
+                }
+                G::F32 => self.read_blocks::<f32>(name, offset, size)?,
+                G::F16 => self.read_blocks::<half::f16>(name, offset, size)?,
+                G::BF16 => self.read_blocks::<half::bf16>(name, offset, size)?,
+                G::Q4_0 => self.read_blocks::<k_quants::BlockQ4_0>(name, offset, size)?,
+                G::Q4_1 => self.read_blocks::<k_quants::BlockQ4_1>(name, offset, size)?,
+                G::Q5_1 => self.read_blocks::<k_quants::BlockQ5_1>(name, offset, size)?,
+                G::Q8_0 => self.read_blocks::<k_quants::BlockQ8_0>(name, offset, size)?,
+                G::Q8_1 => self.read_blocks::<k_quants::BlockQ8_1>(name, offset, size)?,
+                G::Q2K => self.read_blocks::<k_quants::BlockQ2K>(name, offset, size)?,
+                G::Q3K => self.read_blocks::<k_quants::BlockQ3K>(name, offset, size)?,
+                G::Q4K => self.read_blocks::<k_quants::BlockQ4K>(name, offset, size)?,
+                G::Q5K => self.read_blocks::<k_quants::BlockQ5K>(name, offset, size)?,
+                G::Q6K => self.read_blocks::<k_quants::BlockQ6K>(name, offset, size)?,
+                G::Q8K => self.read_blocks::<k_quants::BlockQ8K>(name, offset, size)?,
+            }
+        };
+        let t = QTensor::new(storage, shape)?;
+        self.bytes.resident_weight_bytes += t.storage_size_in_bytes() as u64;
+        Ok(t)
+    }
+
+    /// A small tensor (norm weights) as f32.
+    pub fn f32_tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let (dtype, data) = self.read_raw(name, shape)?;
+        let storage = QStorage::from_data(Cow::Owned(data), &Device::Cpu, dtype)?;
+        let t = QTensor::new(storage, shape)?
+            .dequantize(&Device::Cpu)?
+            .to_device(&self.device)?;
+        self.bytes.resident_weight_bytes += (t.elem_count() * DType::F32.size_in_bytes()) as u64;
+        Ok(t)
+    }
+}
+
+const Q5_0_BLOCK: usize = 22;
+const Q8_0_BLOCK: usize = 34;
+
+/// The bytes of a block vector. Every ggml block type is plain old data (`repr(C)` floats and
+/// integers, sizes asserted by candle), so any byte pattern is a valid value.
+fn blocks_as_bytes_mut<T: GgmlType>(blocks: &mut [T]) -> &mut [u8] {
+    let len = std::mem::size_of_val(blocks);
+    // SAFETY: the slice is valid for `len` bytes, u8 has no alignment requirement, and the
+    // block types have no invalid bit patterns and no padding that matters (see above).
+    unsafe { std::slice::from_raw_parts_mut(blocks.as_mut_ptr() as *mut u8, len) }
+}
+
+/// Repacks Q5_0 blocks (f16 d, u32 high bits, 16 bytes of nibbles) into Q8_0 blocks (f16 d, 32
+/// signed bytes) holding the same values: q8 = q5 - 16. `out` has 34 bytes per source block.
+pub fn q5_0_to_q8_0(src: &[u8], out: &mut [u8]) {
+    for (b, dst) in src
+        .chunks_exact(Q5_0_BLOCK)
+        .zip(out.chunks_exact_mut(Q8_0_BLOCK))
+    {
+        dst[..2].copy_from_slice(&b[..2]);
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        let qs = &b[6..22];
+        for j in 0..16 {
+            let lo = (qs[j] & 0x0f) | ((((qh >> j) & 1) as u8) << 4);
+            let hi = (qs[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+            dst[2 + j] = (lo as i8 - 16) as u8;
+            dst[2 + j + 16] = (hi as i8 - 16) as u8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q5_0_repack_is_lossless() {
+        // Random Q5_0 blocks with sane scales; compare candle's own dequantization of both.
+        let mut state = 0x1234_5678u32;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state
+        };
+        let blocks = 64;
+        let mut data = Vec::with_capacity(blocks * Q5_0_BLOCK);
+        for _ in 0..blocks {
+            let d = half::f16::from_f32((next() % 1000) as f32 / 1e4 + 1e-3);
+            data.extend_from_slice(&d.to_le_bytes());
+            data.extend((0..20).map(|_| next() as u8));
+        }
+        let n = blocks * 32;
+        let q5 = QTensor::new(
+            QStorage::from_data(Cow::Borrowed(&data), &Device::Cpu, GgmlDType::Q5_0).unwrap(),
+            (n,),
+        )
+        .unwrap();
+        let mut q8_bytes = vec![0u8; blocks * Q8_0_BLOCK];
+        q5_0_to_q8_0(&data, &mut q8_bytes);
+        let q8 = QTensor::new(
+            QStorage::from_data(Cow::Owned(q8_bytes), &Device::Cpu, GgmlDType::Q8_0).unwrap(),
+            (n,),
+        )
+        .unwrap();
+        let a = q5
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = q8
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(a, b);
+    }
+}
