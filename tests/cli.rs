@@ -137,3 +137,69 @@ fn tokenize_default_model_matches_reference() {
     assert_eq!(v["ids"], serde_json::json!([2, 818, 5279, 529, 7001, 563]));
     assert_eq!(v["pieces"][1], "The");
 }
+
+#[test]
+fn missing_and_misshapen_tensors_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("partial.gguf");
+    // Metadata of a complete tiny Gemma 3, but only the embedding and the final norm.
+    let md = common::tiny_gemma3_metadata();
+    common::write_gguf(
+        &p,
+        "gemma3",
+        &md,
+        &[
+            ("token_embd.weight", (264, 64)),
+            ("output_norm.weight", (1, 64)),
+        ],
+    );
+    assert_fails_with(
+        &[
+            "run",
+            "--model",
+            p.to_str().unwrap(),
+            "--prompt-tokens",
+            "2",
+            "--gen",
+            "1",
+        ],
+        "output_norm.weight",
+    );
+    common::write_gguf(&p, "gemma3", &md, &[("token_embd.weight", (264, 64))]);
+    assert_fails_with(
+        &[
+            "run",
+            "--model",
+            p.to_str().unwrap(),
+            "--prompt-tokens",
+            "2",
+            "--gen",
+            "1",
+        ],
+        "tensor 'output_norm.weight' is missing",
+    );
+    common::write_gguf(&p, "gemma3", &md, &[("token_embd.weight", (264, 48))]);
+    assert_fails_with(
+        &[
+            "run",
+            "--model",
+            p.to_str().unwrap(),
+            "--prompt-tokens",
+            "2",
+            "--gen",
+            "1",
+        ],
+        "tensor 'token_embd.weight' has shape [264, 48]",
+    );
+}
+
+#[test]
+fn generate_on_another_architecture_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("llama.gguf");
+    common::write_tiny_gguf(&p, "llama");
+    assert_fails_with(
+        &["generate", "--model", p.to_str().unwrap(), "--prompt", "hi"],
+        "architecture 'llama'",
+    );
+}

@@ -1,10 +1,12 @@
 //! The Gemma 3 engine and what it reads: GGUF files, model specs, the tokenizer.
 
+pub mod attention_cpu;
 pub mod config;
 pub mod gguf;
 pub mod kv_cache;
 pub mod linear;
 pub mod ops;
+pub mod qmatmul;
 pub mod rope;
 pub mod spec;
 pub mod text;

@@ -10,6 +10,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::error::Result;
+use crate::model::attention_cpu;
 use crate::model::config::{Gemma3Config, LayerKind};
 use crate::model::gguf::GgufFile;
 use crate::model::kv_cache::{KvCache, LayerCache};
@@ -267,6 +268,19 @@ impl Attention {
             .transpose(0, 1)?
             .contiguous()?;
 
+        if attention_cpu::supported(cache) {
+            let dims = attention_cpu::Dims {
+                heads,
+                kv_heads,
+                head_dim: hd,
+                pos,
+                n,
+                window: (cache.kind == LayerKind::Sliding).then_some(cfg.sliding_window),
+            };
+            let out = attention_cpu::attend(&q, &k, &v, cache, &dims)?;
+            cache.write(&k, &v, pos)?;
+            return self.o.forward(&out);
+        }
         // Keys/values to attend over, and which mask (if any) applies.
         let f32_view = |t: &Tensor, len: usize| t.narrow(1, 0, len)?.to_dtype(DType::F32);
         let (keys, values, mask) =

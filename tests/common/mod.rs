@@ -35,6 +35,16 @@ pub fn reference(name: &str) -> serde_json::Value {
 
 /// Writes a small GGUF file with a SentencePiece-style vocabulary and one tensor.
 pub fn write_tiny_gguf(path: &Path, arch: &str) {
+    write_gguf(path, arch, &[], &[("blk.0.x.weight", (64, 64))]);
+}
+
+/// Writes a GGUF file with the tiny vocabulary (264 tokens), extra metadata and zero F32 tensors.
+pub fn write_gguf(
+    path: &Path,
+    arch: &str,
+    extra: &[(&str, Value)],
+    tensors: &[(&str, (usize, usize))],
+) {
     let mut tokens = vec!["<pad>", "<eos>", "<bos>", "<unk>"]
         .into_iter()
         .map(String::from)
@@ -65,9 +75,30 @@ pub fn write_tiny_gguf(path: &Path, arch: &str) {
         ("tokenizer.ggml.eos_token_id", Value::U32(1)),
         ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
     ];
-    let t = Tensor::zeros((64, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let q = QTensor::quantize(&t, GgmlDType::F32).unwrap();
-    let md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
+    let qs: Vec<(&str, QTensor)> = tensors
+        .iter()
+        .map(|(name, shape)| {
+            let t = Tensor::zeros(*shape, candle_core::DType::F32, &Device::Cpu).unwrap();
+            (*name, QTensor::quantize(&t, GgmlDType::F32).unwrap())
+        })
+        .collect();
+    let mut md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
+    md_refs.extend(extra.iter().map(|(k, v)| (*k, v)));
+    let q_refs: Vec<(&str, &QTensor)> = qs.iter().map(|(n, q)| (*n, q)).collect();
     let mut f = std::fs::File::create(path).unwrap();
-    gguf_file::write(&mut f, &md_refs, &[("blk.0.x.weight", &q)]).unwrap();
+    gguf_file::write(&mut f, &md_refs, &q_refs).unwrap();
+}
+
+/// Gemma 3 hyper-parameters for a tiny model over the tiny vocabulary.
+pub fn tiny_gemma3_metadata() -> Vec<(&'static str, Value)> {
+    vec![
+        ("gemma3.context_length", Value::U32(64)),
+        ("gemma3.embedding_length", Value::U32(64)),
+        ("gemma3.block_count", Value::U32(2)),
+        ("gemma3.feed_forward_length", Value::U32(128)),
+        ("gemma3.attention.head_count", Value::U32(2)),
+        ("gemma3.attention.head_count_kv", Value::U32(1)),
+        ("gemma3.attention.key_length", Value::U32(32)),
+        ("gemma3.attention.sliding_window", Value::U32(8)),
+    ]
 }

@@ -1,0 +1,241 @@
+//! The engine on the real default model: llama.cpp's reference outputs, decode past the window,
+//! chunked prefill, KV-cache size.
+
+mod common;
+
+use candle_core::{DType, Device};
+use gemma_fit::measure::{argmax, LoadedModel};
+use gemma_fit::model::kv_cache::KvCache;
+
+fn model(test: &str) -> Option<LoadedModel> {
+    let path = common::default_model(test)?;
+    Some(LoadedModel::load(&path, &Device::Cpu).unwrap())
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// llama.cpp's reference outputs (tests/data/llamacpp/). Engines with 8-bit activations round
+/// differently, and Gemma 3 amplifies last-bit differences through those roundings: the top-20
+/// logits at the end of a prompt differ from llama.cpp's by a shift plus up to 0.45, and a
+/// teacher-forced reference token sits up to 0.65 below our best (both measured on these cases).
+const LOGIT_SPREAD: f32 = 0.75;
+/// Greedy steps are compared up to the first reference margin below this (at most 10 steps).
+const NEAR_TIE: f64 = 0.2;
+
+#[test]
+fn greedy_tokens_match_llama_cpp_until_a_near_tie() {
+    let Some(m) = model("greedy_tokens_match_llama_cpp_until_a_near_tie") else {
+        return;
+    };
+    let (mut checked_long, mut compared) = (false, 0);
+    for file in ["generate.json", "generate-long.json"] {
+        for case in common::reference(file)["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let prompt = ids(&case["prompt_ids"]);
+            assert_eq!(
+                m.tokenizer.encode(case["prompt"].as_str().unwrap(), true),
+                prompt,
+                "{name}: prompt ids"
+            );
+            let want = ids(&case["greedy_ids"]);
+            let margins: Vec<f64> = case["margins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            // Free-running greedy decoding, compared up to the first step whose reference margin
+            // is within the engines' rounding spread, at most 10 tokens.
+            let n = margins
+                .iter()
+                .position(|&m| m < NEAR_TIE)
+                .unwrap_or(margins.len())
+                .min(10);
+            let mut session = m
+                .model
+                .session(prompt.len() + want.len() + 1, DType::F32)
+                .unwrap();
+            let mut logits = m.model.prefill(&prompt, 512, &mut session).unwrap();
+            // The top-20 logits at the last prompt position, up to a common shift.
+            let top: Vec<(usize, f32)> = case["top20"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p[0].as_u64().unwrap() as usize,
+                        p[1].as_f64().unwrap() as f32,
+                    )
+                })
+                .collect();
+            let shift = top.iter().map(|&(id, l)| logits[id] - l).sum::<f32>() / top.len() as f32;
+            for &(id, l) in &top {
+                let d = (logits[id] - shift - l).abs();
+                assert!(
+                    d < LOGIT_SPREAD,
+                    "{name}: logit of {id} off by {d} after a shift of {shift}"
+                );
+            }
+            let mut got = Vec::new();
+            for _ in 0..n {
+                let next = argmax(&logits);
+                got.push(next);
+                logits = m.model.forward(&[next], &mut session).unwrap();
+            }
+            assert_eq!(got, want[..n], "{name}: greedy tokens (first {n})");
+            checked_long |= prompt.len() + n > 512 && n > 0;
+            compared += n;
+        }
+    }
+    assert!(
+        checked_long,
+        "no reference case crosses the 512-token window"
+    );
+    assert!(compared >= 25, "only {compared} greedy steps compared");
+}
+
+#[test]
+fn llama_cpp_tokens_are_near_the_top_when_teacher_forced() {
+    let Some(m) = model("llama_cpp_tokens_are_near_the_top_when_teacher_forced") else {
+        return;
+    };
+    for file in ["generate.json", "generate-long.json"] {
+        for case in common::reference(file)["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let prompt = ids(&case["prompt_ids"]);
+            let want = ids(&case["greedy_ids"]);
+            let mut session = m
+                .model
+                .session(prompt.len() + want.len(), DType::F32)
+                .unwrap();
+            let mut logits = m.model.prefill(&prompt, 512, &mut session).unwrap();
+            for (step, &token) in want.iter().enumerate() {
+                let best = logits[argmax(&logits) as usize];
+                let gap = best - logits[token as usize];
+                assert!(
+                    gap < LOGIT_SPREAD,
+                    "{name} step {step}: llama.cpp's token {token} is {gap} below our best"
+                );
+                logits = m.model.forward(&[token], &mut session).unwrap();
+            }
+        }
+    }
+}
+
+fn prompt(m: &LoadedModel, n: usize) -> Vec<u32> {
+    gemma_fit::measure::prompt_of(&m.tokenizer, n)
+}
+
+#[test]
+fn decode_past_the_window_agrees_with_prefill() {
+    let Some(m) = model("decode_past_the_window_agrees_with_prefill") else {
+        return;
+    };
+    for n in [600, 1024] {
+        let p = prompt(&m, n);
+        let mut one = m.model.session(n, DType::F32).unwrap();
+        let whole = m.model.prefill(&p, 512, &mut one).unwrap();
+        let mut two = m.model.session(n, DType::F32).unwrap();
+        m.model.prefill(&p[..n - 1], 512, &mut two).unwrap();
+        let stepped = m.model.forward(&p[n - 1..], &mut two).unwrap();
+        assert_eq!(argmax(&whole), argmax(&stepped), "N = {n}: top-1");
+        let d = max_abs_diff(&whole, &stepped);
+        assert!(d < 0.01, "N = {n}: max |Δlogit| = {d}");
+    }
+}
+
+#[test]
+fn chunked_prefill_matches_one_shot() {
+    let Some(m) = model("chunked_prefill_matches_one_shot") else {
+        return;
+    };
+    let n = 1100;
+    let p = prompt(&m, n);
+    let mut s = m.model.session(n, DType::F32).unwrap();
+    let one_shot = m.model.prefill(&p, n, &mut s).unwrap();
+    for chunk in [100, 256, 512] {
+        let mut s = m.model.session(n, DType::F32).unwrap();
+        let chunked = m.model.prefill(&p, chunk, &mut s).unwrap();
+        assert_eq!(argmax(&one_shot), argmax(&chunked), "chunk {chunk}: top-1");
+        let d = max_abs_diff(&one_shot, &chunked);
+        assert!(d < 1e-3, "chunk {chunk}: max |Δlogit| = {d}");
+    }
+}
+
+#[test]
+fn kv_cache_size_follows_the_formula() {
+    let Some(m) = model("kv_cache_size_follows_the_formula") else {
+        return;
+    };
+    let c = &m.model.cfg;
+    assert_eq!(
+        (
+            c.num_global_layers(),
+            c.num_sliding_layers(),
+            c.sliding_window
+        ),
+        (3, 15, 512)
+    );
+    for (ctx, dtype) in [
+        (100, DType::F32),
+        (2048, DType::F32),
+        (4096, DType::F16),
+        (32768, DType::BF16),
+    ] {
+        let s = m.model.session(ctx, dtype).unwrap();
+        let formula =
+            (3 * ctx + 15 * ctx.min(512)) * 2 * c.num_kv_heads * c.head_dim * dtype.size_in_bytes();
+        assert_eq!(s.cache.allocated_bytes(), formula, "ctx {ctx} {dtype:?}");
+        assert_eq!(KvCache::size_in_bytes(c, ctx, dtype), formula);
+    }
+}
+
+#[test]
+fn kv_dtypes_agree() {
+    let Some(m) = model("kv_dtypes_agree") else {
+        return;
+    };
+    let p = prompt(&m, 700);
+    let mut base = m.model.session(p.len(), DType::F32).unwrap();
+    let reference = m.model.prefill(&p, 512, &mut base).unwrap();
+    for dtype in [DType::F16, DType::BF16] {
+        let mut s = m.model.session(p.len(), dtype).unwrap();
+        let logits = m.model.prefill(&p, 512, &mut s).unwrap();
+        assert_eq!(argmax(&reference), argmax(&logits), "{dtype:?}");
+        // Rounding the cache to 16 bits perturbs the activations' 8-bit quantization: a few
+        // steps flip, which moves the largest of 262k logits by 1–2.
+        let d = max_abs_diff(&reference, &logits);
+        assert!(d < 3.0, "{dtype:?}: max |Δlogit| = {d}");
+        // And a 16-bit cache is as self-consistent as an f32 one: chunking changes nothing.
+        let mut s = m.model.session(p.len(), dtype).unwrap();
+        let chunked = m.model.prefill(&p, 100, &mut s).unwrap();
+        assert_eq!(
+            max_abs_diff(&logits, &chunked),
+            0.0,
+            "{dtype:?}: chunked prefill"
+        );
+    }
+}
+
+#[test]
+fn the_context_is_enforced() {
+    let Some(m) = model("the_context_is_enforced") else {
+        return;
+    };
+    let mut s = m.model.session(8, DType::F32).unwrap();
+    let err = m.model.prefill(&prompt(&m, 9), 512, &mut s).err().unwrap();
+    assert!(err.to_string().contains("context full"), "{err}");
+}
