@@ -1,5 +1,6 @@
 //! The Gemma 3 engine and what it reads: GGUF files, model specs, the tokenizer.
 
+pub mod attention;
 pub mod attention_cpu;
 pub mod config;
 pub mod gguf;

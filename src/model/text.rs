@@ -10,7 +10,6 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::error::Result;
-use crate::model::attention_cpu;
 use crate::model::config::{Gemma3Config, LayerKind};
 use crate::model::gguf::GgufFile;
 use crate::model::kv_cache::{KvCache, LayerCache};
@@ -18,6 +17,7 @@ use crate::model::linear::Linear;
 use crate::model::ops;
 use crate::model::rope::RopeTable;
 use crate::model::weights::{GgufWeights, WeightBytes};
+use crate::model::{attention, attention_cpu};
 
 struct Attention {
     q: Linear,
@@ -249,7 +249,6 @@ impl Attention {
     ) -> candle_core::Result<Tensor> {
         let (n, _) = x.dims2()?;
         let (heads, kv_heads, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-        let group = heads / kv_heads;
         let eps = cfg.rms_norm_eps;
         let q = self.q.forward(x)?.reshape((n, heads, hd))?;
         let q = rms_norm(&q, &self.q_norm, eps)?
@@ -268,132 +267,21 @@ impl Attention {
             .transpose(0, 1)?
             .contiguous()?;
 
-        if attention_cpu::supported(cache) {
-            let dims = attention_cpu::Dims {
-                heads,
-                kv_heads,
-                head_dim: hd,
-                pos,
-                n,
-                window: (cache.kind == LayerKind::Sliding).then_some(cfg.sliding_window),
-            };
+        let dims = attention_cpu::Dims {
+            heads,
+            kv_heads,
+            head_dim: hd,
+            pos,
+            n,
+            window: (cache.kind == LayerKind::Sliding).then_some(cfg.sliding_window),
+        };
+        let out = if attention_cpu::supported(cache) {
             let out = attention_cpu::attend(&q, &k, &v, cache, &dims)?;
             cache.write(&k, &v, pos)?;
-            return self.o.forward(&out);
-        }
-        // Keys/values to attend over, and which mask (if any) applies.
-        let f32_view = |t: &Tensor, len: usize| t.narrow(1, 0, len)?.to_dtype(DType::F32);
-        let (keys, values, mask) =
-            if cache.kind == LayerKind::Global || n == 1 || pos + n <= cache.capacity {
-                // Write first, then attend over the cache: slot j holds position j (no wrap yet), or
-                // for a single token the ring holds exactly the window ending at it.
-                cache.write(&k, &v, pos)?;
-                let len = (pos + n).min(cache.capacity);
-                let mask = if n > 1 { Mask::Causal } else { Mask::None };
-                (f32_view(&cache.k, len)?, f32_view(&cache.v, len)?, mask)
-            } else {
-                // A chunk on a sliding layer that wraps the ring: attend over the ring as it was plus
-                // the chunk itself, then write the chunk in.
-                let ring = pos.min(cache.capacity);
-                let keys = Tensor::cat(&[&f32_view(&cache.k, ring)?, &k], 1)?;
-                let values = Tensor::cat(&[&f32_view(&cache.v, ring)?, &v], 1)?;
-                let slots = (0..ring).map(|s| cache.slot_position(s, pos)).collect();
-                cache.write(&k, &v, pos)?;
-                (
-                    keys,
-                    values,
-                    Mask::Window {
-                        slots,
-                        window: cfg.sliding_window,
-                    },
-                )
-            };
-        let t = keys.dim(1)?;
-        let keys_t = keys.t()?;
-        let q = q.reshape((kv_heads, group, n, hd))?;
-        // Queries in blocks, so the [group × block × keys] score matrix stays small even for a
-        // 512-token chunk over a long context (it is the largest transient of a prefill).
-        let block = (SCORE_BLOCK_ELEMS / (kv_heads * group * t).max(1)).clamp(1, n);
-        let mut outs = Vec::with_capacity(n.div_ceil(block));
-        for start in (0..n).step_by(block) {
-            let b = block.min(n - start);
-            let qb = q.narrow(2, start, b)?.reshape((kv_heads, group * b, hd))?;
-            let scores = qb.matmul(&keys_t)?;
-            let scores = match mask.rows(start, b, pos, t) {
-                Some(m) => {
-                    let m = Tensor::from_vec(m, (b, t), q.device())?;
-                    scores
-                        .reshape((kv_heads, group, b, t))?
-                        .broadcast_add(&m)?
-                        .reshape((kv_heads, group * b, t))?
-                }
-                None => scores,
-            };
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            outs.push(probs.matmul(&values)?.reshape((kv_heads, group, b, hd))?);
-        }
-        let out = if outs.len() == 1 {
-            outs.pop().expect("one block")
+            out
         } else {
-            Tensor::cat(&outs, 2)?
-        }; // [kv_heads, group, n, hd]
-        let out = out
-            .reshape((heads, n, hd))?
-            .transpose(0, 1)?
-            .reshape((n, heads * hd))?;
+            attention::attend_and_write(&q, &k, &v, cache, &dims)?
+        };
         self.o.forward(&out)
-    }
-}
-
-/// Most f32 elements in one block of attention scores (1 Mi = 4 MiB).
-const SCORE_BLOCK_ELEMS: usize = 1 << 20;
-
-/// Which keys each query of a chunk may see.
-enum Mask {
-    /// Every key (a single query over exactly its window or its whole past).
-    None,
-    /// Keys are positions 0..t; query i (position pos + i) sees keys up to its own position.
-    Causal,
-    /// Keys are the ring's slots as they were before the chunk (their positions, if written),
-    /// then the chunk's own positions; a key is visible when it is not in the future and fewer
-    /// than `window` positions back.
-    Window {
-        slots: Vec<Option<usize>>,
-        window: usize,
-    },
-}
-
-impl Mask {
-    /// Additive mask rows for queries `start..start + b` over `t` keys, or None when all are visible.
-    fn rows(&self, start: usize, b: usize, pos: usize, t: usize) -> Option<Vec<f32>> {
-        match self {
-            Mask::None => None,
-            Mask::Causal => {
-                let mut m = vec![0.0f32; b * t];
-                for r in 0..b {
-                    let visible = (pos + start + r + 1).min(t);
-                    m[r * t + visible..(r + 1) * t].fill(f32::NEG_INFINITY);
-                }
-                Some(m)
-            }
-            Mask::Window { slots, window } => {
-                let ring = slots.len();
-                let mut m = vec![f32::NEG_INFINITY; b * t];
-                for r in 0..b {
-                    let i = start + r;
-                    let q = pos + i;
-                    let row = &mut m[r * t..(r + 1) * t];
-                    for (cell, p) in row.iter_mut().zip(slots) {
-                        if p.is_some_and(|p| q - p < *window) {
-                            *cell = 0.0;
-                        }
-                    }
-                    for j in i.saturating_sub(window - 1)..=i {
-                        row[ring + j] = 0.0;
-                    }
-                }
-                Some(m)
-            }
-        }
     }
 }

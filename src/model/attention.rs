@@ -1,0 +1,210 @@
+//! Attention with candle's tensor operations, for devices without a kernel of our own (the CPU
+//! uses `attention_cpu.rs`). Same inputs, same result up to float summation order; the test
+//! below holds the two against each other.
+
+use candle_core::{DType, Result, Tensor};
+
+use crate::model::attention_cpu::Dims;
+use crate::model::config::LayerKind;
+use crate::model::kv_cache::LayerCache;
+
+/// Most f32 elements in one block of attention scores (1 Mi = 4 MiB).
+const SCORE_BLOCK_ELEMS: usize = 1 << 20;
+
+/// `q` [heads, n, hd], `k`/`v` [kv_heads, n, hd] at positions d.pos..; writes the chunk into the
+/// cache and returns [n, heads × hd].
+pub fn attend_and_write(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cache: &LayerCache,
+    d: &Dims,
+) -> Result<Tensor> {
+    let (heads, kv_heads, hd, pos, n) = (d.heads, d.kv_heads, d.head_dim, d.pos, d.n);
+    let group = heads / kv_heads;
+    // Keys/values to attend over, and which mask (if any) applies.
+    let f32_view = |t: &Tensor, len: usize| t.narrow(1, 0, len)?.to_dtype(DType::F32);
+    let (keys, values, mask) =
+        if cache.kind == LayerKind::Global || n == 1 || pos + n <= cache.capacity {
+            // Write first, then attend over the cache: slot j holds position j (no wrap yet), or
+            // for a single token the ring holds exactly the window ending at it.
+            cache.write(k, v, pos)?;
+            let len = (pos + n).min(cache.capacity);
+            let mask = if n > 1 { Mask::Causal } else { Mask::None };
+            (f32_view(&cache.k, len)?, f32_view(&cache.v, len)?, mask)
+        } else {
+            // A chunk on a sliding layer that wraps the ring: attend over the ring as it was plus
+            // the chunk itself, then write the chunk in.
+            let ring = pos.min(cache.capacity);
+            let keys = Tensor::cat(&[&f32_view(&cache.k, ring)?, k], 1)?;
+            let values = Tensor::cat(&[&f32_view(&cache.v, ring)?, v], 1)?;
+            let slots = (0..ring).map(|s| cache.slot_position(s, pos)).collect();
+            cache.write(k, v, pos)?;
+            (
+                keys,
+                values,
+                Mask::Window {
+                    slots,
+                    window: d.window.unwrap_or(usize::MAX),
+                },
+            )
+        };
+    let t = keys.dim(1)?;
+    let keys_t = keys.t()?;
+    let q = q.reshape((kv_heads, group, n, hd))?;
+    // Queries in blocks, so the [group × block × keys] score matrix stays small even for a
+    // 512-token chunk over a long context (it is the largest transient of a prefill).
+    let block = (SCORE_BLOCK_ELEMS / (kv_heads * group * t).max(1)).clamp(1, n);
+    let mut outs = Vec::with_capacity(n.div_ceil(block));
+    for start in (0..n).step_by(block) {
+        let b = block.min(n - start);
+        let qb = q.narrow(2, start, b)?.reshape((kv_heads, group * b, hd))?;
+        let scores = qb.matmul(&keys_t)?;
+        let scores = match mask.rows(start, b, pos, t) {
+            Some(m) => {
+                let m = Tensor::from_vec(m, (b, t), q.device())?;
+                scores
+                    .reshape((kv_heads, group, b, t))?
+                    .broadcast_add(&m)?
+                    .reshape((kv_heads, group * b, t))?
+            }
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        outs.push(probs.matmul(&values)?.reshape((kv_heads, group, b, hd))?);
+    }
+    let out = if outs.len() == 1 {
+        outs.pop().expect("one block")
+    } else {
+        Tensor::cat(&outs, 2)?
+    }; // [kv_heads, group, n, hd]
+    out.reshape((heads, n, hd))?
+        .transpose(0, 1)?
+        .reshape((n, heads * hd))
+}
+
+/// Which keys each query of a chunk may see.
+enum Mask {
+    /// Every key (a single query over exactly its window or its whole past).
+    None,
+    /// Keys are positions 0..t; query i (position pos + i) sees keys up to its own position.
+    Causal,
+    /// Keys are the ring's slots as they were before the chunk (their positions, if written),
+    /// then the chunk's own positions; a key is visible when it is not in the future and fewer
+    /// than `window` positions back.
+    Window {
+        slots: Vec<Option<usize>>,
+        window: usize,
+    },
+}
+
+impl Mask {
+    /// Additive mask rows for queries `start..start + b` over `t` keys, or None when all are visible.
+    fn rows(&self, start: usize, b: usize, pos: usize, t: usize) -> Option<Vec<f32>> {
+        match self {
+            Mask::None => None,
+            Mask::Causal => {
+                let mut m = vec![0.0f32; b * t];
+                for r in 0..b {
+                    let visible = (pos + start + r + 1).min(t);
+                    m[r * t + visible..(r + 1) * t].fill(f32::NEG_INFINITY);
+                }
+                Some(m)
+            }
+            Mask::Window { slots, window } => {
+                let ring = slots.len();
+                let mut m = vec![f32::NEG_INFINITY; b * t];
+                for r in 0..b {
+                    let i = start + r;
+                    let q = pos + i;
+                    let row = &mut m[r * t..(r + 1) * t];
+                    for (cell, p) in row.iter_mut().zip(slots) {
+                        if p.is_some_and(|p| q - p < *window) {
+                            *cell = 0.0;
+                        }
+                    }
+                    for j in i.saturating_sub(window - 1)..=i {
+                        row[ring + j] = 0.0;
+                    }
+                }
+                Some(m)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::attention_cpu;
+    use crate::model::config::Gemma3Config;
+    use crate::model::kv_cache::KvCache;
+    use candle_core::Device;
+
+    fn cfg() -> Gemma3Config {
+        Gemma3Config {
+            vocab_size: 16,
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_layers: 6,
+            num_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 16,
+            sliding_window: 8,
+            sliding_window_pattern: 6,
+            rope_global_base: 1e6,
+            rope_local_base: 1e4,
+            rope_global_scale: 1.0,
+            query_pre_attn_scalar: 16.0,
+            rms_norm_eps: 1e-6,
+            max_position_embeddings: 64,
+        }
+    }
+
+    /// Chunks of assorted sizes through a sliding layer (window 8, ring of 8) and a global one:
+    /// candle's operations with masks and our position-ordered kernel agree at every step,
+    /// including chunks that wrap the ring and single tokens past the window.
+    #[test]
+    fn candle_ops_and_cpu_kernel_agree() {
+        let c = cfg();
+        let dev = Device::Cpu;
+        let ctx = 40;
+        let generic = KvCache::new(&c, ctx, DType::F32, &dev).unwrap();
+        let ours = KvCache::new(&c, ctx, DType::F32, &dev).unwrap();
+        let (sliding, global) = (0, 5);
+        assert_eq!(
+            (c.layer_kind(sliding), c.layer_kind(global)),
+            (LayerKind::Sliding, LayerKind::Global)
+        );
+        let mut pos = 0;
+        for n in [5, 3, 1, 1, 7, 12, 1, 2, 1] {
+            for layer in [sliding, global] {
+                let q = Tensor::randn(0f32, 1.0, (4, n, 16), &dev).unwrap();
+                let k = Tensor::randn(0f32, 1.0, (2, n, 16), &dev).unwrap();
+                let v = Tensor::randn(0f32, 1.0, (2, n, 16), &dev).unwrap();
+                let d = Dims {
+                    heads: 4,
+                    kv_heads: 2,
+                    head_dim: 16,
+                    pos,
+                    n,
+                    window: (layer == sliding).then_some(8),
+                };
+                let a = attend_and_write(&q, &k, &v, &generic.layers[layer], &d).unwrap();
+                let b = attention_cpu::attend(&q, &k, &v, &ours.layers[layer], &d).unwrap();
+                ours.layers[layer].write(&k, &v, pos).unwrap();
+                let err = (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap();
+                let err = err.to_scalar::<f32>().unwrap();
+                assert!(err < 1e-5, "layer {layer}, chunk of {n} at {pos}: {err}");
+            }
+            pos += n;
+        }
+    }
+}
