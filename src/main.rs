@@ -33,6 +33,7 @@ fn main() {
         Command::Fetch(a) => commands::fetch(a),
         Command::Info(a) => commands::info(a),
         Command::Tokenize(a) => commands::tokenize(a),
+        Command::Models(a) => commands::models(a),
         Command::Generate(a) => commands::generate(a),
         Command::Run(a) => commands::run(a),
     };

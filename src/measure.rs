@@ -11,11 +11,12 @@ use crate::model::text::Gemma3;
 use crate::model::tokenizer::Tokenizer;
 use crate::probe::host;
 
-/// A model ready to run: the file it came from, its tokenizer, its weights. The GGUF header
-/// (with its 262k-entry vocabulary arrays) is dropped once both are built.
+/// A model ready to run: where it came from, its tokenizer (none for synthetic weights), its
+/// weights. A GGUF header (with its 262k-entry vocabulary arrays) is dropped once both are built.
 pub struct LoadedModel {
-    pub path: std::path::PathBuf,
-    pub tokenizer: Tokenizer,
+    /// The file, or `synthetic:SIZE (FORMAT)`.
+    pub source: String,
+    pub tokenizer: Option<Tokenizer>,
     pub model: Gemma3,
     pub load_s: f64,
 }
@@ -32,11 +33,54 @@ impl LoadedModel {
             .retain(|k, _| !k.starts_with("tokenizer.ggml."));
         let model = Gemma3::from_gguf(&file, device)?;
         Ok(LoadedModel {
-            path: file.path.clone(),
-            tokenizer,
+            source: file.path.display().to_string(),
+            tokenizer: Some(tokenizer),
             model,
             load_s: start.elapsed().as_secs_f64(),
         })
+    }
+}
+
+impl LoadedModel {
+    /// A Gemma 3 size with synthetic weights in `format` (see `model/synthetic.rs`).
+    pub fn synthetic(size: &str, format: &str, seed: u64, device: &Device) -> Result<Self> {
+        let start = Instant::now();
+        let preset =
+            crate::model::presets::find(size).ok_or_else(|| crate::Error::UnknownModelSpec {
+                spec: format!("synthetic:{size}"),
+            })?;
+        let dtype = crate::model::synthetic::parse_format(format)?;
+        let mut cfg = preset.config.clone();
+        // GGUF files hold the real vocabulary (the HF checkpoints of 4B+ pad it to 262,208).
+        cfg.vocab_size = 262_144;
+        let mut weights = crate::model::synthetic::SyntheticWeights::new(dtype, seed, device)?;
+        let model = Gemma3::load(cfg, &mut weights, device)?;
+        Ok(LoadedModel {
+            source: format!("synthetic:{} ({format})", preset.name),
+            tokenizer: None,
+            model,
+            load_s: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// A prompt of exactly `n` tokens: the fixed text through the tokenizer, or for synthetic
+    /// weights a fixed sequence of ordinary ids after BOS.
+    pub fn prompt(&self, n: usize) -> Vec<u32> {
+        match &self.tokenizer {
+            Some(t) => prompt_of(t, n),
+            None => {
+                let vocab = self.model.cfg.vocab_size as u32;
+                (0..n as u32)
+                    .map(|i| {
+                        if i == 0 {
+                            2
+                        } else {
+                            1000 + (i * 7919) % (vocab - 1000)
+                        }
+                    })
+                    .collect()
+            }
+        }
     }
 }
 
@@ -125,7 +169,7 @@ pub fn percentile(samples: &[f64], p: f64) -> f64 {
 
 /// Prefill `params.prompt_tokens` tokens, then decode `params.gen_tokens` greedily, one at a time.
 pub fn run_case(m: &LoadedModel, params: &CaseParams, kv_dtype: DType) -> Result<CaseMetrics> {
-    let prompt = prompt_of(&m.tokenizer, params.prompt_tokens.max(1));
+    let prompt = m.prompt(params.prompt_tokens.max(1));
     let mut session = m.model.session(params.ctx, kv_dtype)?;
     let start = Instant::now();
     let logits = m
@@ -167,10 +211,13 @@ pub fn generate(
     mut on_token: impl FnMut(u32),
 ) -> Result<Vec<u32>> {
     let mut session = m.model.session(prompt.len() + max_tokens, kv_dtype)?;
-    let stop: Vec<u32> = [m.tokenizer.eos_id, m.tokenizer.id_of("<end_of_turn>")]
-        .into_iter()
-        .flatten()
-        .collect();
+    let stop: Vec<u32> = match &m.tokenizer {
+        Some(t) => [t.eos_id, t.id_of("<end_of_turn>")]
+            .into_iter()
+            .flatten()
+            .collect(),
+        None => Vec::new(),
+    };
     let mut out = Vec::with_capacity(max_tokens);
     if max_tokens == 0 {
         return Ok(out);

@@ -203,3 +203,91 @@ fn generate_on_another_architecture_is_refused() {
         "architecture 'llama'",
     );
 }
+
+#[test]
+fn models_lists_sizes_with_exact_parameter_counts() {
+    let out = gemma_fit().args(["models", "--json"]).assert().success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let totals: Vec<u64> = v["presets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["params"]["total"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        totals,
+        [
+            268_098_176,
+            999_885_952,
+            4_300_079_472,
+            12_187_325_040,
+            27_432_406_640
+        ]
+    );
+    gemma_fit()
+        .arg("models")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("27b"));
+}
+
+#[test]
+fn synthetic_run_needs_a_format_and_gguf_refuses_one() {
+    assert_fails_with(&["run", "--model", "synthetic:1b"], "needs --quant");
+    assert_fails_with(
+        &["run", "--model", "synthetic:3b", "--quant", "q4_k"],
+        "unknown model spec",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("tiny.gguf");
+    common::write_tiny_gguf(&p, "gemma3");
+    assert_fails_with(
+        &["run", "--model", p.to_str().unwrap(), "--quant", "q4_k"],
+        "applies to synthetic models",
+    );
+    assert_fails_with(
+        &[
+            "generate",
+            "--model",
+            "synthetic:270m",
+            "--quant",
+            "q8_0",
+            "--prompt",
+            "hi",
+        ],
+        "has no tokenizer",
+    );
+}
+
+#[test]
+fn synthetic_run_reports_json() {
+    let out = gemma_fit()
+        .args([
+            "run",
+            "--model",
+            "synthetic:270m",
+            "--quant",
+            "q4_0",
+            "--prompt-tokens",
+            "8",
+            "--gen",
+            "2",
+            "--json",
+        ])
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    for key in [
+        "load_s",
+        "ttft_ms",
+        "prefill_tok_per_s",
+        "decode_tok_per_s",
+        "kv_bytes",
+        "file_weight_bytes",
+        "resident_weight_bytes",
+        "peak_rss_bytes",
+    ] {
+        assert!(v[key].is_number(), "{key} missing in {v}");
+    }
+    assert_eq!(v["model"], "synthetic:270m (q4_0)");
+}

@@ -46,7 +46,10 @@ fn greedy_tokens_match_llama_cpp_until_a_near_tie() {
             let name = case["name"].as_str().unwrap();
             let prompt = ids(&case["prompt_ids"]);
             assert_eq!(
-                m.tokenizer.encode(case["prompt"].as_str().unwrap(), true),
+                m.tokenizer
+                    .as_ref()
+                    .unwrap()
+                    .encode(case["prompt"].as_str().unwrap(), true),
                 prompt,
                 "{name}: prompt ids"
             );
@@ -136,7 +139,7 @@ fn llama_cpp_tokens_are_near_the_top_when_teacher_forced() {
 }
 
 fn prompt(m: &LoadedModel, n: usize) -> Vec<u32> {
-    gemma_fit::measure::prompt_of(&m.tokenizer, n)
+    m.prompt(n)
 }
 
 #[test]

@@ -11,6 +11,8 @@ pub enum ModelSpec {
     Default,
     /// A local `.gguf` file.
     Gguf(PathBuf),
+    /// A Gemma 3 size with generated weights (`synthetic:27b`), format from `--quant`.
+    Synthetic(String),
 }
 
 impl FromStr for ModelSpec {
@@ -20,6 +22,12 @@ impl FromStr for ModelSpec {
         let s = s.trim();
         if s.eq_ignore_ascii_case("default") {
             return Ok(ModelSpec::Default);
+        }
+        if let Some(size) = s.strip_prefix("synthetic:") {
+            return match crate::model::presets::find(size) {
+                Some(p) => Ok(ModelSpec::Synthetic(p.name.into())),
+                None => Err(Error::UnknownModelSpec { spec: s.into() }),
+            };
         }
         let path = Path::new(s);
         let is_gguf_name = path
@@ -40,6 +48,7 @@ impl std::fmt::Display for ModelSpec {
         match self {
             ModelSpec::Default => f.write_str("default"),
             ModelSpec::Gguf(p) => write!(f, "{}", p.display()),
+            ModelSpec::Synthetic(size) => write!(f, "synthetic:{size}"),
         }
     }
 }
@@ -50,6 +59,9 @@ impl ModelSpec {
         match self {
             ModelSpec::Default => crate::fetch::default_model_path(progress),
             ModelSpec::Gguf(p) => Ok(p.clone()),
+            ModelSpec::Synthetic(size) => Err(Error::Unsupported(format!(
+                "synthetic:{size} has no file (it is built in memory)"
+            ))),
         }
     }
 }
@@ -65,6 +77,14 @@ mod tests {
             "x/y.gguf".parse::<ModelSpec>().unwrap(),
             ModelSpec::Gguf("x/y.gguf".into())
         );
+        assert_eq!(
+            "synthetic:27B".parse::<ModelSpec>().unwrap(),
+            ModelSpec::Synthetic("27b".into())
+        );
+        assert!(matches!(
+            "synthetic:2b".parse::<ModelSpec>(),
+            Err(Error::UnknownModelSpec { .. })
+        ));
         assert!(matches!(
             "no-such-thing".parse::<ModelSpec>(),
             Err(Error::ModelNotFound { .. })

@@ -16,7 +16,7 @@ use crate::model::kv_cache::{KvCache, LayerCache};
 use crate::model::linear::Linear;
 use crate::model::ops;
 use crate::model::rope::RopeTable;
-use crate::model::weights::{GgufWeights, WeightBytes};
+use crate::model::weights::{GgufWeights, WeightBytes, WeightSource};
 use crate::model::{attention, attention_cpu};
 
 struct Attention {
@@ -88,7 +88,12 @@ impl Gemma3 {
             })?;
         let vocab = embed_info.shape.dims().first().copied().unwrap_or(0);
         let cfg = Gemma3Config::from_gguf(file, vocab)?;
-        let mut w = GgufWeights::new(file, device)?;
+        Self::load(cfg, &mut GgufWeights::new(file, device)?, device)
+    }
+
+    /// Builds the model from any weight source (GGUF tensor names and shapes).
+    pub fn load(cfg: Gemma3Config, w: &mut dyn WeightSource, device: &Device) -> Result<Self> {
+        let vocab = cfg.vocab_size;
         let (h, hd) = (cfg.hidden_size, cfg.head_dim);
         let (q_out, kv_out, ff) = (
             cfg.num_heads * hd,
@@ -137,12 +142,12 @@ impl Gemma3 {
             });
         }
         let repacked = w
-            .repacked
+            .repacked()
             .iter()
             .map(|(n, a, b)| (n.clone(), format!("{a:?}"), format!("{b:?}")))
             .collect();
         Ok(Gemma3 {
-            weight_bytes: w.bytes,
+            weight_bytes: w.bytes(),
             repacked,
             cfg,
             embed,

@@ -1,4 +1,5 @@
-//! Reading weights out of a GGUF file in the file's own formats.
+//! Where the engine's weights come from ([`WeightSource`]): a GGUF file in its own formats
+//! ([`GgufWeights`]), or generated shapes (`synthetic.rs`).
 //!
 //! Quantized tensors stay quantized (candle `QMatMul`); the one exception is Q5_0, repacked at
 //! load into Q8_0, which holds exactly the same values (q - 16 in [-16, 15]) with the same block
@@ -21,6 +22,61 @@ use crate::model::gguf::GgufFile;
 pub struct WeightBytes {
     pub file_weight_bytes: u64,
     pub resident_weight_bytes: u64,
+}
+
+/// What the model loader asks of a weight source.
+pub trait WeightSource {
+    /// Whether a tensor is present (for optional tensors such as an untied `output.weight`).
+    fn has(&self, name: &str) -> bool;
+    /// A weight matrix or embedding, in the source's format.
+    fn qtensor(&mut self, name: &str, shape: &[usize]) -> Result<QTensor>;
+    /// A small tensor (norm weights) as f32.
+    fn f32_tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor>;
+    /// Bytes read so far (file) and held (resident).
+    fn bytes(&self) -> WeightBytes;
+    /// Tensors whose format was changed at load: (name, from, to).
+    fn repacked(&self) -> &[(String, GgmlDType, GgmlDType)];
+}
+
+/// CPU storage of `bytes` bytes of `dtype` blocks, filled in place by `fill` (no second copy).
+/// Q5_0 is filled as Q5_0 and repacked into Q8_0 (the same values).
+pub fn cpu_storage<E>(
+    dtype: GgmlDType,
+    bytes: usize,
+    fill: impl FnOnce(&mut [u8]) -> std::result::Result<(), E>,
+) -> std::result::Result<QStorage, E> {
+    fn filled<T: GgmlType + 'static, E>(
+        bytes: usize,
+        fill: impl FnOnce(&mut [u8]) -> std::result::Result<(), E>,
+    ) -> std::result::Result<QStorage, E> {
+        let mut blocks = vec![T::zeros(); bytes / std::mem::size_of::<T>()];
+        fill(blocks_as_bytes_mut(&mut blocks))?;
+        Ok(QStorage::Cpu(Box::new(blocks)))
+    }
+    use GgmlDType as G;
+    Ok(match dtype {
+        G::Q5_0 => {
+            let mut data = vec![0u8; bytes];
+            fill(&mut data)?;
+            let mut blocks = vec![k_quants::BlockQ8_0::zeros(); bytes / Q5_0_BLOCK];
+            q5_0_to_q8_0(&data, blocks_as_bytes_mut(&mut blocks));
+            QStorage::Cpu(Box::new(blocks))
+        }
+        G::F32 => filled::<f32, E>(bytes, fill)?,
+        G::F16 => filled::<half::f16, E>(bytes, fill)?,
+        G::BF16 => filled::<half::bf16, E>(bytes, fill)?,
+        G::Q4_0 => filled::<k_quants::BlockQ4_0, E>(bytes, fill)?,
+        G::Q4_1 => filled::<k_quants::BlockQ4_1, E>(bytes, fill)?,
+        G::Q5_1 => filled::<k_quants::BlockQ5_1, E>(bytes, fill)?,
+        G::Q8_0 => filled::<k_quants::BlockQ8_0, E>(bytes, fill)?,
+        G::Q8_1 => filled::<k_quants::BlockQ8_1, E>(bytes, fill)?,
+        G::Q2K => filled::<k_quants::BlockQ2K, E>(bytes, fill)?,
+        G::Q3K => filled::<k_quants::BlockQ3K, E>(bytes, fill)?,
+        G::Q4K => filled::<k_quants::BlockQ4K, E>(bytes, fill)?,
+        G::Q5K => filled::<k_quants::BlockQ5K, E>(bytes, fill)?,
+        G::Q6K => filled::<k_quants::BlockQ6K, E>(bytes, fill)?,
+        G::Q8K => filled::<k_quants::BlockQ8K, E>(bytes, fill)?,
+    })
 }
 
 pub struct GgufWeights<'a> {
@@ -96,51 +152,20 @@ impl<'a> GgufWeights<'a> {
         Ok((dtype, data))
     }
 
-    /// Reads a tensor straight into the block vector candle will own: no second copy, so
-    /// loading needs no more memory than the loaded model.
-    fn read_blocks<T: GgmlType + 'static>(
-        &mut self,
-        name: &str,
-        offset: u64,
-        size: usize,
-    ) -> Result<QStorage> {
-        let mut blocks = vec![T::zeros(); size / std::mem::size_of::<T>()];
-        self.read_into(name, offset, blocks_as_bytes_mut(&mut blocks))?;
-        Ok(QStorage::Cpu(Box::new(blocks)))
-    }
-
-    /// A weight matrix or embedding, kept in its file format (Q5_0 becomes Q8_0 on the CPU).
+    /// A weight matrix or embedding, kept in its file format (Q5_0 becomes Q8_0 on the CPU),
+    /// read straight into the block vector candle will own: no second copy, so loading needs
+    /// no more memory than the loaded model.
     pub fn qtensor(&mut self, name: &str, shape: &[usize]) -> Result<QTensor> {
         let (dtype, offset, size) = self.locate(name, shape)?;
-        let storage = if !self.device.is_cpu() {
+        let storage = if self.device.is_cpu() {
+            if dtype == GgmlDType::Q5_0 {
+                self.repacked
+                    .push((name.into(), GgmlDType::Q5_0, GgmlDType::Q8_0));
+            }
+            cpu_storage(dtype, size, |buf| self.read_into(name, offset, buf))?
+        } else {
             let (_, data) = self.read_raw(name, shape)?;
             QStorage::from_data(Cow::Owned(data), &self.device, dtype)?
-        } else {
-            use GgmlDType as G;
-            match dtype {
-                G::Q5_0 => {
-                    let (_, data) = self.read_raw(name, shape)?;
-                    let n = data.len() / Q5_0_BLOCK;
-                    let mut blocks = vec![k_quants::BlockQ8_0::zeros(); n];
-                    q5_0_to_q8_0(&data, blocks_as_bytes_mut(&mut blocks));
-                    self.repacked.push((name.into(), G::Q5_0, G::Q8_0));
-                    QStorage::Cpu(Box::new(blocks))
-                }
-                G::F32 => self.read_blocks::<f32>(name, offset, size)?,
-                G::F16 => self.read_blocks::<half::f16>(name, offset, size)?,
-                G::BF16 => self.read_blocks::<half::bf16>(name, offset, size)?,
-                G::Q4_0 => self.read_blocks::<k_quants::BlockQ4_0>(name, offset, size)?,
-                G::Q4_1 => self.read_blocks::<k_quants::BlockQ4_1>(name, offset, size)?,
-                G::Q5_1 => self.read_blocks::<k_quants::BlockQ5_1>(name, offset, size)?,
-                G::Q8_0 => self.read_blocks::<k_quants::BlockQ8_0>(name, offset, size)?,
-                G::Q8_1 => self.read_blocks::<k_quants::BlockQ8_1>(name, offset, size)?,
-                G::Q2K => self.read_blocks::<k_quants::BlockQ2K>(name, offset, size)?,
-                G::Q3K => self.read_blocks::<k_quants::BlockQ3K>(name, offset, size)?,
-                G::Q4K => self.read_blocks::<k_quants::BlockQ4K>(name, offset, size)?,
-                G::Q5K => self.read_blocks::<k_quants::BlockQ5K>(name, offset, size)?,
-                G::Q6K => self.read_blocks::<k_quants::BlockQ6K>(name, offset, size)?,
-                G::Q8K => self.read_blocks::<k_quants::BlockQ8K>(name, offset, size)?,
-            }
         };
         let t = QTensor::new(storage, shape)?;
         self.bytes.resident_weight_bytes += t.storage_size_in_bytes() as u64;
@@ -159,7 +184,25 @@ impl<'a> GgufWeights<'a> {
     }
 }
 
-const Q5_0_BLOCK: usize = 22;
+impl WeightSource for GgufWeights<'_> {
+    fn has(&self, name: &str) -> bool {
+        GgufWeights::has(self, name)
+    }
+    fn qtensor(&mut self, name: &str, shape: &[usize]) -> Result<QTensor> {
+        GgufWeights::qtensor(self, name, shape)
+    }
+    fn f32_tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        GgufWeights::f32_tensor(self, name, shape)
+    }
+    fn bytes(&self) -> WeightBytes {
+        self.bytes
+    }
+    fn repacked(&self) -> &[(String, GgmlDType, GgmlDType)] {
+        &self.repacked
+    }
+}
+
+pub(crate) const Q5_0_BLOCK: usize = 22;
 const Q8_0_BLOCK: usize = 34;
 
 /// The bytes of a block vector. Every ggml block type is plain old data (`repr(C)` floats and
