@@ -49,11 +49,12 @@ impl LoadedModel {
             crate::model::presets::find(size).ok_or_else(|| crate::Error::UnknownModelSpec {
                 spec: format!("synthetic:{size}"),
             })?;
-        let dtype = crate::model::synthetic::parse_format(format)?;
+        let parsed = crate::model::synthetic::parse_format(format)?;
         let mut cfg = preset.config.clone();
         // GGUF files hold the real vocabulary (the HF checkpoints of 4B+ pad it to 262,208).
         cfg.vocab_size = 262_144;
-        let mut weights = crate::model::synthetic::SyntheticWeights::new(dtype, seed, device)?;
+        let mut weights =
+            crate::model::synthetic::SyntheticWeights::new(parsed, cfg.num_layers, seed, device)?;
         let model = Gemma3::load(cfg, &mut weights, device)?;
         Ok(LoadedModel {
             source: format!("synthetic:{} ({format})", preset.name),

@@ -242,3 +242,19 @@ fn the_context_is_enforced() {
     let err = m.model.prefill(&prompt(&m, 9), 512, &mut s).err().unwrap();
     assert!(err.to_string().contains("context full"), "{err}");
 }
+
+/// The synthetic Q4_K_M mix of the 270M preset holds exactly the real file's tensors: same types,
+/// same bytes in the file and in memory.
+#[test]
+fn synthetic_q4_k_m_equals_the_real_file() {
+    let Some(real) = model("synthetic_q4_k_m_equals_the_real_file") else {
+        return;
+    };
+    let synthetic = LoadedModel::synthetic("270m", "q4_k_m", 0, &Device::Cpu).unwrap();
+    // The file stores eps as f32 (1e-6 → 9.99999997e-7); everything else is identical.
+    let mut cfg = synthetic.model.cfg.clone();
+    cfg.rms_norm_eps = real.model.cfg.rms_norm_eps;
+    assert_eq!(cfg, real.model.cfg);
+    assert_eq!(synthetic.model.weight_bytes, real.model.weight_bytes);
+    assert_eq!(synthetic.model.repacked, real.model.repacked);
+}

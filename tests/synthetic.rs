@@ -59,8 +59,73 @@ fn a_synthetic_model_runs_and_is_self_consistent() {
 
 #[test]
 fn unsupported_formats_are_refused_clearly() {
-    let err = LoadedModel::synthetic("270m", "bf16", 0, &Device::Cpu)
+    let err = LoadedModel::synthetic("270m", "iq2_xs", 0, &Device::Cpu)
         .err()
         .unwrap();
     assert!(err.to_string().contains("not supported yet"), "{err}");
+}
+
+fn gguf_cfg(size: &str) -> gemma_fit::model::config::Gemma3Config {
+    let mut c = presets::find(size).unwrap().config;
+    c.vocab_size = 262_144;
+    c
+}
+
+/// Within 1% of the published GGUF files (fact sheet §3.2/§3.3; the files add a few MB of
+/// metadata and vocabulary).
+#[test]
+fn mixes_match_published_file_sizes() {
+    use gemma_fit::model::synthetic::{file_weight_bytes, parse_format};
+    let published = [
+        ("q4_k_m", "1b", 0.806e9),
+        ("q4_k_m", "4b", 2.49e9),
+        ("q4_k_m", "12b", 7.3e9),
+        ("q4_k_m", "27b", 16.5e9),
+        ("q8_0", "1b", 1.07e9),
+        ("q8_0", "4b", 4.13e9),
+        ("q8_0", "12b", 12.5e9),
+        ("q8_0", "27b", 28.7e9),
+        ("qat_q4_0", "27b", 17.2e9),
+    ];
+    for (format, size, bytes) in published {
+        let ours = file_weight_bytes(&gguf_cfg(size), parse_format(format).unwrap()) as f64;
+        let err = (ours - bytes) / bytes;
+        assert!(
+            err.abs() < 0.01,
+            "{size} {format}: {ours:.4e} vs published {bytes:.4e} ({:+.2}%)",
+            err * 100.0
+        );
+    }
+}
+
+/// The plan and the loader read the same tensors in the same types.
+#[test]
+fn loader_and_plan_agree() {
+    use gemma_fit::model::synthetic::{file_weight_bytes, parse_format};
+    for format in ["q4_k_m", "qat_q4_0", "bf16"] {
+        let m = LoadedModel::synthetic("270m", format, 1, &Device::Cpu).unwrap();
+        assert_eq!(
+            m.model.weight_bytes.file_weight_bytes,
+            file_weight_bytes(&m.model.cfg, parse_format(format).unwrap()),
+            "{format}"
+        );
+    }
+}
+
+/// bf16/f16 weights stay two bytes per value in memory on the CPU.
+#[test]
+fn dense_16_bit_weights_stay_16_bit() {
+    for format in ["bf16", "f16"] {
+        let m = LoadedModel::synthetic("270m", format, 1, &Device::Cpu).unwrap();
+        let b = m.model.weight_bytes;
+        assert_eq!(b.resident_weight_bytes, b.file_weight_bytes, "{format}");
+        let p = m.prompt(20);
+        let mut s = m.model.session(20, DType::F32).unwrap();
+        assert!(m
+            .model
+            .prefill(&p, 512, &mut s)
+            .unwrap()
+            .iter()
+            .all(|x| x.is_finite()));
+    }
 }

@@ -18,7 +18,15 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 
 /// Weight formats these kernels handle.
 pub fn supports(dtype: GgmlDType) -> bool {
-    matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q4K | GgmlDType::Q6K)
+    matches!(
+        dtype,
+        GgmlDType::Q8_0
+            | GgmlDType::Q4K
+            | GgmlDType::Q6K
+            | GgmlDType::F32
+            | GgmlDType::F16
+            | GgmlDType::BF16
+    )
 }
 
 /// `x @ Wᵀ` for `x` [m, k] as a candle op.
@@ -50,6 +58,9 @@ impl CustomOp1 for QMatmul<'_> {
             GgmlDType::Q8_0 => matmul_q8_0(&data, x, m, k, n, &mut out)?,
             GgmlDType::Q4K => matmul_vec_dot::<k_quants::BlockQ4K>(&data, x, m, k, n, &mut out)?,
             GgmlDType::Q6K => matmul_vec_dot::<k_quants::BlockQ6K>(&data, x, m, k, n, &mut out)?,
+            GgmlDType::F32 => matmul_dense::<f32>(&data, x, m, k, n, &mut out)?,
+            GgmlDType::F16 => matmul_dense::<half::f16>(&data, x, m, k, n, &mut out)?,
+            GgmlDType::BF16 => matmul_dense::<half::bf16>(&data, x, m, k, n, &mut out)?,
             other => candle_core::bail!("q-matmul: {other:?} not supported"),
         }
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
@@ -117,6 +128,45 @@ fn matmul_vec_dot<T: GgmlType>(
                 let v = T::vec_dot(k, wr, &xq[r * kb..(r + 1) * kb]);
                 // SAFETY: each output column is written by exactly one work item.
                 unsafe { *out.get().add(r * n + j) = v };
+            }
+        }
+    };
+    candle_core::utils::barrier_pool().execute_chunked(n, work);
+    Ok(())
+}
+
+/// Dense weights (f32, f16, bf16) kept in their own width, f32 activations: each weight row is
+/// widened once into a buffer and dotted with every activation row (eight lanes, fixed order).
+fn matmul_dense<T: GgmlType>(
+    w: &[u8],
+    x: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+) -> Result<()> {
+    let w = blocks::<T>(w)?;
+    check(k, 1, w.len(), n)?;
+    let out = SendPtr(out.as_mut_ptr());
+    let work = |cols: std::ops::Range<usize>| {
+        let mut row = vec![0f32; k];
+        for j in cols {
+            T::to_float(&w[j * k..(j + 1) * k], &mut row);
+            for r in 0..m {
+                let xr = &x[r * k..(r + 1) * k];
+                let mut lanes = [0f32; 8];
+                for (cw, cx) in row.chunks_exact(8).zip(xr.chunks_exact(8)) {
+                    for i in 0..8 {
+                        lanes[i] = cw[i].mul_add(cx[i], lanes[i]);
+                    }
+                }
+                let tail: f32 = row[k / 8 * 8..]
+                    .iter()
+                    .zip(&xr[k / 8 * 8..])
+                    .map(|(a, b)| a * b)
+                    .sum();
+                // SAFETY: each output column is written by exactly one work item.
+                unsafe { *out.get().add(r * n + j) = lanes.iter().sum::<f32>() + tail };
             }
         }
     };
@@ -362,7 +412,14 @@ mod tests {
     #[test]
     fn matches_candle_and_is_row_independent() {
         let dev = Device::Cpu;
-        for dtype in [GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q6K] {
+        for dtype in [
+            GgmlDType::Q8_0,
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+            GgmlDType::F32,
+            GgmlDType::F16,
+            GgmlDType::BF16,
+        ] {
             for (m, k, n) in [(1, 512, 300), (3, 768, 66), (17, 256, 5)] {
                 let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
                 let q = QTensor::quantize(&w, dtype).unwrap();

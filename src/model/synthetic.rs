@@ -12,22 +12,40 @@ use rand::{Rng, RngCore, SeedableRng};
 use crate::error::{Error, Result};
 use crate::model::weights::{cpu_storage, WeightBytes, WeightSource};
 
-/// Weight formats synthetic models can be built in.
+/// Format names `--quant` accepts for synthetic weights.
 pub const FORMATS: &[&str] = &[
-    "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k",
+    "f32", "f16", "bf16", "q8_0", "q6_k", "q5_k", "q4_k", "q5_1", "q5_0", "q4_1", "q4_0", "q4_k_m",
+    "qat_q4_0",
 ];
 
-/// Parses a `--quant` name for synthetic weights.
-pub fn parse_format(name: &str) -> Result<GgmlDType> {
+/// A weight format: one type for every matrix, or a file-level mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Plain(GgmlDType),
+    /// llama.cpp's Q4_K_M: Q4_K, with attn_v and ffn_down in Q6_K on the layers where
+    /// `use_more_bits`, and the output projection (the tied embedding for Gemma) in Q6_K.
+    Q4KM,
+    /// Google's QAT release: Q4_0, token embedding in F16.
+    QatQ4_0,
+}
+
+/// Parses a `--quant` name.
+pub fn parse_format(name: &str) -> Result<Format> {
+    use GgmlDType as G;
     Ok(match name.to_ascii_lowercase().as_str() {
-        "q8_0" => GgmlDType::Q8_0,
-        "q4_0" => GgmlDType::Q4_0,
-        "q4_1" => GgmlDType::Q4_1,
-        "q5_0" => GgmlDType::Q5_0,
-        "q5_1" => GgmlDType::Q5_1,
-        "q4_k" => GgmlDType::Q4K,
-        "q5_k" => GgmlDType::Q5K,
-        "q6_k" => GgmlDType::Q6K,
+        "f32" => Format::Plain(G::F32),
+        "f16" => Format::Plain(G::F16),
+        "bf16" => Format::Plain(G::BF16),
+        "q8_0" => Format::Plain(G::Q8_0),
+        "q6_k" => Format::Plain(G::Q6K),
+        "q5_k" => Format::Plain(G::Q5K),
+        "q4_k" => Format::Plain(G::Q4K),
+        "q5_1" => Format::Plain(G::Q5_1),
+        "q5_0" => Format::Plain(G::Q5_0),
+        "q4_1" => Format::Plain(G::Q4_1),
+        "q4_0" => Format::Plain(G::Q4_0),
+        "q4_k_m" => Format::Q4KM,
+        "qat_q4_0" | "q4_0_qat" => Format::QatQ4_0,
         other => {
             return Err(Error::Unsupported(format!(
                 "synthetic weights in '{other}' are not supported yet; choose one of {}",
@@ -35,6 +53,39 @@ pub fn parse_format(name: &str) -> Result<GgmlDType> {
             )))
         }
     })
+}
+
+/// llama.cpp's `use_more_bits`: the first and last eighth of the layers, and every third between.
+fn use_more_bits(layer: usize, layers: usize) -> bool {
+    let eighth = layers / 8;
+    layer < eighth || layer >= 7 * layers / 8 || (layer - eighth) % 3 == 2
+}
+
+impl Format {
+    /// The type a tensor has in a GGUF file of this format (`layers`: the model's layer count).
+    pub fn tensor_type(&self, name: &str, shape: &[usize], layers: usize) -> GgmlDType {
+        let layer = name
+            .strip_prefix("blk.")
+            .and_then(|r| r.split('.').next())
+            .and_then(|i| i.parse::<usize>().ok());
+        let output = name == "token_embd.weight" || name == "output.weight";
+        let base = match self {
+            Format::Plain(t) => *t,
+            Format::Q4KM if output => GgmlDType::Q6K,
+            Format::Q4KM => match layer {
+                Some(i)
+                    if (name.contains("attn_v") || name.contains("ffn_down"))
+                        && use_more_bits(i, layers) =>
+                {
+                    GgmlDType::Q6K
+                }
+                _ => GgmlDType::Q4K,
+            },
+            Format::QatQ4_0 if name == "token_embd.weight" => GgmlDType::F16,
+            Format::QatQ4_0 => GgmlDType::Q4_0,
+        };
+        row_format(base, *shape.last().unwrap_or(&0))
+    }
 }
 
 /// llama.cpp's fallback for rows whose length is not a multiple of the K-quant super-block (256).
@@ -49,8 +100,26 @@ pub fn row_format(format: GgmlDType, row_len: usize) -> GgmlDType {
     }
 }
 
+/// Bytes of the weights of a GGUF file of this format for `cfg` (matrices in their types, norm
+/// weights in f32), from the same tensor list the loader reads.
+pub fn file_weight_bytes(cfg: &crate::model::config::Gemma3Config, format: Format) -> u64 {
+    crate::model::text::tensor_shapes(cfg)
+        .iter()
+        .map(|(name, shape)| {
+            let elems: usize = shape.iter().product();
+            if shape.len() == 1 {
+                4 * elems as u64
+            } else {
+                let t = format.tensor_type(name, shape, cfg.num_layers);
+                (elems / t.block_size() * t.type_size()) as u64
+            }
+        })
+        .sum()
+}
+
 pub struct SyntheticWeights {
-    format: GgmlDType,
+    format: Format,
+    layers: usize,
     rng: SmallRng,
     device: Device,
     bytes: WeightBytes,
@@ -58,7 +127,7 @@ pub struct SyntheticWeights {
 }
 
 impl SyntheticWeights {
-    pub fn new(format: GgmlDType, seed: u64, device: &Device) -> Result<Self> {
+    pub fn new(format: Format, layers: usize, seed: u64, device: &Device) -> Result<Self> {
         if !device.is_cpu() {
             return Err(Error::Unsupported(
                 "synthetic weights are built on the CPU only (for now)".into(),
@@ -66,6 +135,7 @@ impl SyntheticWeights {
         }
         Ok(SyntheticWeights {
             format,
+            layers,
             rng: SmallRng::seed_from_u64(seed),
             device: device.clone(),
             bytes: WeightBytes::default(),
@@ -86,7 +156,8 @@ fn scale_fields(dtype: GgmlDType) -> (usize, &'static [(usize, f32)]) {
         GgmlDType::Q4K => (144, &[(0, 1e-4), (2, 1e-4)]),
         GgmlDType::Q5K => (176, &[(0, 5e-5), (2, 1e-4)]),
         GgmlDType::Q6K => (210, &[(208, 2e-5)]),
-        _ => (0, &[]),
+        // Dense types are filled value by value (see `qtensor`).
+        _ => (dtype.type_size(), &[]),
     }
 }
 
@@ -96,18 +167,41 @@ impl WeightSource for SyntheticWeights {
     }
 
     fn qtensor(&mut self, name: &str, shape: &[usize]) -> Result<QTensor> {
-        let row_len = *shape.last().unwrap_or(&0);
-        let dtype = row_format(self.format, row_len);
+        let dtype = self.format.tensor_type(name, shape, self.layers);
         let elems: usize = shape.iter().product();
         let (block_bytes, fields) = scale_fields(dtype);
         let size = elems / dtype.block_size() * dtype.type_size();
-        debug_assert_eq!(block_bytes, dtype.type_size());
         if dtype == GgmlDType::Q5_0 {
             self.repacked
                 .push((name.into(), GgmlDType::Q5_0, GgmlDType::Q8_0));
         }
         let rng = &mut self.rng;
         let storage = cpu_storage(dtype, size, |buf: &mut [u8]| -> Result<()> {
+            match dtype {
+                GgmlDType::F32 => {
+                    for v in buf.chunks_exact_mut(4) {
+                        v.copy_from_slice(&rng.random_range(-0.03f32..0.03).to_le_bytes());
+                    }
+                    return Ok(());
+                }
+                GgmlDType::F16 => {
+                    for v in buf.chunks_exact_mut(2) {
+                        v.copy_from_slice(
+                            &f16::from_f32(rng.random_range(-0.03f32..0.03)).to_le_bytes(),
+                        );
+                    }
+                    return Ok(());
+                }
+                GgmlDType::BF16 => {
+                    for v in buf.chunks_exact_mut(2) {
+                        v.copy_from_slice(
+                            &half::bf16::from_f32(rng.random_range(-0.03f32..0.03)).to_le_bytes(),
+                        );
+                    }
+                    return Ok(());
+                }
+                _ => {}
+            }
             rng.fill_bytes(buf);
             for block in buf.chunks_exact_mut(block_bytes) {
                 for &(offset, base) in fields {

@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
 use crate::model::config::{Gemma3Config, LayerKind};
@@ -40,11 +40,47 @@ struct DecoderLayer {
     post_ffn_norm: Tensor,
 }
 
+/// Every tensor a Gemma 3 GGUF file holds for `cfg`, with its shape (candle order: rows,
+/// columns), in the order the loader reads them. Synthetic weights and size estimates use the
+/// same list.
+pub fn tensor_shapes(cfg: &Gemma3Config) -> Vec<(String, Vec<usize>)> {
+    let (h, hd, ff, vocab) = (
+        cfg.hidden_size,
+        cfg.head_dim,
+        cfg.intermediate_size,
+        cfg.vocab_size,
+    );
+    let (q_out, kv_out) = (cfg.num_heads * hd, cfg.num_kv_heads * hd);
+    let mut t = vec![
+        ("token_embd.weight".to_string(), vec![vocab, h]),
+        ("output_norm.weight".into(), vec![h]),
+    ];
+    for i in 0..cfg.num_layers {
+        let n = |s: &str| format!("blk.{i}.{s}.weight");
+        t.extend([
+            (n("attn_q"), vec![q_out, h]),
+            (n("attn_k"), vec![kv_out, h]),
+            (n("attn_v"), vec![kv_out, h]),
+            (n("attn_output"), vec![h, q_out]),
+            (n("attn_q_norm"), vec![hd]),
+            (n("attn_k_norm"), vec![hd]),
+            (n("ffn_gate"), vec![ff, h]),
+            (n("ffn_up"), vec![ff, h]),
+            (n("ffn_down"), vec![h, ff]),
+            (n("attn_norm"), vec![h]),
+            (n("post_attention_norm"), vec![h]),
+            (n("ffn_norm"), vec![h]),
+            (n("post_ffw_norm"), vec![h]),
+        ]);
+    }
+    t
+}
+
 /// A loaded Gemma 3 text model. Per-run state (KV cache, RoPE tables) lives in [`Session`].
 pub struct Gemma3 {
     pub cfg: Gemma3Config,
     embed: Arc<QTensor>,
-    lm_head: QMatMul,
+    lm_head: Linear,
     layers: Vec<DecoderLayer>,
     final_norm: Tensor,
     device: Device,
@@ -104,9 +140,9 @@ impl Gemma3 {
         // on top of everything else (it bounds the peak resident memory of a load).
         let embed = Arc::new(w.qtensor("token_embd.weight", &[vocab, h])?);
         let lm_head = if w.has("output.weight") {
-            QMatMul::from_qtensor(w.qtensor("output.weight", &[vocab, h])?)?
+            Linear::single_row(Arc::new(w.qtensor("output.weight", &[vocab, h])?))?
         } else {
-            QMatMul::from_arc(embed.clone())?
+            Linear::single_row(embed.clone())?
         };
         let final_norm = w.f32_tensor("output_norm.weight", &[h])?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
