@@ -54,8 +54,8 @@ impl KvCache {
                 let shape = (cfg.num_kv_heads, capacity, cfg.head_dim);
                 Ok(LayerCache {
                     kind,
-                    k: Tensor::zeros(shape, dtype, device)?,
-                    v: Tensor::zeros(shape, dtype, device)?,
+                    k: committed_zeros(shape, dtype, device)?,
+                    v: committed_zeros(shape, dtype, device)?,
                     capacity,
                 })
             })
@@ -73,6 +73,32 @@ impl KvCache {
             .iter()
             .map(|l| (l.k.elem_count() + l.v.elem_count()) * self.dtype.size_in_bytes())
             .sum()
+    }
+}
+
+/// Zeros whose memory is really there. On the CPU, `Tensor::zeros` gets lazily zeroed pages
+/// that count toward resident memory only once written, so a cache for 32K positions would look
+/// free until the 32K-th token; a GPU allocation is committed at once. Writing the zeros makes
+/// the CPU's figures mean the same as the GPU's.
+fn committed_zeros(shape: (usize, usize, usize), dtype: DType, device: &Device) -> Result<Tensor> {
+    if !device.is_cpu() {
+        return Tensor::zeros(shape, dtype, device);
+    }
+    let n = shape.0 * shape.1 * shape.2;
+    fn written<T: candle_core::WithDType>(
+        n: usize,
+        zero: T,
+        shape: (usize, usize, usize),
+    ) -> Result<Tensor> {
+        let mut v = Vec::with_capacity(n);
+        v.resize(n, zero);
+        Tensor::from_vec(v, shape, &Device::Cpu)
+    }
+    match dtype {
+        DType::F32 => written(n, 0f32, shape),
+        DType::F16 => written(n, half::f16::ZERO, shape),
+        DType::BF16 => written(n, half::bf16::ZERO, shape),
+        other => Tensor::zeros(shape, other, device),
     }
 }
 

@@ -32,26 +32,23 @@ impl Linear {
     }
 
     /// For a product that only ever sees one row (the output projection of the last position):
-    /// candle's single-row kernel for quantized weights (the same 8-bit arithmetic, and faster
-    /// than our tiled one at one row), ours for dense ones (no widened copy).
+    /// candle's single-row kernel where it is plain (the same 8-bit arithmetic as ours, faster at
+    /// one row), ours elsewhere. candle 0.11.1 on x86 builds a second, packed copy of Q4_K and
+    /// (with VNNI) Q8_0 weights whose rows are a multiple of 256 wide the first time it multiplies
+    /// them, and keeps it next to the original: for a 27B embedding that is gigabytes the memory
+    /// figures would silently include. Dense weights would be widened to f32.
     pub fn single_row(weight: Arc<QTensor>) -> Result<Self> {
-        let dense = matches!(
-            weight.dtype(),
-            candle_core::quantized::GgmlDType::F32
-                | candle_core::quantized::GgmlDType::F16
-                | candle_core::quantized::GgmlDType::BF16
-        );
-        if dense {
+        use candle_core::quantized::GgmlDType as G;
+        let (_, k) = weight.shape().dims2()?;
+        let candle_packs = matches!(weight.dtype(), G::Q4K | G::Q8_0) && k.is_multiple_of(256);
+        let dense = matches!(weight.dtype(), G::F32 | G::F16 | G::BF16);
+        if candle_packs || dense || !weight.device().is_cpu() {
             return Self::new(weight);
         }
         Ok(Linear {
             candle: Some(QMatMul::from_arc(weight.clone())?),
             weight,
         })
-    }
-
-    pub fn weight(&self) -> &Arc<QTensor> {
-        &self.weight
     }
 
     /// `x`: [rows, in] → [rows, out].

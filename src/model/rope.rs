@@ -39,10 +39,6 @@ impl RopeTable {
         })
     }
 
-    pub fn positions(&self) -> usize {
-        self.positions
-    }
-
     pub fn size_in_bytes(&self) -> usize {
         2 * self.cos.elem_count() * DType::F32.size_in_bytes()
     }

@@ -175,40 +175,11 @@ impl WeightSource for SyntheticWeights {
             self.repacked
                 .push((name.into(), GgmlDType::Q5_0, GgmlDType::Q8_0));
         }
-        let rng = &mut self.rng;
+        let tensor_seed = self.rng.next_u64();
         let storage = cpu_storage(dtype, size, |buf: &mut [u8]| -> Result<()> {
-            match dtype {
-                GgmlDType::F32 => {
-                    for v in buf.chunks_exact_mut(4) {
-                        v.copy_from_slice(&rng.random_range(-0.03f32..0.03).to_le_bytes());
-                    }
-                    return Ok(());
-                }
-                GgmlDType::F16 => {
-                    for v in buf.chunks_exact_mut(2) {
-                        v.copy_from_slice(
-                            &f16::from_f32(rng.random_range(-0.03f32..0.03)).to_le_bytes(),
-                        );
-                    }
-                    return Ok(());
-                }
-                GgmlDType::BF16 => {
-                    for v in buf.chunks_exact_mut(2) {
-                        v.copy_from_slice(
-                            &half::bf16::from_f32(rng.random_range(-0.03f32..0.03)).to_le_bytes(),
-                        );
-                    }
-                    return Ok(());
-                }
-                _ => {}
-            }
-            rng.fill_bytes(buf);
-            for block in buf.chunks_exact_mut(block_bytes) {
-                for &(offset, base) in fields {
-                    let d = f16::from_f32(base * rng.random_range(0.5f32..1.5));
-                    block[offset..offset + 2].copy_from_slice(&d.to_le_bytes());
-                }
-            }
+            fill_parallel(buf, block_bytes, tensor_seed, |part, rng| {
+                fill_blocks(dtype, part, block_bytes, fields, rng)
+            });
             Ok(())
         })?;
         let t = QTensor::new(storage, shape)?;
@@ -233,5 +204,78 @@ impl WeightSource for SyntheticWeights {
 
     fn repacked(&self) -> &[(String, GgmlDType, GgmlDType)] {
         &self.repacked
+    }
+}
+
+/// Fills `buf` on every core, each part from its own generator seeded from (`seed`, part), so the
+/// bytes depend on the seed only. Parts are whole blocks.
+fn fill_parallel(
+    buf: &mut [u8],
+    block_bytes: usize,
+    seed: u64,
+    fill: impl Fn(&mut [u8], &mut SmallRng) + Sync,
+) {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    const PART: usize = 64 << 20;
+    let part = (PART / block_bytes).max(1) * block_bytes;
+    if buf.len() <= part || threads == 1 {
+        fill(buf, &mut SmallRng::seed_from_u64(seed));
+        return;
+    }
+    let parts: Vec<(usize, &mut [u8])> = buf.chunks_mut(part).enumerate().collect();
+    let next = std::sync::Mutex::new(parts.into_iter());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let item = next.lock().map(|mut it| it.next()).unwrap_or(None);
+                let Some((i, chunk)) = item else { break };
+                fill(
+                    chunk,
+                    &mut SmallRng::seed_from_u64(
+                        seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    ),
+                );
+            });
+        }
+    });
+}
+
+/// Random block bytes with the scale fields set to sane values; dense types value by value.
+fn fill_blocks(
+    dtype: GgmlDType,
+    buf: &mut [u8],
+    block_bytes: usize,
+    fields: &[(usize, f32)],
+    rng: &mut SmallRng,
+) {
+    match dtype {
+        GgmlDType::F32 => {
+            for v in buf.chunks_exact_mut(4) {
+                v.copy_from_slice(&rng.random_range(-0.03f32..0.03).to_le_bytes());
+            }
+        }
+        GgmlDType::F16 => {
+            for v in buf.chunks_exact_mut(2) {
+                v.copy_from_slice(&f16::from_f32(rng.random_range(-0.03f32..0.03)).to_le_bytes());
+            }
+        }
+        GgmlDType::BF16 => {
+            for v in buf.chunks_exact_mut(2) {
+                v.copy_from_slice(
+                    &half::bf16::from_f32(rng.random_range(-0.03f32..0.03)).to_le_bytes(),
+                );
+            }
+        }
+        _ => {
+            rng.fill_bytes(buf);
+            for block in buf.chunks_exact_mut(block_bytes) {
+                for &(offset, base) in fields {
+                    let d = f16::from_f32(base * rng.random_range(0.5f32..1.5));
+                    block[offset..offset + 2].copy_from_slice(&d.to_le_bytes());
+                }
+            }
+        }
     }
 }

@@ -49,7 +49,7 @@ pub fn cpu_storage<E>(
         bytes: usize,
         fill: impl FnOnce(&mut [u8]) -> std::result::Result<(), E>,
     ) -> std::result::Result<QStorage, E> {
-        let mut blocks = vec![T::zeros(); bytes / std::mem::size_of::<T>()];
+        let mut blocks = zeroed_blocks::<T>(bytes / std::mem::size_of::<T>());
         fill(blocks_as_bytes_mut(&mut blocks))?;
         Ok(QStorage::Cpu(Box::new(blocks)))
     }
@@ -204,6 +204,25 @@ impl WeightSource for GgufWeights<'_> {
 
 pub(crate) const Q5_0_BLOCK: usize = 22;
 const Q8_0_BLOCK: usize = 34;
+
+/// `n` all-zero blocks from zeroed memory: the kernel provides zero pages, so unlike
+/// `vec![T::zeros(); n]` there is no writing pass over gigabytes before the real fill.
+fn zeroed_blocks<T: GgmlType>(n: usize) -> Vec<T> {
+    if n == 0 || std::mem::size_of::<T>() == 0 {
+        return Vec::new();
+    }
+    let layout =
+        std::alloc::Layout::array::<T>(n).expect("block count overflows the address space");
+    // SAFETY: the layout has a non-zero size; all-zero bytes are a valid value of every ggml
+    // block type (plain floats and integers); the Vec takes ownership with the same layout.
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout) as *mut T;
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Vec::from_raw_parts(ptr, n, n)
+    }
+}
 
 /// The bytes of a block vector. Every ggml block type is plain old data (`repr(C)` floats and
 /// integers, sizes asserted by candle), so any byte pattern is a valid value.

@@ -54,18 +54,7 @@ fn proc_status_bytes(field: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Resident memory now (VmRSS).
-pub fn rss_bytes() -> Option<u64> {
-    proc_status_bytes("VmRSS:")
-}
-
-/// Peak resident memory since start or since the last [`reset_peak_rss`] (VmHWM, kept by the kernel).
+/// Peak resident memory of this process (VmHWM, kept by the kernel).
 pub fn peak_rss_bytes() -> Option<u64> {
     proc_status_bytes("VmHWM:")
-}
-
-/// Resets the kernel's peak-RSS mark to the current RSS (`echo 5 > /proc/self/clear_refs`).
-/// Returns false where the kernel does not allow it.
-pub fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
