@@ -132,11 +132,12 @@ fn load_engine(args: &EngineArgs) -> Result<(LoadedModel, candle_core::DType)> {
         (ModelSpec::Synthetic(size), Some(quant)) => {
             LoadedModel::synthetic(size, quant, args.seed, &Device::Cpu)?
         }
+        (ModelSpec::HfDir(dir), quant) => LoadedModel::from_hf_dir(dir, quant.as_deref(), &Device::Cpu)?,
         (ModelSpec::Synthetic(size), None) => {
             anyhow::bail!("synthetic:{size} needs --quant FORMAT (e.g. --quant q4_k)")
         }
         (_, Some(quant)) => anyhow::bail!(
-            "--quant {quant} applies to synthetic models; a GGUF file runs in its own formats"
+            "--quant {quant} applies to synthetic models and safetensors folders; a GGUF file runs in its own formats"
         ),
         (spec, None) => LoadedModel::load(&spec.resolve(show_progress())?, &Device::Cpu)?,
     };

@@ -37,8 +37,17 @@ pub enum Error {
         found: Vec<usize>,
     },
 
-    #[error("unknown model spec '{spec}': expected 'default', a path to a .gguf file, or synthetic:SIZE (270m, 1b, 4b, 12b, 27b)")]
+    #[error("unknown model spec '{spec}': expected 'default', a path to a .gguf file, a folder with config.json and *.safetensors, or synthetic:SIZE (270m, 1b, 4b, 12b, 27b)")]
     UnknownModelSpec { spec: String },
+
+    #[error("{path}: {reason}")]
+    BadConfig { path: PathBuf, reason: String },
+
+    #[error("{index} lists shard {shard}, which is missing")]
+    MissingShard { index: PathBuf, shard: PathBuf },
+
+    #[error("{path}: safetensors damaged or unreadable: {reason}")]
+    CorruptSafetensors { path: PathBuf, reason: String },
 
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -64,6 +64,38 @@ impl LoadedModel {
         })
     }
 
+    /// A Hugging Face folder, in its stored width or quantized at load to `quant`.
+    pub fn from_hf_dir(
+        dir: &std::path::Path,
+        quant: Option<&str>,
+        device: &Device,
+    ) -> Result<Self> {
+        let start = Instant::now();
+        let cfg = crate::model::safetensors::read_config(dir)?;
+        let target = quant
+            .map(crate::model::synthetic::parse_format)
+            .transpose()?;
+        let mut weights = crate::model::safetensors::SafetensorsWeights::open(
+            dir,
+            cfg.text.num_layers,
+            target,
+            device,
+        )?;
+        let model = Gemma3::load(cfg.text, &mut weights, device)?;
+        for (name, from, to) in &weights.fallbacks {
+            eprintln!("note: {name}: rows do not fit {from:?} blocks; stored as {to:?} (llama.cpp's fallback)");
+        }
+        Ok(LoadedModel {
+            source: match quant {
+                Some(q) => format!("{} ({q})", dir.display()),
+                None => dir.display().to_string(),
+            },
+            tokenizer: None,
+            model,
+            load_s: start.elapsed().as_secs_f64(),
+        })
+    }
+
     /// A prompt of exactly `n` tokens: the fixed text through the tokenizer, or for synthetic
     /// weights a fixed sequence of ordinary ids after BOS.
     pub fn prompt(&self, n: usize) -> Vec<u32> {

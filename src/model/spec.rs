@@ -13,6 +13,8 @@ pub enum ModelSpec {
     Gguf(PathBuf),
     /// A Gemma 3 size with generated weights (`synthetic:27b`), format from `--quant`.
     Synthetic(String),
+    /// A Hugging Face model folder (`config.json` + `*.safetensors`).
+    HfDir(PathBuf),
 }
 
 impl FromStr for ModelSpec {
@@ -30,6 +32,9 @@ impl FromStr for ModelSpec {
             };
         }
         let path = Path::new(s);
+        if crate::model::safetensors::is_model_dir(path) {
+            return Ok(ModelSpec::HfDir(path.into()));
+        }
         let is_gguf_name = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
@@ -49,6 +54,7 @@ impl std::fmt::Display for ModelSpec {
             ModelSpec::Default => f.write_str("default"),
             ModelSpec::Gguf(p) => write!(f, "{}", p.display()),
             ModelSpec::Synthetic(size) => write!(f, "synthetic:{size}"),
+            ModelSpec::HfDir(p) => write!(f, "{}", p.display()),
         }
     }
 }
@@ -58,7 +64,7 @@ impl ModelSpec {
     pub fn resolve(&self, progress: bool) -> Result<PathBuf> {
         match self {
             ModelSpec::Default => crate::fetch::default_model_path(progress),
-            ModelSpec::Gguf(p) => Ok(p.clone()),
+            ModelSpec::Gguf(p) | ModelSpec::HfDir(p) => Ok(p.clone()),
             ModelSpec::Synthetic(size) => Err(Error::Unsupported(format!(
                 "synthetic:{size} has no file (it is built in memory)"
             ))),
