@@ -78,12 +78,15 @@ pub struct TokenizeArgs {
 /// Options shared by the commands that run the engine.
 #[derive(Debug, Args)]
 pub struct EngineArgs {
-    /// Model spec: 'default', a path to a .gguf file, or synthetic:SIZE (270m, 1b, 4b, 12b, 27b:
-    /// exact shapes, random weights in --quant's format; memory and speed are real, text is not).
+    /// Model spec: 'default', a path to a .gguf file, a Hugging Face folder (config.json +
+    /// *.safetensors), hf:ORG/NAME (Hub, cached under $HF_HOME; HF_TOKEN for gated models), or
+    /// synthetic:SIZE (270m, 1b, 4b, 12b, 27b: exact shapes, random weights in --quant's format;
+    /// memory and speed are real, text is not).
     #[arg(long, short, default_value = "default")]
     pub model: String,
-    /// Weight format for synthetic models: q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k.
-    /// (A GGUF file runs in its own formats.)
+    /// Weight format for synthetic models, or to quantize a safetensors model at load: f32, f16,
+    /// bf16, q8_0, q6_k, q5_k, q4_k, q5_1, q5_0, q4_1, q4_0, q4_k_m, qat_q4_0. (A GGUF file runs
+    /// in its own formats.)
     #[arg(long)]
     pub quant: Option<String>,
     /// Seed of the synthetic weights.

