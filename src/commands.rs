@@ -196,7 +196,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         gen_tokens: args.gen,
         ctx: args.ctx.unwrap_or(prompt_tokens + args.gen),
         prefill_chunk: args.engine.prefill_chunk as usize,
-        kv_dtype: measure::dtype_name(kv_dtype).into(),
+        kv_dtype: kv_dtype.as_str().into(),
         threads: candle_core::utils::get_num_threads(),
     };
     if params.ctx < prompt_tokens + args.gen {

@@ -14,7 +14,7 @@ use crate::probe::host;
 /// A model ready to run: where it came from, its tokenizer (none for synthetic weights), its
 /// weights. A GGUF header (with its 262k-entry vocabulary arrays) is dropped once both are built.
 pub struct LoadedModel {
-    /// The file, or `synthetic:SIZE (FORMAT)`.
+    /// The file or folder (with `--quant`'s format), or `synthetic:SIZE (FORMAT)`.
     pub source: String,
     pub tokenizer: Option<Tokenizer>,
     pub model: Gemma3,
@@ -39,9 +39,7 @@ impl LoadedModel {
             load_s: start.elapsed().as_secs_f64(),
         })
     }
-}
 
-impl LoadedModel {
     /// A Gemma 3 size with synthetic weights in `format` (see `model/synthetic.rs`).
     pub fn synthetic(size: &str, format: &str, seed: u64, device: &Device) -> Result<Self> {
         let start = Instant::now();
@@ -127,10 +125,6 @@ pub fn parse_kv_dtype(s: &str) -> std::result::Result<DType, String> {
             "unsupported KV dtype '{other}' (choose f32, f16 or bf16)"
         )),
     }
-}
-
-pub fn dtype_name(d: DType) -> &'static str {
-    d.as_str()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

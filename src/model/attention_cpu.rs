@@ -12,6 +12,7 @@ use half::{bf16, f16};
 
 use crate::model::config::LayerKind;
 use crate::model::kv_cache::LayerCache;
+use crate::model::qmatmul::SendPtr;
 
 /// An element type the cache may hold.
 trait CacheElem: Copy + Send + Sync {
@@ -94,26 +95,13 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, cache: &LayerCache, d: &Dims) 
         (CpuStorage::BF16(a), CpuStorage::BF16(b)) => run(&chunk, &a[k0..k1], &b[v0..v1], cache, d),
         _ => candle_core::bail!("attention: unsupported cache dtype {:?}", cache.k.dtype()),
     };
-    Tensor::from_vec(out, (d.n, d.heads * d.head_dim), q_device())
-}
-
-fn q_device() -> &'static candle_core::Device {
-    &candle_core::Device::Cpu
+    Tensor::from_vec(out, (d.n, d.heads * d.head_dim), &candle_core::Device::Cpu)
 }
 
 struct Chunk<'a> {
     q: &'a [f32],
     k: &'a [f32],
     v: &'a [f32],
-}
-
-struct OutPtr(*mut f32);
-unsafe impl Sync for OutPtr {}
-unsafe impl Send for OutPtr {}
-impl OutPtr {
-    fn get(&self) -> *mut f32 {
-        self.0
-    }
 }
 
 fn run<T: CacheElem>(c: &Chunk, ck: &[T], cv: &[T], cache: &LayerCache, d: &Dims) -> Vec<f32> {
@@ -128,7 +116,7 @@ fn run<T: CacheElem>(c: &Chunk, ck: &[T], cv: &[T], cache: &LayerCache, d: &Dims
         }
     };
     let mut out = vec![0f32; d.n * d.heads * hd];
-    let out_ptr = OutPtr(out.as_mut_ptr());
+    let out_ptr = SendPtr(out.as_mut_ptr());
     let work = |items: std::ops::Range<usize>| {
         let mut scores: Vec<f32> = Vec::new();
         let mut acc = vec![0f32; hd];

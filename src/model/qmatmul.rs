@@ -67,13 +67,16 @@ impl CustomOp1 for QMatmul<'_> {
     }
 }
 
-/// The output buffer, shared by the workers; each writes its own columns.
-struct SendPtr(*mut f32);
+/// An output buffer shared by the workers of candle's pool, each writing its own elements (the
+/// callers' SAFETY comments say why they are disjoint).
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: the pointer is only written through at disjoint indices while the buffer outlives the
+// pool call that uses it.
 unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
 
 impl SendPtr {
-    fn get(&self) -> *mut f32 {
+    pub(crate) fn get(&self) -> *mut f32 {
         self.0
     }
 }
