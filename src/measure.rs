@@ -51,6 +51,20 @@ impl LoadedModel {
         let mut cfg = preset.config.clone();
         // GGUF files hold the real vocabulary (the HF checkpoints of 4B+ pad it to 262,208).
         cfg.vocab_size = 262_144;
+        if device.is_cpu() {
+            // Refuse up front what cannot fit, rather than dying in the allocator halfway.
+            let need = crate::model::synthetic::file_weight_bytes(&cfg, parsed);
+            let have = crate::probe::host::HostInfo::read().ram_available_bytes;
+            if need > have {
+                let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+                return Err(crate::Error::Unsupported(format!(
+                    "synthetic:{} in {format} needs {:.1} GiB of weights; this machine has {:.1} GiB available",
+                    preset.name,
+                    gib(need),
+                    gib(have)
+                )));
+            }
+        }
         let mut weights =
             crate::model::synthetic::SyntheticWeights::new(parsed, cfg.num_layers, seed, device)?;
         let model = Gemma3::load(cfg, &mut weights, device)?;

@@ -291,3 +291,12 @@ fn synthetic_run_reports_json() {
     }
     assert_eq!(v["model"], "synthetic:270m (q4_0)");
 }
+
+#[test]
+fn a_synthetic_model_larger_than_memory_is_refused_before_allocating() {
+    // 27B in f32 is 108 GB of weights.
+    assert_fails_with(
+        &["run", "--model", "synthetic:27b", "--quant", "f32"],
+        "GiB available",
+    );
+}
