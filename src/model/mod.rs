@@ -1,4 +1,10 @@
-//! The Gemma 3 engine and what it reads: GGUF files, model specs, the tokenizer.
+//! The Gemma 3 engine and what it reads.
+//!
+//! Sources: `spec.rs` (what `--model` names), `gguf.rs` + `weights.rs` (GGUF files),
+//! `hf_config.rs` + `safetensors.rs` (Hugging Face folders), `presets.rs` + `synthetic.rs` (every
+//! size without a download), `tokenizer.rs`. Engine: `config.rs`, `text.rs` (the decoder),
+//! `kv_cache.rs`, `rope.rs`, `attention_cpu.rs` / `attention.rs`, `linear.rs` + `qmatmul.rs`
+//! (weight products), `ops.rs` (fused GELU).
 
 pub mod attention;
 pub mod attention_cpu;

@@ -1,9 +1,11 @@
 //! Where the engine's weights come from ([`WeightSource`]): a GGUF file in its own formats
-//! ([`GgufWeights`]), or generated shapes (`synthetic.rs`).
+//! ([`GgufWeights`]), a Hugging Face folder (`safetensors.rs`), or generated shapes
+//! (`synthetic.rs`).
 //!
-//! Quantized tensors stay quantized (candle `QMatMul`); the one exception is Q5_0, repacked at
-//! load into Q8_0, which holds exactly the same values (q - 16 in [-16, 15]) with the same block
-//! scale, because candle's Q8_0 kernels are SIMD and its Q5_0 kernel is a scalar loop.
+//! Tensors stay in their format (products in `linear.rs` / `qmatmul.rs`); the one exception on
+//! the CPU is Q5_0, repacked at load into Q8_0, which holds exactly the same values
+//! (q - 16 in [-16, 15]) with the same block scale and has a SIMD kernel (candle's Q5_0 product
+//! is a scalar loop).
 
 use std::borrow::Cow;
 use std::fs::File;
