@@ -144,6 +144,15 @@ fn missing_and_misshapen_tensors_are_named() {
     let p = dir.path().join("partial.gguf");
     // Metadata of a complete tiny Gemma 3, but only the embedding and the final norm.
     let md = common::tiny_gemma3_metadata();
+    let run_args = [
+        "run",
+        "--model",
+        p.to_str().unwrap(),
+        "--prompt-tokens",
+        "2",
+        "--gen",
+        "1",
+    ];
     common::write_gguf(
         &p,
         "gemma3",
@@ -153,44 +162,11 @@ fn missing_and_misshapen_tensors_are_named() {
             ("output_norm.weight", (1, 64)),
         ],
     );
-    assert_fails_with(
-        &[
-            "run",
-            "--model",
-            p.to_str().unwrap(),
-            "--prompt-tokens",
-            "2",
-            "--gen",
-            "1",
-        ],
-        "output_norm.weight",
-    );
+    assert_fails_with(&run_args, "output_norm.weight");
     common::write_gguf(&p, "gemma3", &md, &[("token_embd.weight", (264, 64))]);
-    assert_fails_with(
-        &[
-            "run",
-            "--model",
-            p.to_str().unwrap(),
-            "--prompt-tokens",
-            "2",
-            "--gen",
-            "1",
-        ],
-        "tensor 'output_norm.weight' is missing",
-    );
+    assert_fails_with(&run_args, "tensor 'output_norm.weight' is missing");
     common::write_gguf(&p, "gemma3", &md, &[("token_embd.weight", (264, 48))]);
-    assert_fails_with(
-        &[
-            "run",
-            "--model",
-            p.to_str().unwrap(),
-            "--prompt-tokens",
-            "2",
-            "--gen",
-            "1",
-        ],
-        "tensor 'token_embd.weight' has shape [264, 48]",
-    );
+    assert_fails_with(&run_args, "tensor 'token_embd.weight' has shape [264, 48]");
 }
 
 #[test]
