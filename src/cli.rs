@@ -135,9 +135,16 @@ pub struct RunArgs {
     /// Tokens to decode after the prompt, one forward pass each.
     #[arg(long, default_value_t = 64)]
     pub gen: usize,
-    /// Context to allocate the KV cache for (default: prompt + generated tokens).
+    /// Context to allocate the KV cache for (default: prompt + image + generated tokens).
     #[arg(long)]
     pub ctx: Option<usize>,
+    /// Put an image in the prompt (4B, 12B, 27B): a PNG/JPEG file, or 'synthetic' for seeded
+    /// random pixels. Loads the vision tower and projector; the image is resized to 896 × 896,
+    /// encoded into 256 soft tokens placed after BOS between <start_of_image> and
+    /// <end_of_image>, which attend to each other both ways. Encode time counts in time to
+    /// first token and is also reported on its own.
+    #[arg(long, value_name = "FILE|synthetic")]
+    pub image: Option<std::path::PathBuf>,
     /// Print one JSON object with every metric.
     #[arg(long)]
     pub json: bool,

@@ -125,22 +125,26 @@ pub fn tokenize(args: &TokenizeArgs) -> Result<()> {
     Ok(())
 }
 
-fn load_engine(args: &EngineArgs) -> Result<(LoadedModel, candle_core::DType)> {
+/// Loads the model `args` name; with its vision tower when `vision`.
+fn load_engine(args: &EngineArgs, vision: bool) -> Result<(LoadedModel, candle_core::DType)> {
     let kv_dtype = measure::parse_kv_dtype(&args.kv_dtype).map_err(anyhow::Error::msg)?;
     let spec: ModelSpec = args.model.parse()?;
     let loaded = match (&spec, &args.quant) {
         (ModelSpec::Synthetic(size), Some(quant)) => {
-            LoadedModel::synthetic(size, quant, args.seed, &Device::Cpu)?
+            LoadedModel::synthetic(size, quant, args.seed, vision, &Device::Cpu)?
         }
-        (ModelSpec::HfDir(dir), quant) => LoadedModel::from_hf_dir(dir, quant.as_deref(), &Device::Cpu)?,
+        (ModelSpec::HfDir(dir), quant) => LoadedModel::from_hf_dir(dir, quant.as_deref(), vision, &Device::Cpu)?,
         (ModelSpec::Hub(_), quant) => {
-            LoadedModel::from_hf_dir(&spec.resolve(show_progress())?, quant.as_deref(), &Device::Cpu)?
+            LoadedModel::from_hf_dir(&spec.resolve(show_progress())?, quant.as_deref(), vision, &Device::Cpu)?
         }
         (ModelSpec::Synthetic(size), None) => {
             anyhow::bail!("synthetic:{size} needs --quant FORMAT (e.g. --quant q4_k)")
         }
         (_, Some(quant)) => anyhow::bail!(
             "--quant {quant} applies to synthetic models and safetensors folders; a GGUF file runs in its own formats"
+        ),
+        (spec, None) if vision => anyhow::bail!(
+            "{spec}: a GGUF model file holds no vision tower (llama.cpp ships it as a separate mmproj file, which gemma-fit does not read yet); --image needs synthetic:4b/12b/27b or a Hugging Face folder of a 4B+ model"
         ),
         (spec, None) => LoadedModel::load(&spec.resolve(show_progress())?, &Device::Cpu)?,
     };
@@ -154,7 +158,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot read prompt file {}: {e}", f.display()))?,
         (None, None) => anyhow::bail!("give --prompt or --prompt-file"),
     };
-    let (m, kv_dtype) = load_engine(&args.engine)?;
+    let (m, kv_dtype) = load_engine(&args.engine, false)?;
     let Some(tokenizer) = &m.tokenizer else {
         anyhow::bail!(
             "{} has no tokenizer (synthetic weights produce no text); use `run` to measure it",
@@ -189,21 +193,41 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
-    let (m, kv_dtype) = load_engine(&args.engine)?;
+    let image = args.image.as_ref().map(|p| {
+        if p.as_os_str() == "synthetic" {
+            "synthetic".to_string()
+        } else {
+            p.display().to_string()
+        }
+    });
+    if let Some(path) = image.as_deref().filter(|p| *p != "synthetic") {
+        // Fail before loading gigabytes of weights.
+        if !std::path::Path::new(path).is_file() {
+            anyhow::bail!("--image {path}: no such file");
+        }
+    }
+    let (m, kv_dtype) = load_engine(&args.engine, image.is_some())?;
     let prompt_tokens = args.prompt_tokens as usize;
+    let image_positions = m
+        .vision
+        .as_ref()
+        .map_or(0, |v| measure::image_positions(&v.cfg));
+    let needed = prompt_tokens + image_positions + args.gen;
     let params = CaseParams {
         prompt_tokens,
         gen_tokens: args.gen,
-        ctx: args.ctx.unwrap_or(prompt_tokens + args.gen),
+        ctx: args.ctx.unwrap_or(needed),
         prefill_chunk: args.engine.prefill_chunk as usize,
         kv_dtype: kv_dtype.as_str().into(),
         threads: candle_core::utils::get_num_threads(),
+        image,
     };
-    if params.ctx < prompt_tokens + args.gen {
+    if params.ctx < needed {
         anyhow::bail!(
-            "--ctx {} is smaller than --prompt-tokens + --gen = {}",
+            "--ctx {} is smaller than the {needed} positions the case needs (--prompt-tokens {prompt_tokens}{} + --gen {})",
             params.ctx,
-            prompt_tokens + args.gen
+            if image_positions > 0 { format!(" + {image_positions} for the image") } else { String::new() },
+            args.gen
         );
     }
     let metrics = measure::run_case(&m, &params, kv_dtype)?;
@@ -226,6 +250,15 @@ pub fn run(args: &RunArgs) -> Result<()> {
         params.threads
     );
     println!("load             {:.2} s", metrics.load_s);
+    if let Some(img) = &metrics.image {
+        println!(
+            "image            {} ({} positions), encoded in {:.1} ms; vision weights {:.1} MiB resident",
+            params.image.as_deref().unwrap_or("-"),
+            img.positions,
+            img.encode_ms,
+            mib(img.resident_weight_bytes)
+        );
+    }
     println!("time to 1st tok  {:.1} ms", metrics.ttft_ms);
     println!("prefill          {:.1} tok/s", metrics.prefill_tok_per_s);
     println!(
@@ -272,7 +305,7 @@ pub fn models(args: &ModelsArgs) -> Result<()> {
     if args.json {
         let presets: Vec<_> = presets
             .iter()
-            .map(|p| json!({"name": p.name, "multimodal": p.multimodal, "config": p.config, "params": p.params()}))
+            .map(|p| json!({"name": p.name, "multimodal": p.vision.is_some(), "vision": p.vision, "config": p.config, "params": p.params()}))
             .collect();
         let files: Vec<_> = files
             .iter()

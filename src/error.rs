@@ -49,6 +49,9 @@ pub enum Error {
     #[error("{path}: safetensors damaged or unreadable: {reason}")]
     CorruptSafetensors { path: PathBuf, reason: String },
 
+    #[error("{path}: not a readable image (PNG or JPEG): {reason}")]
+    BadImage { path: PathBuf, reason: String },
+
     #[error("unsupported: {0}")]
     Unsupported(String),
 

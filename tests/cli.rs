@@ -276,3 +276,65 @@ fn a_synthetic_model_larger_than_memory_is_refused_before_allocating() {
         "GiB available",
     );
 }
+
+#[test]
+fn run_with_an_image() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny::write_hf_multimodal(dir.path());
+    // A real PNG (any size: it is resized to the tower's 32 × 32).
+    let png = dir.path().join("photo.png");
+    image::RgbImage::from_fn(50, 40, |x, y| image::Rgb([x as u8 * 5, y as u8 * 6, 128]))
+        .save(&png)
+        .unwrap();
+    let model = dir.path().to_str().unwrap();
+    for img in [png.to_str().unwrap(), "synthetic"] {
+        let out = gemma_fit()
+            .args(["run", "--model", model, "--image", img])
+            .args(["--prompt-tokens", "4", "--gen", "2", "--json"])
+            .assert()
+            .success();
+        let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        // 16 soft tokens + begin/end markers, after the 4 text tokens' BOS.
+        assert_eq!(v["image"]["positions"], 18, "{v}");
+        assert_eq!(v["prompt_positions"], 22, "{v}");
+        assert_eq!(v["params"]["ctx"], 24, "{v}");
+        assert!(v["image"]["encode_ms"].as_f64().unwrap() > 0.0);
+        assert!(v["image"]["resident_weight_bytes"].as_u64().unwrap() > 0);
+    }
+    // Bad images and models without a tower: clear errors, before or instead of a panic.
+    let junk = dir.path().join("junk.png");
+    std::fs::write(&junk, b"not an image at all").unwrap();
+    let junk = junk.to_str().unwrap();
+    assert_fails_with(
+        &["run", "--model", model, "--image", junk],
+        "not a readable image",
+    );
+    assert_fails_with(
+        &["run", "--model", model, "--image", "/no/such/photo.png"],
+        "no such file",
+    );
+    assert_fails_with(
+        &[
+            "run",
+            "--model",
+            "synthetic:1b",
+            "--quant",
+            "q4_k",
+            "--image",
+            "synthetic",
+        ],
+        "no vision tower",
+    );
+    assert_fails_with(
+        &[
+            "run",
+            "--model",
+            model,
+            "--image",
+            "synthetic",
+            "--ctx",
+            "10",
+        ],
+        "18 for the image",
+    );
+}

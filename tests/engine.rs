@@ -250,7 +250,7 @@ fn synthetic_q4_k_m_equals_the_real_file() {
     let Some(real) = model("synthetic_q4_k_m_equals_the_real_file") else {
         return;
     };
-    let synthetic = LoadedModel::synthetic("270m", "q4_k_m", 0, &Device::Cpu).unwrap();
+    let synthetic = LoadedModel::synthetic("270m", "q4_k_m", 0, false, &Device::Cpu).unwrap();
     // The file stores eps as f32 (1e-6 → 9.99999997e-7); everything else is identical.
     let mut cfg = synthetic.model.cfg.clone();
     cfg.rms_norm_eps = real.model.cfg.rms_norm_eps;

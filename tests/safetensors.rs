@@ -11,71 +11,9 @@ use candle_core::{DType, Device, Tensor};
 use gemma_fit::measure::LoadedModel;
 use gemma_fit::model::gguf::GgufFile;
 use gemma_fit::model::text::Gemma3;
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 
-const VOCAB: usize = 300;
-const HIDDEN: usize = 64;
-const FF: usize = 128;
-const LAYERS: usize = 7;
-const HEADS: usize = 4;
-const KV_HEADS: usize = 1;
-const HEAD_DIM: usize = 16;
-const WINDOW: usize = 8;
-
-fn config_json() -> serde_json::Value {
-    serde_json::json!({
-        "model_type": "gemma3_text", "vocab_size": VOCAB, "hidden_size": HIDDEN,
-        "intermediate_size": FF, "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS, "head_dim": HEAD_DIM, "sliding_window": WINDOW,
-        "sliding_window_pattern": 6, "max_position_embeddings": 128, "rope_theta": 1000000.0,
-        "rope_local_base_freq": 10000.0, "query_pre_attn_scalar": HEAD_DIM, "rms_norm_eps": 1e-6
-    })
-}
-
-/// Random tensors under HF names (norm weights as HF stores them: w, applied as 1 + w).
-fn hf_tensors() -> Vec<(String, Tensor)> {
-    let mut rng = SmallRng::seed_from_u64(42);
-    let mut t = |shape: &[usize], scale: f32| {
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-scale..scale)).collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    };
-    let mut out = vec![
-        (
-            "model.embed_tokens.weight".to_string(),
-            t(&[VOCAB, HIDDEN], 1.0),
-        ),
-        ("model.norm.weight".into(), t(&[HIDDEN], 0.2)),
-    ];
-    for i in 0..LAYERS {
-        let p = format!("model.layers.{i}.");
-        for (name, shape, scale) in [
-            ("self_attn.q_proj", vec![HEADS * HEAD_DIM, HIDDEN], 0.2),
-            ("self_attn.k_proj", vec![KV_HEADS * HEAD_DIM, HIDDEN], 0.2),
-            ("self_attn.v_proj", vec![KV_HEADS * HEAD_DIM, HIDDEN], 0.2),
-            ("self_attn.o_proj", vec![HIDDEN, HEADS * HEAD_DIM], 0.2),
-            ("self_attn.q_norm", vec![HEAD_DIM], 0.2),
-            ("self_attn.k_norm", vec![HEAD_DIM], 0.2),
-            ("mlp.gate_proj", vec![FF, HIDDEN], 0.2),
-            ("mlp.up_proj", vec![FF, HIDDEN], 0.2),
-            ("mlp.down_proj", vec![HIDDEN, FF], 0.2),
-            ("input_layernorm", vec![HIDDEN], 0.2),
-            ("post_attention_layernorm", vec![HIDDEN], 0.2),
-            ("pre_feedforward_layernorm", vec![HIDDEN], 0.2),
-            ("post_feedforward_layernorm", vec![HIDDEN], 0.2),
-        ] {
-            out.push((format!("{p}{name}.weight"), t(&shape, scale)));
-        }
-    }
-    out
-}
-
-fn write_hf(dir: &Path) {
-    std::fs::write(dir.join("config.json"), config_json().to_string()).unwrap();
-    let map: HashMap<String, Tensor> = hf_tensors().into_iter().collect();
-    candle_core::safetensors::save(&map, dir.join("model.safetensors")).unwrap();
-}
+mod common;
+use common::tiny::*;
 
 /// The same model as GGUF: llama.cpp's names, norm weights stored as 1 + w, F32.
 fn write_gguf(path: &Path) {
@@ -157,7 +95,7 @@ fn safetensors_and_gguf_loaders_agree() {
     write_hf(dir.path());
     let gguf = dir.path().join("tiny.gguf");
     write_gguf(&gguf);
-    let hf = LoadedModel::from_hf_dir(dir.path(), None, &Device::Cpu).unwrap();
+    let hf = LoadedModel::from_hf_dir(dir.path(), None, false, &Device::Cpu).unwrap();
     let gg = Gemma3::from_gguf(&GgufFile::open_gemma3(&gguf).unwrap(), &Device::Cpu).unwrap();
     let mut hf_cfg = hf.model.cfg.clone();
     hf_cfg.rms_norm_eps = gg.cfg.rms_norm_eps; // f32 in the GGUF file
@@ -172,7 +110,7 @@ fn candle_transformers_agrees_inside_the_window() {
     use candle_transformers::models::gemma3 as ct;
     let dir = tempfile::tempdir().unwrap();
     write_hf(dir.path());
-    let ours = LoadedModel::from_hf_dir(dir.path(), None, &Device::Cpu).unwrap();
+    let ours = LoadedModel::from_hf_dir(dir.path(), None, false, &Device::Cpu).unwrap();
     let cfg = ct::Config {
         attention_bias: false,
         head_dim: HEAD_DIM,
@@ -219,14 +157,14 @@ fn quantize_at_load_reports_fallbacks_and_runs() {
     let dir = tempfile::tempdir().unwrap();
     write_hf(dir.path());
     // 64-wide rows cannot hold Q4_K's 256-value blocks: they fall back to Q5_0 (held as Q8_0).
-    let m = LoadedModel::from_hf_dir(dir.path(), Some("q4_k"), &Device::Cpu).unwrap();
+    let m = LoadedModel::from_hf_dir(dir.path(), Some("q4_k"), false, &Device::Cpu).unwrap();
     assert!(m
         .model
         .repacked
         .iter()
         .any(|(n, _, _)| n == "blk.0.attn_q.weight"));
     assert!(logits(&m.model, &PROMPT).iter().all(|x| x.is_finite()));
-    let m = LoadedModel::from_hf_dir(dir.path(), Some("q8_0"), &Device::Cpu).unwrap();
+    let m = LoadedModel::from_hf_dir(dir.path(), Some("q8_0"), false, &Device::Cpu).unwrap();
     let b = m.model.weight_bytes;
     assert!(b.resident_weight_bytes < b.file_weight_bytes, "{b:?}");
 }
@@ -234,7 +172,7 @@ fn quantize_at_load_reports_fallbacks_and_runs() {
 #[test]
 fn bad_folders_name_the_file_and_tensor() {
     let err = |dir: &Path| {
-        LoadedModel::from_hf_dir(dir, None, &Device::Cpu)
+        LoadedModel::from_hf_dir(dir, None, false, &Device::Cpu)
             .err()
             .unwrap()
             .to_string()

@@ -7,7 +7,7 @@ use gemma_fit::model::presets;
 
 #[test]
 fn weight_bytes_are_what_a_gguf_file_holds() {
-    let m = LoadedModel::synthetic("270m", "q8_0", 7, &Device::Cpu).unwrap();
+    let m = LoadedModel::synthetic("270m", "q8_0", 7, false, &Device::Cpu).unwrap();
     let c = &m.model.cfg;
     let params = presets::find("270m").unwrap().params();
     // Norm weights stay f32 (4 bytes); every 2-D weight is Q8_0 (34 bytes per 32 values).
@@ -27,7 +27,7 @@ fn weight_bytes_are_what_a_gguf_file_holds() {
 fn k_quants_fall_back_like_llama_cpp_on_short_rows() {
     // 270M rows are 640 wide (not a multiple of 256): Q4_K falls back to Q5_0 for them, which
     // the CPU engine holds as Q8_0; ffn_down rows (2048 wide) stay Q4_K.
-    let m = LoadedModel::synthetic("270m", "q4_k", 7, &Device::Cpu).unwrap();
+    let m = LoadedModel::synthetic("270m", "q4_k", 7, false, &Device::Cpu).unwrap();
     assert!(m
         .model
         .repacked
@@ -44,7 +44,7 @@ fn k_quants_fall_back_like_llama_cpp_on_short_rows() {
 
 #[test]
 fn a_synthetic_model_runs_and_is_self_consistent() {
-    let m = LoadedModel::synthetic("270m", "q6_k", 3, &Device::Cpu).unwrap();
+    let m = LoadedModel::synthetic("270m", "q6_k", 3, false, &Device::Cpu).unwrap();
     assert!(m.tokenizer.is_none());
     let p = m.prompt(40);
     let mut one = m.model.session(41, DType::F32).unwrap();
@@ -59,7 +59,7 @@ fn a_synthetic_model_runs_and_is_self_consistent() {
 
 #[test]
 fn unsupported_formats_are_refused_clearly() {
-    let err = LoadedModel::synthetic("270m", "iq2_xs", 0, &Device::Cpu)
+    let err = LoadedModel::synthetic("270m", "iq2_xs", 0, false, &Device::Cpu)
         .err()
         .unwrap();
     assert!(err.to_string().contains("not supported yet"), "{err}");
@@ -103,7 +103,7 @@ fn mixes_match_published_file_sizes() {
 fn loader_and_plan_agree() {
     use gemma_fit::model::synthetic::{file_weight_bytes, parse_format};
     for format in ["q4_k_m", "qat_q4_0", "bf16"] {
-        let m = LoadedModel::synthetic("270m", format, 1, &Device::Cpu).unwrap();
+        let m = LoadedModel::synthetic("270m", format, 1, false, &Device::Cpu).unwrap();
         assert_eq!(
             m.model.weight_bytes.file_weight_bytes,
             file_weight_bytes(&m.model.cfg, parse_format(format).unwrap()),
@@ -116,7 +116,7 @@ fn loader_and_plan_agree() {
 #[test]
 fn dense_16_bit_weights_stay_16_bit() {
     for format in ["bf16", "f16"] {
-        let m = LoadedModel::synthetic("270m", format, 1, &Device::Cpu).unwrap();
+        let m = LoadedModel::synthetic("270m", format, 1, false, &Device::Cpu).unwrap();
         let b = m.model.weight_bytes;
         assert_eq!(b.resident_weight_bytes, b.file_weight_bytes, "{format}");
         let p = m.prompt(20);

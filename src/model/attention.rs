@@ -22,33 +22,30 @@ pub fn attend_and_write(
 ) -> Result<Tensor> {
     let (heads, kv_heads, hd, pos, n) = (d.heads, d.kv_heads, d.head_dim, d.pos, d.n);
     let group = heads / kv_heads;
-    // Keys/values to attend over, and which mask (if any) applies.
+    // Keys/values to attend over, with the position each key holds (None: an unwritten slot).
     let f32_view = |t: &Tensor, len: usize| t.narrow(1, 0, len)?.to_dtype(DType::F32);
-    let (keys, values, mask) =
+    let (keys, values, key_pos) =
         if cache.kind == LayerKind::Global || n == 1 || pos + n <= cache.capacity {
             // Write first, then attend over the cache: slot j holds position j (no wrap yet), or
             // for a single token the ring holds exactly the window ending at it.
             cache.write(k, v, pos)?;
             let len = (pos + n).min(cache.capacity);
-            let mask = if n > 1 { Mask::Causal } else { Mask::None };
-            (f32_view(&cache.k, len)?, f32_view(&cache.v, len)?, mask)
+            let key_pos = (0..len).map(|s| cache.slot_position(s, pos + n)).collect();
+            (f32_view(&cache.k, len)?, f32_view(&cache.v, len)?, key_pos)
         } else {
             // A chunk on a sliding layer that wraps the ring: attend over the ring as it was plus
             // the chunk itself, then write the chunk in.
             let ring = pos.min(cache.capacity);
             let keys = Tensor::cat(&[&f32_view(&cache.k, ring)?, k], 1)?;
             let values = Tensor::cat(&[&f32_view(&cache.v, ring)?, v], 1)?;
-            let slots = (0..ring).map(|s| cache.slot_position(s, pos)).collect();
+            let key_pos: Vec<Option<usize>> = (0..ring)
+                .map(|s| cache.slot_position(s, pos))
+                .chain((pos..pos + n).map(Some))
+                .collect();
             cache.write(k, v, pos)?;
-            (
-                keys,
-                values,
-                Mask::Window {
-                    slots,
-                    window: d.window.unwrap_or(usize::MAX),
-                },
-            )
+            (keys, values, key_pos)
         };
+    let mask = Mask { key_pos, dims: d };
     let t = keys.dim(1)?;
     let keys_t = keys.t()?;
     let q = q.reshape((kv_heads, group, n, hd))?;
@@ -60,7 +57,7 @@ pub fn attend_and_write(
         let b = block.min(n - start);
         let qb = q.narrow(2, start, b)?.reshape((kv_heads, group * b, hd))?;
         let scores = qb.matmul(&keys_t)?;
-        let scores = match mask.rows(start, b, pos, t) {
+        let scores = match mask.rows(start, b) {
             Some(m) => {
                 let m = Tensor::from_vec(m, (b, t), q.device())?;
                 scores
@@ -83,53 +80,29 @@ pub fn attend_and_write(
         .reshape((n, heads * hd))
 }
 
-/// Which keys each query of a chunk may see.
-enum Mask {
-    /// Every key (a single query over exactly its window or its whole past).
-    None,
-    /// Keys are positions 0..t; query i (position pos + i) sees keys up to its own position.
-    Causal,
-    /// Keys are the ring's slots as they were before the chunk (their positions, if written),
-    /// then the chunk's own positions; a key is visible when it is not in the future and fewer
-    /// than `window` positions back.
-    Window {
-        slots: Vec<Option<usize>>,
-        window: usize,
-    },
+/// Which keys each query of a chunk may see ([`Dims::visible`]), as additive mask rows.
+struct Mask<'a, 'b> {
+    key_pos: Vec<Option<usize>>,
+    dims: &'a Dims<'b>,
 }
 
-impl Mask {
-    /// Additive mask rows for queries `start..start + b` over `t` keys, or None when all are visible.
-    fn rows(&self, start: usize, b: usize, pos: usize, t: usize) -> Option<Vec<f32>> {
-        match self {
-            Mask::None => None,
-            Mask::Causal => {
-                let mut m = vec![0.0f32; b * t];
-                for r in 0..b {
-                    let visible = (pos + start + r + 1).min(t);
-                    m[r * t + visible..(r + 1) * t].fill(f32::NEG_INFINITY);
+impl Mask<'_, '_> {
+    /// Mask rows for queries `start..start + b`, or None when every key is visible to all.
+    fn rows(&self, start: usize, b: usize) -> Option<Vec<f32>> {
+        let t = self.key_pos.len();
+        let mut m = vec![f32::NEG_INFINITY; b * t];
+        let mut any_hidden = false;
+        for r in 0..b {
+            let seen = self.dims.visible(self.dims.pos + start + r);
+            for (cell, p) in m[r * t..(r + 1) * t].iter_mut().zip(&self.key_pos) {
+                if p.is_some_and(|p| seen.contains(&p)) {
+                    *cell = 0.0;
+                } else {
+                    any_hidden = true;
                 }
-                Some(m)
-            }
-            Mask::Window { slots, window } => {
-                let ring = slots.len();
-                let mut m = vec![f32::NEG_INFINITY; b * t];
-                for r in 0..b {
-                    let i = start + r;
-                    let q = pos + i;
-                    let row = &mut m[r * t..(r + 1) * t];
-                    for (cell, p) in row.iter_mut().zip(slots) {
-                        if p.is_some_and(|p| q - p < *window) {
-                            *cell = 0.0;
-                        }
-                    }
-                    for j in i.saturating_sub(window - 1)..=i {
-                        row[ring + j] = 0.0;
-                    }
-                }
-                Some(m)
             }
         }
+        any_hidden.then_some(m)
     }
 }
 
@@ -163,12 +136,13 @@ mod tests {
 
     /// Chunks of assorted sizes through a sliding layer (window 8, ring of 8) and a global one:
     /// candle's operations with masks and our position-ordered kernel agree at every step,
-    /// including chunks that wrap the ring and single tokens past the window.
+    /// including chunks that wrap the ring, single tokens past the window, and image runs
+    /// (bidirectional inside the run; one longer than the window).
     #[test]
     fn candle_ops_and_cpu_kernel_agree() {
         let c = cfg();
         let dev = Device::Cpu;
-        let ctx = 40;
+        let ctx = 60;
         let generic = KvCache::new(&c, ctx, DType::F32, &dev).unwrap();
         let ours = KvCache::new(&c, ctx, DType::F32, &dev).unwrap();
         let (sliding, global) = (0, 5);
@@ -177,7 +151,22 @@ mod tests {
             (LayerKind::Sliding, LayerKind::Global)
         );
         let mut pos = 0;
-        for n in [5, 3, 1, 1, 7, 12, 1, 2, 1] {
+        // (chunk length, image runs as offsets in the chunk)
+        let chunks: [(usize, &[(usize, usize)]); 11] = [
+            (5, &[(1, 4)]),
+            (3, &[]),
+            (1, &[]),
+            (1, &[]),
+            (7, &[]),
+            (12, &[]),
+            (1, &[]),
+            (9, &[(2, 6), (6, 8)]),
+            (11, &[(0, 11)]),
+            (2, &[]),
+            (1, &[]),
+        ];
+        for (n, runs) in chunks {
+            let spans: Vec<(usize, usize)> = runs.iter().map(|(s, e)| (pos + s, pos + e)).collect();
             for layer in [sliding, global] {
                 let q = Tensor::randn(0f32, 1.0, (4, n, 16), &dev).unwrap();
                 let k = Tensor::randn(0f32, 1.0, (2, n, 16), &dev).unwrap();
@@ -189,6 +178,7 @@ mod tests {
                     pos,
                     n,
                     window: (layer == sliding).then_some(8),
+                    spans: &spans,
                 };
                 let a = attend_and_write(&q, &k, &v, &generic.layers[layer], &d).unwrap();
                 let b = attention_cpu::attend(&q, &k, &v, &ours.layers[layer], &d).unwrap();
@@ -206,5 +196,33 @@ mod tests {
             }
             pos += n;
         }
+    }
+
+    #[test]
+    fn visible_ranges() {
+        let spans = [(10, 14)];
+        let d = |window| Dims {
+            heads: 1,
+            kv_heads: 1,
+            head_dim: 8,
+            pos: 8,
+            n: 8,
+            window,
+            spans: &spans,
+        };
+        assert_eq!(d(None).visible(9), 0..10);
+        assert_eq!(
+            d(None).visible(10),
+            0..14,
+            "first image token sees the whole run"
+        );
+        assert_eq!(d(None).visible(14), 0..15);
+        assert_eq!(d(Some(3)).visible(9), 7..10);
+        assert_eq!(
+            d(Some(3)).visible(13),
+            10..14,
+            "the window, widened to the run"
+        );
+        assert_eq!(d(Some(2)).visible(11), 10..14);
     }
 }

@@ -45,7 +45,7 @@ impl CacheElem for bf16 {
 }
 
 /// The shape of the problem.
-pub struct Dims {
+pub struct Dims<'a> {
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
@@ -55,6 +55,37 @@ pub struct Dims {
     pub n: usize,
     /// Sliding window (keys fewer than this many positions back are visible), if any.
     pub window: Option<usize>,
+    /// Runs of image soft tokens in the chunk (absolute positions, end exclusive): a token of a
+    /// run also sees every other token of its run, later ones included. Runs lie inside the chunk.
+    pub spans: &'a [(usize, usize)],
+}
+
+impl Dims<'_> {
+    /// The positions query `qpos` may see: its window (or everything) up to itself, widened to
+    /// the whole image run it belongs to (Gemma 3's bidirectional attention among an image's
+    /// tokens, ORed with the causal/sliding mask).
+    pub fn visible(&self, qpos: usize) -> std::ops::Range<usize> {
+        let lo = match self.window {
+            Some(w) => (qpos + 1).saturating_sub(w),
+            None => 0,
+        };
+        match self.spans.iter().find(|(s, e)| (*s..*e).contains(&qpos)) {
+            Some(&(s, e)) => lo.min(s)..e,
+            None => lo..qpos + 1,
+        }
+    }
+
+    fn check_spans(&self) -> Result<()> {
+        let chunk = self.pos..self.pos + self.n;
+        for &(s, e) in self.spans {
+            if s >= e || s < chunk.start || e > chunk.end {
+                candle_core::bail!(
+                    "attention: image run {s}..{e} is not inside the chunk {chunk:?}"
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 fn f32_slice(t: &Tensor) -> Result<Vec<f32>> {
@@ -64,6 +95,7 @@ fn f32_slice(t: &Tensor) -> Result<Vec<f32>> {
 /// `q` [heads, n, hd] (scaled, rotated), `k`/`v` [kv_heads, n, hd] for the chunk, `cache` holding
 /// the positions before it. Returns [n, heads × hd]. The chunk is not written into the cache.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, cache: &LayerCache, d: &Dims) -> Result<Tensor> {
+    d.check_spans()?;
     // The chunk's own keys and values are seen as the cache will hold them, so a position looks
     // the same to the chunk that wrote it as to every later token.
     let dtype = cache.k.dtype();
@@ -125,13 +157,10 @@ fn run<T: CacheElem>(c: &Chunk, ck: &[T], cv: &[T], cache: &LayerCache, d: &Dims
             let (h, i) = (item / d.n, item % d.n);
             let kvh = h / group;
             let qpos = d.pos + i;
-            let lo = match d.window {
-                Some(w) => (qpos + 1).saturating_sub(w),
-                None => 0,
-            };
+            let seen = d.visible(qpos);
             let q = &c.q[(h * d.n + i) * hd..(h * d.n + i + 1) * hd];
-            let cached = lo..d.pos.min(qpos + 1); // positions before the chunk, from the cache
-            let fresh = lo.max(d.pos)..qpos + 1; // positions in the chunk
+            let cached = seen.start..d.pos.min(seen.end); // positions before the chunk, from the cache
+            let fresh = seen.start.max(d.pos)..seen.end; // positions in the chunk
             let cache_row = |p: usize| (kvh * cap + slot(p)) * hd;
             let chunk_row = |p: usize| (kvh * d.n + p - d.pos) * hd;
             scores.clear();

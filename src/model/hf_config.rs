@@ -8,6 +8,7 @@ use serde::Deserialize;
 use crate::model::config::{
     Gemma3Config, ROPE_GLOBAL_BASE, ROPE_LOCAL_BASE, SLIDING_WINDOW_PATTERN,
 };
+use crate::model::vision::VisionConfig;
 
 #[derive(Debug, Deserialize)]
 struct RopeScaling {
@@ -42,10 +43,26 @@ struct TextConfig {
     max_position_embeddings: Option<usize>,
 }
 
+/// `vision_config`: absent keys take Gemma 3's SigLIP values (fact sheet §2), not SigLIP's
+/// generic defaults, since every Gemma 3 release uses that one tower.
+#[derive(Debug, Default, Deserialize)]
+struct VisionJson {
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    patch_size: Option<usize>,
+    image_size: Option<usize>,
+    num_channels: Option<usize>,
+    layer_norm_eps: Option<f64>,
+}
+
 #[derive(Debug, Deserialize)]
 struct TopConfig {
     model_type: Option<String>,
     text_config: Option<TextConfig>,
+    vision_config: Option<VisionJson>,
+    mm_tokens_per_image: Option<usize>,
     #[serde(flatten)]
     text: TextConfig,
 }
@@ -54,8 +71,8 @@ struct TopConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HfConfig {
     pub text: Gemma3Config,
-    /// `gemma3` (with a vision tower) rather than `gemma3_text`.
-    pub multimodal: bool,
+    /// The vision tower of a `gemma3` (multimodal) config; None for `gemma3_text`.
+    pub vision: Option<VisionConfig>,
 }
 
 /// Parses a config.json's text.
@@ -150,10 +167,26 @@ pub fn parse(json: &str) -> Result<HfConfig, String> {
         max_position_embeddings: t.max_position_embeddings.unwrap_or(131_072),
     };
     cfg.validate()?;
-    Ok(HfConfig {
-        text: cfg,
-        multimodal,
-    })
+    let vision = if multimodal {
+        let v = top.vision_config.unwrap_or_default();
+        let g = VisionConfig::gemma3();
+        let vision = VisionConfig {
+            hidden_size: v.hidden_size.unwrap_or(g.hidden_size),
+            intermediate_size: v.intermediate_size.unwrap_or(g.intermediate_size),
+            num_layers: v.num_hidden_layers.unwrap_or(g.num_layers),
+            num_heads: v.num_attention_heads.unwrap_or(g.num_heads),
+            patch_size: v.patch_size.unwrap_or(g.patch_size),
+            image_size: v.image_size.unwrap_or(g.image_size),
+            num_channels: v.num_channels.unwrap_or(g.num_channels),
+            layer_norm_eps: v.layer_norm_eps.unwrap_or(g.layer_norm_eps),
+            tokens_per_image: top.mm_tokens_per_image.unwrap_or(g.tokens_per_image),
+        };
+        vision.validate()?;
+        Some(vision)
+    } else {
+        None
+    };
+    Ok(HfConfig { text: cfg, vision })
 }
 
 #[cfg(test)]
@@ -173,8 +206,14 @@ mod tests {
     #[test]
     fn sparse_multimodal_config_gets_the_defaults() {
         let c = parse(SPARSE_27B).unwrap();
-        assert!(c.multimodal);
-        assert_eq!(c.text, presets::find("27b").unwrap().config);
+        let preset = presets::find("27b").unwrap();
+        assert_eq!(c.text, preset.config);
+        assert_eq!(c.vision, preset.vision);
+        let odd = SPARSE_27B.replace(
+            r#""mm_tokens_per_image": 256"#,
+            r#""mm_tokens_per_image": 200"#,
+        );
+        assert!(parse(&odd).unwrap_err().contains("square"));
     }
 
     #[test]
@@ -192,7 +231,7 @@ mod tests {
             "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-6
         });
         let c = parse(&json.to_string()).unwrap();
-        assert!(!c.multimodal);
+        assert!(c.vision.is_none());
         assert_eq!(c.text, presets::find("270m").unwrap().config);
     }
 

@@ -22,4 +22,5 @@ pub mod spec;
 pub mod synthetic;
 pub mod text;
 pub mod tokenizer;
+pub mod vision;
 pub mod weights;

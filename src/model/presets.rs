@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::model::config::{
     Gemma3Config, ROPE_GLOBAL_BASE, ROPE_LOCAL_BASE, SLIDING_WINDOW_PATTERN,
 };
+use crate::model::vision::VisionConfig;
 
 /// A Gemma 3 size.
 #[derive(Debug, Clone, Serialize)]
@@ -14,15 +15,8 @@ pub struct Preset {
     pub name: &'static str,
     pub config: Gemma3Config,
     /// 4B and larger carry a SigLIP vision tower and a projector.
-    pub multimodal: bool,
+    pub vision: Option<VisionConfig>,
 }
-
-/// SigLIP vision tower shared by 4B/12B/27B.
-pub const VISION_HIDDEN: usize = 1152;
-const VISION_INTERMEDIATE: usize = 4304;
-const VISION_LAYERS: usize = 27;
-const VISION_PATCH: usize = 14;
-const VISION_IMAGE: usize = 896;
 
 #[allow(clippy::too_many_arguments)]
 fn config(
@@ -63,33 +57,33 @@ pub fn all() -> Vec<Preset> {
         Preset {
             name: "270m",
             config: config(262_144, 640, 2048, 18, 4, 1, 256, 512, 32_768, 256.0, 1.0),
-            multimodal: false,
+            vision: None,
         },
         Preset {
             name: "1b",
             config: config(262_144, 1152, 6912, 26, 4, 1, 256, 512, 32_768, 256.0, 1.0),
-            multimodal: false,
+            vision: None,
         },
         Preset {
             name: "4b",
             config: config(
                 262_208, 2560, 10_240, 34, 8, 4, 256, 1024, 131_072, 256.0, 8.0,
             ),
-            multimodal: true,
+            vision: Some(VisionConfig::gemma3()),
         },
         Preset {
             name: "12b",
             config: config(
                 262_208, 3840, 15_360, 48, 16, 8, 256, 1024, 131_072, 256.0, 8.0,
             ),
-            multimodal: true,
+            vision: Some(VisionConfig::gemma3()),
         },
         Preset {
             name: "27b",
             config: config(
                 262_208, 5376, 21_504, 62, 32, 16, 128, 1024, 131_072, 168.0, 8.0,
             ),
-            multimodal: true,
+            vision: Some(VisionConfig::gemma3()),
         },
     ]
 }
@@ -121,13 +115,13 @@ pub struct ParamCounts {
 
 impl Preset {
     pub fn params(&self) -> ParamCounts {
-        param_counts(&self.config, self.multimodal)
+        param_counts(&self.config, self.vision.as_ref())
     }
 }
 
 /// Counts from the shapes: per layer q, k, v, o, gate, up, down, four RMSNorms over the hidden
 /// width and q/k norms over the head width; plus the final norm.
-pub fn param_counts(c: &Gemma3Config, multimodal: bool) -> ParamCounts {
+pub fn param_counts(c: &Gemma3Config, vision: Option<&VisionConfig>) -> ParamCounts {
     let (h, i, hd) = (
         c.hidden_size as u64,
         c.intermediate_size as u64,
@@ -137,13 +131,9 @@ pub fn param_counts(c: &Gemma3Config, multimodal: bool) -> ParamCounts {
     let per_layer = h * q + 2 * h * kv + q * h + 3 * h * i + 4 * h + 2 * hd;
     let embedding = c.vocab_size as u64 * h;
     let non_embedding = per_layer * c.num_layers as u64 + h;
-    let (vision_tower, projector) = if multimodal {
-        (
-            vision_tower_params(),
-            VISION_HIDDEN as u64 * h + VISION_HIDDEN as u64,
-        )
-    } else {
-        (0, 0)
+    let (vision_tower, projector) = match vision {
+        Some(v) => (v.tower_params(), v.projector_params(c.hidden_size)),
+        None => (0, 0),
     };
     let text = embedding + non_embedding;
     ParamCounts {
@@ -154,16 +144,6 @@ pub fn param_counts(c: &Gemma3Config, multimodal: bool) -> ParamCounts {
         projector,
         total: text + vision_tower + projector,
     }
-}
-
-/// SigLIP: patch embedding (conv with bias), position embedding, 27 layers of two LayerNorms,
-/// q/k/v/o with biases and a two-layer MLP with biases, and a final LayerNorm.
-fn vision_tower_params() -> u64 {
-    let (d, f) = (VISION_HIDDEN as u64, VISION_INTERMEDIATE as u64);
-    let patches = ((VISION_IMAGE / VISION_PATCH) * (VISION_IMAGE / VISION_PATCH)) as u64;
-    let patch_embed = 3 * (VISION_PATCH * VISION_PATCH) as u64 * d + d;
-    let layer = 2 * (2 * d) + 4 * (d * d + d) + (d * f + f) + (f * d + d);
-    patch_embed + patches * d + VISION_LAYERS as u64 * layer + 2 * d
 }
 
 #[cfg(test)]

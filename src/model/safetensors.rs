@@ -74,6 +74,8 @@ pub struct SafetensorsWeights {
     st: MmapedSafetensors,
     /// "model.", "language_model.model." or "model.language_model.".
     prefix: String,
+    /// Where the vision tower and projector live ("" before `vision_tower.` or "model.").
+    vision_prefix: String,
     target: Option<Format>,
     layers: usize,
     bytes: WeightBytes,
@@ -110,10 +112,19 @@ impl SafetensorsWeights {
                 name: "model.embed_tokens.weight".into(),
             })?
             .to_string();
+        let vision_prefix = ["", "model."]
+            .into_iter()
+            .find(|p| {
+                st.get(&format!("{p}multi_modal_projector.mm_soft_emb_norm.weight"))
+                    .is_ok()
+            })
+            .unwrap_or("")
+            .to_string();
         Ok(SafetensorsWeights {
             dir: dir.into(),
             st,
             prefix,
+            vision_prefix,
             target,
             layers,
             bytes: WeightBytes::default(),
@@ -124,6 +135,9 @@ impl SafetensorsWeights {
 
     /// The HF name of a GGUF tensor name.
     fn hf_name(&self, gguf: &str) -> String {
+        if crate::model::synthetic::is_vision_tensor(gguf) {
+            return self.hf_vision_name(gguf);
+        }
         let p = &self.prefix;
         match gguf {
             "token_embd.weight" => return format!("{p}embed_tokens.weight"),
@@ -151,6 +165,51 @@ impl SafetensorsWeights {
             other => other,
         };
         format!("{p}layers.{layer}.{hf}.weight")
+    }
+
+    /// The HF name of a vision tensor (llama.cpp `mmproj` name → transformers' SigLIP name).
+    fn hf_vision_name(&self, gguf: &str) -> String {
+        let p = &self.vision_prefix;
+        let tower = format!("{p}vision_tower.vision_model.");
+        let fixed = match gguf {
+            "mm.input_projection.weight" => {
+                Some("multi_modal_projector.mm_input_projection_weight")
+            }
+            "mm.soft_emb_norm.weight" => Some("multi_modal_projector.mm_soft_emb_norm.weight"),
+            _ => None,
+        };
+        if let Some(name) = fixed {
+            return format!("{p}{name}");
+        }
+        let Some(rest) = gguf.strip_prefix("v.") else {
+            return gguf.into();
+        };
+        let Some((stem, kind)) = rest.rsplit_once('.') else {
+            return gguf.into();
+        };
+        let part = match stem {
+            "patch_embd" => "embeddings.patch_embedding".to_string(),
+            "position_embd" => "embeddings.position_embedding".to_string(),
+            "post_ln" => "post_layernorm".to_string(),
+            _ => match stem.strip_prefix("blk.").and_then(|r| r.split_once('.')) {
+                Some((layer, part)) => {
+                    let hf = match part {
+                        "attn_q" => "self_attn.q_proj",
+                        "attn_k" => "self_attn.k_proj",
+                        "attn_v" => "self_attn.v_proj",
+                        "attn_out" => "self_attn.out_proj",
+                        "ln1" => "layer_norm1",
+                        "ln2" => "layer_norm2",
+                        "ffn_up" => "mlp.fc1",
+                        "ffn_down" => "mlp.fc2",
+                        other => other,
+                    };
+                    format!("encoder.layers.{layer}.{hf}")
+                }
+                None => stem.to_string(),
+            },
+        };
+        format!("{tower}{part}.{kind}")
     }
 
     /// The tensor as stored, shape-checked.
@@ -226,7 +285,8 @@ impl WeightSource for SafetensorsWeights {
                     Format::Plain(t) => t,
                     _ => wanted,
                 };
-                if wanted != plain {
+                // (The vision tower's F16 under a quantized format is a convention, not a fallback.)
+                if wanted != plain && !crate::model::synthetic::is_vision_tensor(name) {
                     self.fallbacks.push((name.into(), plain, wanted));
                 }
                 let dtype = if wanted == GgmlDType::Q5_0 {
@@ -261,8 +321,14 @@ impl WeightSource for SafetensorsWeights {
     fn f32_tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let (_, t) = self.view(name, shape)?;
         self.bytes.file_weight_bytes += (t.elem_count() * t.dtype().size_in_bytes()) as u64;
-        // HF stores Gemma's norm weights as w and applies 1 + w; GGUF stores 1 + w.
-        let t = (t.to_dtype(DType::F32)? + 1.0)?;
+        // HF stores Gemma's RMSNorm weights as w and applies 1 + w; GGUF stores 1 + w. The
+        // vision tower's LayerNorm weights and biases are used as they are.
+        let t = t.to_dtype(DType::F32)?;
+        let t = if name.starts_with("v.") {
+            t
+        } else {
+            (t + 1.0)?
+        };
         self.bytes.resident_weight_bytes += (t.elem_count() * 4) as u64;
         Ok(t)
     }

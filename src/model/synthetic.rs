@@ -61,9 +61,30 @@ fn use_more_bits(layer: usize, layers: usize) -> bool {
     layer < eighth || layer >= 7 * layers / 8 || (layer - eighth) % 3 == 2
 }
 
+/// Whether a tensor belongs to the vision tower or projector (llama.cpp's `mmproj` names).
+pub fn is_vision_tensor(name: &str) -> bool {
+    name.starts_with("v.") || name.starts_with("mm.")
+}
+
 impl Format {
+    /// The type of a vision tower or projector matrix: a dense format as it is; under a
+    /// quantized format, llama.cpp's `mmproj-model-f16.gguf` layout that ships next to quantized
+    /// text weights (patch and position embeddings F32, everything else F16).
+    pub fn vision_type(&self, name: &str) -> GgmlDType {
+        match self {
+            Format::Plain(t @ (GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)) => *t,
+            _ if name.starts_with("v.patch_embd") || name.starts_with("v.position_embd") => {
+                GgmlDType::F32
+            }
+            _ => GgmlDType::F16,
+        }
+    }
+
     /// The type a tensor has in a GGUF file of this format (`layers`: the model's layer count).
     pub fn tensor_type(&self, name: &str, shape: &[usize], layers: usize) -> GgmlDType {
+        if is_vision_tensor(name) {
+            return self.vision_type(name);
+        }
         let layer = name
             .strip_prefix("blk.")
             .and_then(|r| r.split('.').next())
@@ -103,14 +124,36 @@ pub fn row_format(format: GgmlDType, row_len: usize) -> GgmlDType {
 /// Bytes of the weights of a GGUF file of this format for `cfg` (matrices in their types, norm
 /// weights in f32), from the same tensor list the loader reads.
 pub fn file_weight_bytes(cfg: &crate::model::config::Gemma3Config, format: Format) -> u64 {
-    crate::model::text::tensor_shapes(cfg)
+    plan_bytes(
+        &crate::model::text::tensor_shapes(cfg),
+        format,
+        cfg.num_layers,
+    )
+}
+
+/// The same for a vision tower and its projector into `text_hidden` (an `mmproj` file's weights).
+pub fn vision_weight_bytes(
+    vision: &crate::model::vision::VisionConfig,
+    text_hidden: usize,
+    format: Format,
+) -> u64 {
+    plan_bytes(
+        &crate::model::vision::tensor_shapes(vision, text_hidden),
+        format,
+        0,
+    )
+}
+
+/// Bytes of `shapes` in `format`: 1-D tensors (norms, biases) in f32, the rest in their type.
+fn plan_bytes(shapes: &[(String, Vec<usize>)], format: Format, layers: usize) -> u64 {
+    shapes
         .iter()
         .map(|(name, shape)| {
             let elems: usize = shape.iter().product();
             if shape.len() == 1 {
                 4 * elems as u64
             } else {
-                let t = format.tensor_type(name, shape, cfg.num_layers);
+                let t = format.tensor_type(name, shape, layers);
                 (elems / t.block_size() * t.type_size()) as u64
             }
         })
@@ -188,10 +231,18 @@ impl WeightSource for SyntheticWeights {
         Ok(t)
     }
 
-    fn f32_tensor(&mut self, _name: &str, shape: &[usize]) -> Result<Tensor> {
-        // Norm weights as a GGUF file holds them (Gemma's 1 + w already added), near 1.
+    fn f32_tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        // Norm weights as a GGUF file holds them (Gemma's 1 + w already added), near 1; biases
+        // (vision tower) near 0.
         let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n).map(|_| self.rng.random_range(0.9f32..1.1)).collect();
+        let range = if name.ends_with(".bias") {
+            -0.02f32..0.02
+        } else {
+            0.9f32..1.1
+        };
+        let values: Vec<f32> = (0..n)
+            .map(|_| self.rng.random_range(range.clone()))
+            .collect();
         let t = Tensor::from_vec(values, shape, &self.device)?;
         self.bytes.file_weight_bytes += 4 * n as u64;
         self.bytes.resident_weight_bytes += 4 * n as u64;
@@ -251,21 +302,31 @@ fn fill_blocks(
     rng: &mut SmallRng,
 ) {
     match dtype {
+        // Dense values straight from random bits: sign, one of two exponents, random mantissa,
+        // i.e. ±[2⁻⁷, 2⁻⁵) ≈ ±[0.008, 0.031] (a float per value through `random_range` made the
+        // 800 MiB vision tower take seconds).
         GgmlDType::F32 => {
             for v in buf.chunks_exact_mut(4) {
-                v.copy_from_slice(&rng.random_range(-0.03f32..0.03).to_le_bytes());
+                let r = rng.next_u32();
+                let bits = (r & 0x8000_0000) | ((120 + (r >> 30 & 1)) << 23) | (r & 0x7F_FFFF);
+                v.copy_from_slice(&bits.to_le_bytes());
             }
         }
-        GgmlDType::F16 => {
-            for v in buf.chunks_exact_mut(2) {
-                v.copy_from_slice(&f16::from_f32(rng.random_range(-0.03f32..0.03)).to_le_bytes());
-            }
-        }
-        GgmlDType::BF16 => {
-            for v in buf.chunks_exact_mut(2) {
-                v.copy_from_slice(
-                    &half::bf16::from_f32(rng.random_range(-0.03f32..0.03)).to_le_bytes(),
-                );
+        GgmlDType::F16 | GgmlDType::BF16 => {
+            // f16: exponent field 8 or 9 of 5 bits (bias 15); bf16: 120 or 121 of 8 (bias 127).
+            let (exp_shift, exp_base, mantissa) = if dtype == GgmlDType::F16 {
+                (10, 8u16, 0x3FFu16)
+            } else {
+                (7, 120u16, 0x7Fu16)
+            };
+            for v in buf.chunks_mut(8) {
+                let r = rng.next_u64();
+                for (i, half) in v.chunks_exact_mut(2).enumerate() {
+                    let x = (r >> (16 * i)) as u16;
+                    let exp = exp_base + (x >> 14 & 1);
+                    let bits = (x & 0x8000) | (exp << exp_shift) | (x & mantissa);
+                    half.copy_from_slice(&bits.to_le_bytes());
+                }
             }
         }
         _ => {

@@ -89,6 +89,14 @@ pub struct Gemma3 {
     pub repacked: Vec<(String, String, String)>,
 }
 
+/// A piece of a prompt: text token ids, or one image's soft tokens ([tokens, hidden], from
+/// [`crate::model::vision::VisionTower::encode`]), which the caller places between the
+/// begin- and end-of-image tokens.
+pub enum Segment<'a> {
+    Text(&'a [u32]),
+    Image(&'a Tensor),
+}
+
 /// The state of one sequence: its KV cache and RoPE tables sized for its context.
 pub struct Session {
     pub cache: KvCache,
@@ -217,22 +225,81 @@ impl Gemma3 {
     /// Runs `tokens` through the model in chunks of at most `chunk` positions and returns the
     /// logits of the last position ([vocab], f32).
     pub fn prefill(&self, tokens: &[u32], chunk: usize, s: &mut Session) -> Result<Vec<f32>> {
+        self.prefill_segments(&[Segment::Text(tokens)], chunk, s)
+    }
+
+    /// Runs a prompt of text and images through the model in chunks of at most `chunk`
+    /// positions (an image's soft tokens are never split across chunks: they attend to each
+    /// other both ways, so a run that does not fit the current chunk starts the next one, and
+    /// one longer than `chunk` is a chunk of its own). Returns the last position's logits.
+    pub fn prefill_segments(
+        &self,
+        segments: &[Segment],
+        chunk: usize,
+        s: &mut Session,
+    ) -> Result<Vec<f32>> {
         let chunk = chunk.max(1);
         let mut logits = None;
-        for piece in tokens.chunks(chunk) {
-            logits = Some(self.forward(piece, s)?);
+        let mut ids: Vec<u32> = Vec::with_capacity(chunk);
+        let mut images: Vec<(usize, &Tensor)> = Vec::new();
+        for seg in segments {
+            match seg {
+                Segment::Text(tokens) => {
+                    let mut rest = *tokens;
+                    while !rest.is_empty() {
+                        if ids.len() >= chunk {
+                            logits = Some(self.forward_with_images(&ids, &images, s)?);
+                            ids.clear();
+                            images.clear();
+                        }
+                        let take = (chunk - ids.len()).min(rest.len());
+                        ids.extend_from_slice(&rest[..take]);
+                        rest = &rest[take..];
+                    }
+                }
+                Segment::Image(soft) => {
+                    let (len, width) = soft.dims2()?;
+                    if width != self.cfg.hidden_size || len == 0 {
+                        return Err(crate::Error::Candle(candle_core::Error::Msg(format!(
+                            "image soft tokens are [{len}, {width}]; the model needs rows of {}",
+                            self.cfg.hidden_size
+                        ))));
+                    }
+                    if !ids.is_empty() && ids.len() + len > chunk {
+                        logits = Some(self.forward_with_images(&ids, &images, s)?);
+                        ids.clear();
+                        images.clear();
+                    }
+                    images.push((ids.len(), soft));
+                    // The ids under an image are placeholders: their embeddings are replaced.
+                    ids.extend(std::iter::repeat_n(0, len));
+                }
+            }
         }
-        match logits {
-            Some(l) => Ok(l),
-            None => Err(crate::Error::Candle(candle_core::Error::Msg(
+        if !ids.is_empty() {
+            logits = Some(self.forward_with_images(&ids, &images, s)?);
+        }
+        logits.ok_or_else(|| {
+            crate::Error::Candle(candle_core::Error::Msg(
                 "prefill needs at least one token".into(),
-            ))),
-        }
+            ))
+        })
     }
 
     /// Processes `tokens` at the session's next positions as one chunk; returns the last
     /// position's logits ([vocab], f32). Only that position goes through the output projection.
     pub fn forward(&self, tokens: &[u32], s: &mut Session) -> Result<Vec<f32>> {
+        self.forward_with_images(tokens, &[], s)
+    }
+
+    /// [`Self::forward`] where `images` (chunk offset, soft tokens [len, hidden]) replace the
+    /// embeddings of the positions they cover.
+    fn forward_with_images(
+        &self,
+        tokens: &[u32],
+        images: &[(usize, &Tensor)],
+        s: &mut Session,
+    ) -> Result<Vec<f32>> {
         let n = tokens.len();
         let pos = s.cache.len;
         if pos + n > s.cache.ctx {
@@ -243,12 +310,22 @@ impl Gemma3 {
         }
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = (self.embed.embedding(&ids)? * (self.cfg.hidden_size as f64).sqrt())?;
+        let mut spans = Vec::with_capacity(images.len());
+        for &(offset, soft) in images {
+            // Soft tokens enter as they are (not scaled like token embeddings).
+            let len = soft.dim(0)?;
+            x = x.slice_assign(
+                &[offset..offset + len, 0..self.cfg.hidden_size],
+                &soft.to_dtype(x.dtype())?,
+            )?;
+            spans.push((pos + offset, pos + offset + len));
+        }
         for (layer, cache) in self.layers.iter().zip(&s.cache.layers) {
             let rope = match layer.kind {
                 LayerKind::Sliding => &s.rope_local,
                 LayerKind::Global => &s.rope_global,
             };
-            x = layer.forward(&x, pos, cache, rope, &self.cfg)?;
+            x = layer.forward(&x, pos, &spans, cache, rope, &self.cfg)?;
         }
         s.cache.len += n;
         let last = x.narrow(0, n - 1, 1)?;
@@ -263,13 +340,14 @@ impl DecoderLayer {
         &self,
         x: &Tensor,
         pos: usize,
+        spans: &[(usize, usize)],
         cache: &LayerCache,
         rope: &RopeTable,
         cfg: &Gemma3Config,
     ) -> candle_core::Result<Tensor> {
         let eps = cfg.rms_norm_eps;
         let h = rms_norm(x, &self.attn_norm, eps)?;
-        let h = self.attn.forward(&h, pos, cache, rope, cfg)?;
+        let h = self.attn.forward(&h, pos, spans, cache, rope, cfg)?;
         let x = (x + rms_norm(&h, &self.post_attn_norm, eps)?)?;
         let h = rms_norm(&x, &self.ffn_norm, eps)?;
         let h = ops::gelu_tanh_mul(&self.gate.forward(&h)?, &self.up.forward(&h)?)?;
@@ -279,11 +357,12 @@ impl DecoderLayer {
 }
 
 impl Attention {
-    /// `x`: [n, hidden] at positions pos..pos+n.
+    /// `x`: [n, hidden] at positions pos..pos+n; `spans`: its image runs (absolute positions).
     fn forward(
         &self,
         x: &Tensor,
         pos: usize,
+        spans: &[(usize, usize)],
         cache: &LayerCache,
         rope: &RopeTable,
         cfg: &Gemma3Config,
@@ -315,6 +394,7 @@ impl Attention {
             pos,
             n,
             window: (cache.kind == LayerKind::Sliding).then_some(cfg.sliding_window),
+            spans,
         };
         let out = if attention_cpu::supported(cache) {
             let out = attention_cpu::attend(&q, &k, &v, cache, &dims)?;
