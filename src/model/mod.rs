@@ -4,7 +4,7 @@
 //! `hf_config.rs` + `safetensors.rs` (Hugging Face folders), `presets.rs` + `synthetic.rs` (every
 //! size without a download), `tokenizer.rs`. Engine: `config.rs`, `text.rs` (the decoder),
 //! `kv_cache.rs`, `rope.rs`, `attention_cpu.rs` / `attention.rs`, `linear.rs` + `qmatmul.rs`
-//! (weight products), `ops.rs` (fused GELU).
+//! (weight products), `ops.rs` (fused GELU); `vision.rs` (SigLIP tower, projector, images).
 
 pub mod attention;
 pub mod attention_cpu;

@@ -222,8 +222,34 @@ fn zeroed_blocks<T: GgmlType>(n: usize) -> Vec<T> {
         if ptr.is_null() {
             std::alloc::handle_alloc_error(layout);
         }
+        advise_huge_pages(ptr as *mut u8, layout.size());
         Vec::from_raw_parts(ptr, n, n)
     }
+}
+
+/// Asks Linux to back a large, freshly mapped weight buffer with transparent huge pages (where
+/// THP is in `madvise` mode, the common default): filling 16 GB of 27B weights through 4 KiB
+/// page faults spent about half the build in the kernel. A hint only; failures are ignored.
+fn advise_huge_pages(ptr: *mut u8, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        if len < 4 * HUGE {
+            return;
+        }
+        // madvise needs a page-aligned start; advise the whole huge pages inside the buffer.
+        let start = (ptr as usize).next_multiple_of(HUGE);
+        let end = (ptr as usize + len) / HUGE * HUGE;
+        if end > start {
+            // SAFETY: the range lies inside the allocation just made; MADV_HUGEPAGE changes no
+            // contents, only how the kernel backs the pages.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, len);
 }
 
 /// The bytes of a block vector. Every ggml block type is plain old data (`repr(C)` floats and
