@@ -262,31 +262,16 @@ impl VisionTower {
         })
     }
 
-    /// The width of the soft tokens (the text model's hidden size).
-    pub fn text_hidden(&self) -> usize {
-        self.projection.shape().dims()[1]
-    }
-
-    /// Encodes one preprocessed image ([channels, size, size], f32, values in [-1, 1]) into its
-    /// soft tokens: [tokens_per_image, text hidden], f32.
-    pub fn encode(&self, pixels: &Tensor) -> Result<Tensor> {
-        Ok(self.encode_inner(pixels)?)
-    }
-
     /// The encoder's output before the projector: [patches, vision hidden].
     pub fn encoder_output(&self, pixels: &Tensor) -> Result<Tensor> {
-        Ok(self.encoder(pixels)?)
-    }
-
-    fn encoder(&self, pixels: &Tensor) -> candle_core::Result<Tensor> {
         let c = &self.cfg;
         let (g, p, d) = (c.patches_per_side(), c.patch_size, c.hidden_size);
         let want = (c.num_channels, c.image_size, c.image_size);
         if pixels.dims3()? != want {
-            candle_core::bail!(
-                "vision: image tensor {:?}, expected {want:?}",
+            return Err(crate::Error::Unsupported(format!(
+                "vision: image tensor {:?}, the tower expects {want:?}",
                 pixels.dims()
-            );
+            )));
         }
         // [C, g·p, g·p] → [g·g patches, C·p·p], each row one patch in the kernel's (c, y, x) order.
         let patches = pixels
@@ -306,12 +291,14 @@ impl VisionTower {
         for layer in &self.layers {
             x = layer.forward(&x, c)?;
         }
-        self.post_ln.forward(&x, c.layer_norm_eps)
+        Ok(self.post_ln.forward(&x, c.layer_norm_eps)?)
     }
 
-    fn encode_inner(&self, pixels: &Tensor) -> candle_core::Result<Tensor> {
+    /// Encodes one preprocessed image ([channels, size, size], f32, values in [-1, 1]) into its
+    /// soft tokens: [tokens_per_image, text hidden], f32.
+    pub fn encode(&self, pixels: &Tensor) -> Result<Tensor> {
         let c = &self.cfg;
-        let x = self.encoder(pixels)?;
+        let x = self.encoder_output(pixels)?;
         let (g, t, d) = (c.patches_per_side(), c.tokens_per_side(), c.hidden_size);
         // [patches, d] → [1, d, g, g] → average pool (g / t) → [t·t, d]
         let pooled = x
@@ -323,7 +310,7 @@ impl VisionTower {
             .contiguous()?;
         let normed =
             candle_nn::ops::rms_norm(&pooled, &self.soft_emb_norm, c.layer_norm_eps as f32)?;
-        normed.matmul(&self.projection.dequantize(pixels.device())?)
+        Ok(normed.matmul(&self.projection.dequantize(pixels.device())?)?)
     }
 }
 
