@@ -1,4 +1,7 @@
-//! What this machine is: host facts (CPU, memory) and NVIDIA GPUs through NVML.
+//! What this machine is and what a case uses: host facts and peak RSS (`host.rs`), NVIDIA GPUs
+//! through NVML (`nvml.rs`), and the background sampler that splits readings into phases
+//! (`sampler.rs`).
 
 pub mod host;
 pub mod nvml;
+pub mod sampler;

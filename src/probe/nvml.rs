@@ -92,3 +92,83 @@ impl GpuReport {
         }
     }
 }
+
+/// NVML readings of one GPU as a [`SampleSource`] for the phase sampler.
+pub struct NvmlSource {
+    nvml: Nvml,
+    index: u32,
+    pid: u32,
+}
+
+impl NvmlSource {
+    /// Opens NVML for GPU `index`; the error says why it cannot (no driver, no such GPU).
+    pub fn open(index: u32) -> Result<Self, String> {
+        let nvml = Nvml::init().map_err(|e| explain(&e))?;
+        nvml.device_by_index(index).map_err(|e| explain(&e))?;
+        Ok(NvmlSource {
+            nvml,
+            index,
+            pid: std::process::id(),
+        })
+    }
+}
+
+/// Whether `pid` is this process or one of its descendants (from /proc; false where unreadable).
+fn is_ours(pid: u32, me: u32) -> bool {
+    let mut p = pid;
+    for _ in 0..64 {
+        if p == me {
+            return true;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            return false;
+        };
+        // The parent pid is the second field after the parenthesized command name.
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+        else {
+            return false;
+        };
+        if ppid <= 1 {
+            return false;
+        }
+        p = ppid;
+    }
+    false
+}
+
+impl crate::probe::sampler::SampleSource for NvmlSource {
+    fn sample(&mut self) -> Result<crate::probe::sampler::Sample, String> {
+        use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
+        use nvml_wrapper::enums::device::UsedGpuMemory;
+        let dev = self
+            .nvml
+            .device_by_index(self.index)
+            .map_err(|e| explain(&e))?;
+        // Device memory is the one reading a sample cannot do without.
+        let used = dev.memory_info().map_err(|e| explain(&e))?.used;
+        let process_bytes = dev.running_compute_processes().ok().map(|procs| {
+            procs
+                .iter()
+                .filter(|p| is_ours(p.pid, self.pid))
+                .map(|p| match p.used_gpu_memory {
+                    UsedGpuMemory::Used(b) => b,
+                    UsedGpuMemory::Unavailable => 0,
+                })
+                .sum()
+        });
+        Ok(crate::probe::sampler::Sample {
+            used_bytes: Some(used),
+            process_bytes,
+            power_mw: dev.power_usage().ok(),
+            energy_mj: dev.total_energy_consumption().ok(),
+            sm_clock_mhz: dev.clock_info(Clock::SM).ok(),
+            mem_clock_mhz: dev.clock_info(Clock::Memory).ok(),
+            temperature_c: dev.temperature(TemperatureSensor::Gpu).ok(),
+            utilization_pct: dev.utilization_rates().ok().map(|u| u.gpu),
+            throttle_reasons: dev.current_throttle_reasons().ok().map(|r| r.bits()),
+        })
+    }
+}
