@@ -101,6 +101,9 @@ pub struct EngineArgs {
     /// CPU threads for the engine's kernels (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Where to run: cpu, or cuda:N (builds with the `cuda` feature only).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Debug, Args)]
@@ -145,9 +148,23 @@ pub struct RunArgs {
     /// first token and is also reported on its own.
     #[arg(long, value_name = "FILE|synthetic")]
     pub image: Option<std::path::PathBuf>,
-    /// Print one JSON object with every metric.
+    /// Measured passes (encode, prefill, decode on a fresh KV cache) over the one loaded model;
+    /// figures are reported as median ± stddev (min … max), with a warning when the spread is
+    /// more than 10% of the median.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub repeats: u64,
+    /// Unmeasured passes before the repeats (warm caches, clocks and allocator).
+    #[arg(long, default_value_t = 0)]
+    pub warmup: usize,
+    /// GPU sampling interval in milliseconds (NVML: memory, power, energy, clocks, ...).
+    #[arg(long, default_value_t = 10.0)]
+    pub sample_ms: f64,
+    /// Print the result record (schema v1, docs/result-schema.md) as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write the result record to FILE (replaced atomically; written for failed cases too).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -7,16 +7,18 @@ use serde_json::json;
 
 use candle_core::Device;
 
+use crate::case::{self, CaseRequest, DeviceSpec};
 use crate::cli::{
     EngineArgs, FetchArgs, GenerateArgs, InfoArgs, ModelsArgs, RunArgs, TokenizeArgs,
 };
 use crate::fetch;
-use crate::measure::{self, CaseParams, LoadedModel};
+use crate::measure::{self, LoadedModel};
 use crate::model::gguf::GgufFile;
 use crate::model::spec::ModelSpec;
 use crate::model::tokenizer::Tokenizer;
 use crate::probe::host::HostInfo;
 use crate::probe::nvml::GpuReport;
+use crate::result::{CaseResult, Outcome, Stat};
 
 fn show_progress() -> bool {
     std::io::stderr().is_terminal()
@@ -125,30 +127,16 @@ pub fn tokenize(args: &TokenizeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Loads the model `args` name; with its vision tower when `vision`.
-fn load_engine(args: &EngineArgs, vision: bool) -> Result<(LoadedModel, candle_core::DType)> {
-    let kv_dtype = measure::parse_kv_dtype(&args.kv_dtype).map_err(anyhow::Error::msg)?;
-    let spec: ModelSpec = args.model.parse()?;
-    let loaded = match (&spec, &args.quant) {
-        (ModelSpec::Synthetic(size), Some(quant)) => {
-            LoadedModel::synthetic(size, quant, args.seed, vision, &Device::Cpu)?
-        }
-        (ModelSpec::HfDir(dir), quant) => LoadedModel::from_hf_dir(dir, quant.as_deref(), vision, &Device::Cpu)?,
-        (ModelSpec::Hub(_), quant) => {
-            LoadedModel::from_hf_dir(&spec.resolve(show_progress())?, quant.as_deref(), vision, &Device::Cpu)?
-        }
-        (ModelSpec::Synthetic(size), None) => {
-            anyhow::bail!("synthetic:{size} needs --quant FORMAT (e.g. --quant q4_k)")
-        }
-        (_, Some(quant)) => anyhow::bail!(
-            "--quant {quant} applies to synthetic models and safetensors folders; a GGUF file runs in its own formats"
-        ),
-        (spec, None) if vision => anyhow::bail!(
-            "{spec}: a GGUF model file holds no vision tower (llama.cpp ships it as a separate mmproj file, which gemma-fit does not read yet); --image needs synthetic:4b/12b/27b or a Hugging Face folder of a 4B+ model"
-        ),
-        (spec, None) => LoadedModel::load(&spec.resolve(show_progress())?, &Device::Cpu)?,
-    };
-    Ok((loaded, kv_dtype))
+/// Loads the model `args` name on `device`; with its vision tower when `vision`.
+fn load_model(args: &EngineArgs, vision: bool, device: &Device) -> crate::Result<LoadedModel> {
+    LoadedModel::from_spec(
+        &args.model,
+        args.quant.as_deref(),
+        args.seed,
+        vision,
+        device,
+        show_progress(),
+    )
 }
 
 pub fn generate(args: &GenerateArgs) -> Result<()> {
@@ -158,7 +146,11 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot read prompt file {}: {e}", f.display()))?,
         (None, None) => anyhow::bail!("give --prompt or --prompt-file"),
     };
-    let (m, kv_dtype) = load_engine(&args.engine, false)?;
+    let kv_dtype = measure::parse_kv_dtype(&args.engine.kv_dtype).map_err(anyhow::Error::msg)?;
+    let device = DeviceSpec::parse(&args.engine.device)
+        .map_err(anyhow::Error::msg)?
+        .device()?;
+    let m = load_model(&args.engine, false, &device)?;
     let Some(tokenizer) = &m.tokenizer else {
         anyhow::bail!(
             "{} has no tokenizer (synthetic weights produce no text); use `run` to measure it",
@@ -206,76 +198,161 @@ pub fn run(args: &RunArgs) -> Result<()> {
             anyhow::bail!("--image {path}: no such file");
         }
     }
-    let (m, kv_dtype) = load_engine(&args.engine, image.is_some())?;
-    let prompt_tokens = args.prompt_tokens as usize;
-    let image_positions = m
-        .vision
-        .as_ref()
-        .map_or(0, |v| measure::image_positions(&v.cfg));
-    let needed = prompt_tokens + image_positions + args.gen;
-    let params = CaseParams {
-        prompt_tokens,
+    if !(args.sample_ms.is_finite() && args.sample_ms > 0.0) {
+        anyhow::bail!("--sample-ms must be a positive number of milliseconds");
+    }
+    let req = CaseRequest {
+        model: args.engine.model.clone(),
+        quant: args.engine.quant.clone(),
+        seed: args.engine.seed,
+        device: args.engine.device.clone(),
+        prompt_tokens: args.prompt_tokens as usize,
         gen_tokens: args.gen,
-        ctx: args.ctx.unwrap_or(needed),
+        ctx: args.ctx,
         prefill_chunk: args.engine.prefill_chunk as usize,
-        kv_dtype: kv_dtype.as_str().into(),
-        threads: candle_core::utils::get_num_threads(),
+        kv_dtype: args.engine.kv_dtype.clone(),
         image,
+        repeats: args.repeats as usize,
+        warmup: args.warmup,
+        sample_interval: std::time::Duration::from_secs_f64(args.sample_ms / 1e3),
     };
-    if params.ctx < needed {
-        anyhow::bail!(
-            "--ctx {} is smaller than the {needed} positions the case needs (--prompt-tokens {prompt_tokens}{} + --gen {})",
-            params.ctx,
-            if image_positions > 0 { format!(" + {image_positions} for the image") } else { String::new() },
-            args.gen
-        );
+    let result = case::measure(&req, |device, vision| {
+        load_model(&args.engine, vision, device)
+    });
+    if let Some(out) = &args.out {
+        write_json_atomically(out, &result)?;
     }
-    let metrics = measure::run_case(&m, &params, kv_dtype)?;
     if args.json {
-        let mut v = serde_json::to_value(&metrics)?;
-        v["params"] = serde_json::to_value(&params)?;
-        v["model"] = json!(m.source);
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print_case(&result);
     }
+    for w in &result.probes.warnings {
+        eprintln!("warning: {w}");
+    }
+    match &result.outcome {
+        Outcome::Ok => Ok(()),
+        Outcome::Oom { message } => anyhow::bail!("does not fit: {message}"),
+        Outcome::Error { message } => anyhow::bail!("{message}"),
+        Outcome::Timeout { limit_s } => anyhow::bail!("timed out after {limit_s} s"),
+    }
+}
+
+/// Writes `value` as JSON to `path` through a temporary file in the same folder, so a reader
+/// never sees half a record.
+fn write_json_atomically(path: &std::path::Path, value: &impl serde::Serialize) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    serde_json::to_writer_pretty(&mut tmp, value)?;
+    writeln!(tmp)?;
+    tmp.persist(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// The human-readable form of a case record.
+fn print_case(r: &CaseResult) {
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-    println!("model            {}", m.source);
+    let p = &r.params;
+    println!("model            {}", p.source);
     println!(
-        "case             prompt {} tokens, decode {}, ctx {}, chunk {}, kv {}, {} threads",
-        params.prompt_tokens,
-        params.gen_tokens,
-        params.ctx,
-        params.prefill_chunk,
-        params.kv_dtype,
-        params.threads
+        "case             prompt {} tokens, decode {}, ctx {}, chunk {}, kv {}, {} threads, {}{}",
+        p.prompt_tokens,
+        p.gen_tokens,
+        p.ctx,
+        p.prefill_chunk,
+        p.kv_dtype,
+        p.threads,
+        p.device,
+        if p.repeats > 1 || p.warmup > 0 {
+            format!(", {} repeats after {} warm-up", p.repeats, p.warmup)
+        } else {
+            String::new()
+        }
     );
-    println!("load             {:.2} s", metrics.load_s);
-    if let Some(img) = &metrics.image {
+    let Some(m) = &r.metrics else {
+        println!("outcome          {:?}", r.outcome);
+        return;
+    };
+    // "median" alone for one repeat; "median ± stddev (min … max)" for several.
+    let stat = |s: &Stat, digits: usize| {
+        if s.n > 1 {
+            format!(
+                "{:.d$} ± {:.d$} ({:.d$} … {:.d$})",
+                s.median,
+                s.stddev,
+                s.min,
+                s.max,
+                d = digits
+            )
+        } else {
+            format!("{:.d$}", s.median, d = digits)
+        }
+    };
+    println!("load             {:.2} s", m.load_s);
+    if let (Some(e), Some(w)) = (&m.image_encode_ms, &m.vision_weights) {
         println!(
-            "image            {} ({} positions), encoded in {:.1} ms; vision weights {:.1} MiB resident",
-            params.image.as_deref().unwrap_or("-"),
-            img.positions,
-            img.encode_ms,
-            mib(img.resident_weight_bytes)
+            "image            {} ({} of the {} positions), encoded in {} ms; vision weights {:.1} MiB resident",
+            p.image.as_deref().unwrap_or("-"),
+            m.prompt_positions - p.prompt_tokens,
+            m.prompt_positions,
+            stat(e, 1),
+            mib(w.resident_weight_bytes)
         );
     }
-    println!("time to 1st tok  {:.1} ms", metrics.ttft_ms);
-    println!("prefill          {:.1} tok/s", metrics.prefill_tok_per_s);
+    println!("time to 1st tok  {} ms", stat(&m.ttft_ms, 1));
+    println!("prefill          {} tok/s", stat(&m.prefill_tok_per_s, 1));
     println!(
-        "decode           {:.1} tok/s (median {:.2} ms, p90 {:.2} ms per token)",
-        metrics.decode_tok_per_s, metrics.decode_ms_median, metrics.decode_ms_p90
+        "decode           {} tok/s (per token: median {:.2} ms, p90 {:.2}, p99 {:.2})",
+        stat(&m.decode_tok_per_s, 1),
+        m.decode_steps.median_ms,
+        m.decode_steps.p90_ms,
+        m.decode_steps.p99_ms
     );
     println!(
         "weights          {:.1} MiB in the file, {:.1} MiB resident",
-        mib(metrics.file_weight_bytes),
-        mib(metrics.resident_weight_bytes)
+        mib(m.weights.file_weight_bytes),
+        mib(m.weights.resident_weight_bytes)
     );
-    println!("KV cache         {:.1} MiB", mib(metrics.kv_bytes));
-    match metrics.peak_rss_bytes {
+    println!("KV cache         {:.1} MiB", mib(m.kv_bytes));
+    match m.peak_rss_bytes {
         Some(b) => println!("peak RSS         {:.1} MiB", mib(b)),
         None => println!("peak RSS         unavailable (no /proc/self/status)"),
     }
-    Ok(())
+    for pm in &m.memory {
+        let mut parts = Vec::new();
+        if let Some(b) = pm.host_peak_rss_bytes {
+            parts.push(format!("RSS {:.1} MiB", mib(b)));
+        }
+        if let Some(b) = pm.gpu_used_peak_bytes {
+            parts.push(format!("GPU used {:.1} MiB", mib(b)));
+        }
+        if let Some(b) = pm.gpu_process_peak_bytes {
+            parts.push(format!("GPU process {:.1} MiB", mib(b)));
+        }
+        if let Some(phase) = pm.phase {
+            println!(
+                "  {:<14} {}",
+                format!("{phase:?}").to_lowercase(),
+                parts.join(", ")
+            );
+        }
+    }
+    for e in &m.energy {
+        if let (Some(phase), Some(j)) = (e.phase, e.j_per_token) {
+            println!(
+                "energy {:<9} {j:.3} J/token",
+                format!("{phase:?}").to_lowercase()
+            );
+        }
+    }
+    for n in &r.probes.notes {
+        println!("note             {n}");
+    }
 }
 
 /// `.gguf` files in the cache's model folder and in the current folder.

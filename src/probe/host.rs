@@ -58,3 +58,56 @@ fn proc_status_bytes(field: &str) -> Option<u64> {
 pub fn peak_rss_bytes() -> Option<u64> {
     proc_status_bytes("VmHWM:")
 }
+
+/// Resets the kernel's peak-RSS mark (VmHWM) to the current RSS, so the next reading is the peak
+/// of what follows. Linux 4.0+ (`echo 5 > /proc/self/clear_refs`); the error says why not.
+pub fn reset_peak_rss() -> Result<(), String> {
+    std::fs::write("/proc/self/clear_refs", "5")
+        .map_err(|e| format!("host: cannot reset the peak-RSS mark (/proc/self/clear_refs: {e})"))
+}
+
+/// CPU package energy from RAPL through powercap, summed over packages, in microjoules.
+pub struct Rapl {
+    domains: Vec<std::path::PathBuf>,
+}
+
+impl Rapl {
+    /// The package domains (`/sys/class/powercap/intel-rapl:N/energy_uj`, AMD CPUs included on
+    /// recent kernels), or why there are none readable.
+    pub fn open() -> Result<Self, String> {
+        let root = std::path::Path::new("/sys/class/powercap");
+        let entries = std::fs::read_dir(root)
+            .map_err(|e| format!("rapl: {} not available ({e})", root.display()))?;
+        let mut domains: Vec<_> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("intel-rapl:") && n.matches(':').count() == 1)
+            })
+            .map(|p| p.join("energy_uj"))
+            .collect();
+        domains.sort();
+        if domains.is_empty() {
+            return Err("rapl: no package domains under /sys/class/powercap".into());
+        }
+        let rapl = Rapl { domains };
+        rapl.read_uj()?;
+        Ok(rapl)
+    }
+
+    /// The summed counter (it wraps; differences over a phase are what matter).
+    pub fn read_uj(&self) -> Result<u64, String> {
+        let mut total = 0u64;
+        for d in &self.domains {
+            let text = std::fs::read_to_string(d)
+                .map_err(|e| format!("rapl: cannot read {} ({e})", d.display()))?;
+            total += text
+                .trim()
+                .parse::<u64>()
+                .map_err(|e| format!("rapl: {}: {e}", d.display()))?;
+        }
+        Ok(total)
+    }
+}

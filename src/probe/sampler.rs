@@ -23,6 +23,8 @@ pub enum Phase {
     /// Before the model is loaded: what the device already holds.
     Baseline,
     Load,
+    /// Untimed passes before the measured repeats.
+    Warmup,
     /// The vision tower encoding an image.
     Encode,
     Prefill,
