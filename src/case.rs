@@ -41,6 +41,8 @@ pub struct CaseRequest {
     pub repeats: usize,
     pub warmup: usize,
     pub sample_interval: Duration,
+    /// A cap on resident memory the case runs under (enforced by the suite runner).
+    pub memory_limit_bytes: Option<u64>,
 }
 
 /// A parsed `--device`.
@@ -249,30 +251,18 @@ impl Probe {
     }
 }
 
-/// Measures `req`, loading the model with `load` (given the device and whether the vision tower
-/// is needed). Never fails: what went wrong is the record's outcome.
-pub fn measure(
-    req: &CaseRequest,
-    load: impl FnOnce(&Device, bool) -> Result<LoadedModel>,
-) -> CaseResult {
-    let started_unix_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mut notes = Vec::new();
+/// The case key of a request, before anything runs: what suites and `--resume` match on.
+/// (`ctx` left to its default counts an image as Gemma 3's 258 positions; `measure` corrects it
+/// for a model whose tower makes a different number.)
+pub fn request_key(req: &CaseRequest) -> CaseKey {
     let device_spec = DeviceSpec::parse(&req.device);
-    let gpu_index = match device_spec {
-        Ok(DeviceSpec::Cuda(n)) => Some(n as u32),
-        _ => None,
-    };
-    let environment = environment(gpu_index);
-    let threads = candle_core::utils::get_num_threads();
     let default_image_positions = req.image.as_ref().map_or(0, |_| {
         measure::image_positions(&crate::model::vision::VisionConfig::gemma3())
     });
-    let mut key = CaseKey {
+    CaseKey {
         size: match req.model.parse() {
             Ok(crate::model::spec::ModelSpec::Synthetic(s)) => Some(s),
+            Ok(crate::model::spec::ModelSpec::Default) => Some("270m".into()),
             _ => None,
         },
         weights: weights_id(&req.model),
@@ -284,7 +274,7 @@ pub fn measure(
         prompt_tokens: req.prompt_tokens,
         gen_tokens: req.gen_tokens,
         prefill_chunk: req.prefill_chunk,
-        threads,
+        threads: candle_core::utils::get_num_threads(),
         device_kind: device_spec
             .as_ref()
             .map_or_else(|_| req.device.clone(), |d| d.kind().into()),
@@ -295,23 +285,75 @@ pub fn measure(
                 file_name(std::path::Path::new(i))
             }
         }),
-        memory_limit_bytes: None,
-    };
-    let mut params = CaseParams {
+        memory_limit_bytes: req.memory_limit_bytes,
+    }
+}
+
+fn request_params(req: &CaseRequest, key: &CaseKey) -> CaseParams {
+    CaseParams {
         model: req.model.clone(),
         source: req.model.clone(),
+        model_size: key.size.clone(),
         prompt_tokens: req.prompt_tokens,
         gen_tokens: req.gen_tokens,
         ctx: key.ctx,
         prefill_chunk: req.prefill_chunk,
         kv_dtype: key.kv_dtype.clone(),
-        threads,
+        threads: key.threads,
         device: req.device.clone(),
         image: req.image.clone(),
         repeats: req.repeats.max(1),
         warmup: req.warmup,
         seed: req.seed,
+    }
+}
+
+/// The record of a case that produced none itself (it crashed, was killed, or timed out):
+/// its key, parameters, this machine, and the outcome.
+pub fn unrun(req: &CaseRequest, outcome: Outcome, note: Option<String>) -> CaseResult {
+    let gpu_index = match DeviceSpec::parse(&req.device) {
+        Ok(DeviceSpec::Cuda(n)) => Some(n as u32),
+        _ => None,
     };
+    let key = request_key(req);
+    CaseResult {
+        schema_version: SCHEMA_VERSION,
+        started_unix_s: unix_now(),
+        params: request_params(req, &key),
+        key,
+        environment: environment(gpu_index),
+        outcome,
+        metrics: None,
+        probes: Probes {
+            notes: note.into_iter().collect(),
+            ..Probes::default()
+        },
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Measures `req`, loading the model with `load` (given the device and whether the vision tower
+/// is needed). Never fails: what went wrong is the record's outcome.
+pub fn measure(
+    req: &CaseRequest,
+    load: impl FnOnce(&Device, bool) -> Result<LoadedModel>,
+) -> CaseResult {
+    let started_unix_s = unix_now();
+    let mut notes = Vec::new();
+    let device_spec = DeviceSpec::parse(&req.device);
+    let gpu_index = match device_spec {
+        Ok(DeviceSpec::Cuda(n)) => Some(n as u32),
+        _ => None,
+    };
+    let environment = environment(gpu_index);
+    let mut key = request_key(req);
+    let mut params = request_params(req, &key);
 
     // Probes, from before the load.
     let mut probe = Probe {
@@ -348,9 +390,7 @@ pub fn measure(
         probe.phase(Phase::Load);
         let m = load(&device, req.image.is_some())?;
         params.source = m.source.clone();
-        if key.size.is_none() {
-            key.size = size_of(&m);
-        }
+        params.model_size = size_of(&m);
         let image_positions = m
             .vision
             .as_ref()

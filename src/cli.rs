@@ -44,6 +44,43 @@ pub enum Command {
     /// --gen tokens are decoded greedily one at a time, each step timed. Decode tok/s is
     /// 1000 / median step time. Peak RSS is the kernel's high-water mark for the process.
     Run(RunArgs),
+    /// Run a suite: every case of its matrix in a child process, results appended to
+    /// reports/<machine>/results.jsonl as each case ends.
+    ///
+    /// A suite (TOML, suites/README.md) lists axes — models, formats, KV dtypes, contexts,
+    /// prompt and generated tokens, prefill chunks, images — whose product, minus excludes, is
+    /// the matrix; plus repeats, warm-up, a per-case timeout, the device and a memory limit. Each
+    /// case runs as `gemma-fit run` in its own process, so an out-of-memory, a crash or a hang
+    /// costs that case only (recorded as oom / error / timeout) and its peak memory is its own.
+    /// Ctrl-C kills the running case and keeps every finished one; --resume skips recorded cases.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The suite: a path, or a name in suites/ (quick, ci, fit-matrix, full).
+    #[arg(default_value = "quick")]
+    pub suite: String,
+    /// Results file (JSON lines) instead of reports/<machine>/results.jsonl.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+    /// Skip the cases the results file already holds (matched by case key).
+    #[arg(long)]
+    pub resume: bool,
+    /// Run only shard i of n (1-based; round robin over the matrix, so n machines together run
+    /// every case once; their result files merge by concatenation).
+    #[arg(long, value_name = "i/n")]
+    pub shard: Option<crate::suite::Shard>,
+    /// Cap each case's resident memory (e.g. 512MiB, 24GiB): the case is stopped and recorded
+    /// as oom when its RSS passes it. Stands in for a smaller card's memory on the CPU.
+    #[arg(long, value_name = "SIZE", value_parser = crate::suite::parse_bytes)]
+    pub memory_limit: Option<u64>,
+    /// CPU threads per case (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// List the cases and exit.
+    #[arg(long)]
+    pub list: bool,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +202,10 @@ pub struct RunArgs {
     /// Also write the result record to FILE (replaced atomically; written for failed cases too).
     #[arg(long, value_name = "FILE")]
     pub out: Option<std::path::PathBuf>,
+    /// Recorded in the case key: the resident-memory cap the suite runner enforces on this case
+    /// (set by `bench`, not needed by hand).
+    #[arg(long, hide = true)]
+    pub memory_limit_bytes: Option<u64>,
 }
 
 #[derive(Debug, Args)]

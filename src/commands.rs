@@ -215,6 +215,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         repeats: args.repeats as usize,
         warmup: args.warmup,
         sample_interval: std::time::Duration::from_secs_f64(args.sample_ms / 1e3),
+        memory_limit_bytes: args.memory_limit_bytes,
     };
     let result = case::measure(&req, |device, vision| {
         load_model(&args.engine, vision, device)
@@ -458,4 +459,44 @@ fn group_digits(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+pub fn bench(args: &crate::cli::BenchArgs) -> Result<()> {
+    let path = crate::suite::resolve(&args.suite);
+    if args.list {
+        let suite = crate::suite::Suite::load(&path)?;
+        for (i, c) in suite.cases().iter().enumerate() {
+            if args.shard.is_none_or(|s| s.has(i)) {
+                println!(
+                    "{} {} kv={} ctx={} prompt={} gen={} chunk={} image={}",
+                    c.model,
+                    c.quant.as_deref().unwrap_or("-"),
+                    c.kv_dtype,
+                    c.ctx,
+                    c.prompt_tokens,
+                    c.gen_tokens,
+                    c.prefill_chunk,
+                    c.image.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        return Ok(());
+    }
+    let summary = crate::bench::run(&crate::bench::BenchOptions {
+        suite: path,
+        out: args.out.clone(),
+        resume: args.resume,
+        shard: args.shard,
+        memory_limit: args.memory_limit,
+        threads: args.threads,
+        progress: show_progress(),
+    })?;
+    println!("{summary}");
+    if summary.not_run > 0 {
+        anyhow::bail!(
+            "interrupted: {} cases not run (--resume continues)",
+            summary.not_run
+        );
+    }
+    Ok(())
 }

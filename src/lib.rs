@@ -8,8 +8,10 @@
 //! - [`measure`]: running the engine: loading, one pass (encode, prefill, decode), generation.
 //! - [`case`]: measuring a case end to end (phases, probes, repeats) into a [`result`] record.
 //! - [`result`]: the result schema v1 (`docs/result-schema.md`).
+//! - [`suite`]: suite files and their matrix; [`bench`]: the runner (child process per case).
 //! - [`probe`]: host facts and peak RSS, NVIDIA GPUs through NVML, the phase sampler.
 
+pub mod bench;
 pub mod case;
 pub mod cli;
 pub mod commands;
@@ -21,5 +23,6 @@ pub mod model;
 pub mod probe;
 pub mod progress;
 pub mod result;
+pub mod suite;
 
 pub use error::{Error, Result};

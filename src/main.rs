@@ -36,6 +36,7 @@ fn main() {
         Command::Models(a) => commands::models(a),
         Command::Generate(a) => commands::generate(a),
         Command::Run(a) => commands::run(a),
+        Command::Bench(a) => commands::bench(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

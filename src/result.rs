@@ -83,6 +83,9 @@ pub struct CaseParams {
     pub model: String,
     /// What was loaded, e.g. "synthetic:4b (q4_k)" or a file path.
     pub source: String,
+    /// The preset the model's shape matches ("270m" … "27b"), when known.
+    #[serde(default)]
+    pub model_size: Option<String>,
     pub prompt_tokens: usize,
     pub gen_tokens: usize,
     pub ctx: usize,

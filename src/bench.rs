@@ -1,0 +1,447 @@
+//! The suite runner (`gemma-fit bench`): every case in a child process of this same binary
+//! (`run … --out FILE`), so an out-of-memory, a crash or a hang costs one case and each case's
+//! peak memory is its own. Results are appended to a JSON-lines file as each case ends (flushed
+//! and synced); `--resume` skips cases already recorded; `--shard i/n` takes a deterministic
+//! share of the matrix; Ctrl-C stops after killing the running case and keeps what is recorded.
+
+use std::collections::HashSet;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::case::{self, CaseRequest};
+use crate::error::{Error, Result};
+use crate::result::{CaseResult, Outcome};
+use crate::suite::{Shard, Suite, SuiteCase};
+
+/// How to run a suite.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub suite: PathBuf,
+    /// Where results go; default `reports/<machine>/results.jsonl`.
+    pub out: Option<PathBuf>,
+    pub resume: bool,
+    pub shard: Option<Shard>,
+    /// Overrides the suite's `memory_limit`.
+    pub memory_limit: Option<u64>,
+    pub threads: Option<usize>,
+    pub progress: bool,
+}
+
+/// Counts of outcomes, for the summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub ok: usize,
+    pub oom: usize,
+    pub timeout: usize,
+    pub error: usize,
+    /// Already recorded (with `--resume`).
+    pub skipped: usize,
+    /// Not run because the run was interrupted.
+    pub not_run: usize,
+    pub results: PathBuf,
+}
+
+impl Summary {
+    fn count(&mut self, o: &Outcome) {
+        match o {
+            Outcome::Ok => self.ok += 1,
+            Outcome::Oom { .. } => self.oom += 1,
+            Outcome::Timeout { .. } => self.timeout += 1,
+            Outcome::Error { .. } => self.error += 1,
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ok, {} oom, {} timeout, {} error",
+            self.ok, self.oom, self.timeout, self.error
+        )?;
+        if self.skipped > 0 {
+            write!(f, ", {} already recorded", self.skipped)?;
+        }
+        if self.not_run > 0 {
+            write!(f, ", {} not run (interrupted)", self.not_run)?;
+        }
+        write!(f, "; results in {}", self.results.display())
+    }
+}
+
+/// A lowercase slug of a machine's name: "AMD EPYC 7B13" → "amd-epyc-7b13".
+pub fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    let out = out.trim_end_matches('-').to_string();
+    if out.is_empty() {
+        "unknown-machine".into()
+    } else {
+        out
+    }
+}
+
+/// `reports/<slug>/results.jsonl`: the GPU's name for GPU suites, the CPU model's otherwise.
+fn default_results_path(device: &str) -> PathBuf {
+    let env = case::environment(match case::DeviceSpec::parse(device) {
+        Ok(case::DeviceSpec::Cuda(n)) => Some(n as u32),
+        _ => None,
+    });
+    let name = env.gpu.map(|g| g.name).unwrap_or(env.cpu_model);
+    Path::new("reports").join(slug(&name)).join("results.jsonl")
+}
+
+/// The case keys already in a results file (lines that do not parse, such as one cut short by
+/// a kill, are skipped).
+pub fn recorded_keys(path: &Path) -> HashSet<String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return HashSet::new();
+    };
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<CaseResult>(l).ok())
+        .map(|r| r.key.id())
+        .collect()
+}
+
+/// Appends one record as a line, flushed and synced. A file whose last line was cut short gets
+/// a newline first, so the new record starts on a line of its own.
+fn append(path: &Path, record: &CaseResult) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut line = String::new();
+    if len > 0 {
+        let mut last = [0u8; 1];
+        f.seek(SeekFrom::Start(len - 1))
+            .and_then(|_| f.read_exact(&mut last))
+            .map_err(|e| Error::io(path, e))?;
+        if last[0] != b'\n' {
+            line.push('\n');
+        }
+    }
+    line.push_str(&serde_json::to_string(record).map_err(|e| Error::Unsupported(e.to_string()))?);
+    line.push('\n');
+    f.write_all(line.as_bytes())
+        .and_then(|_| f.flush())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(path, e))
+}
+
+fn request(suite: &Suite, c: &SuiteCase, memory_limit: Option<u64>) -> CaseRequest {
+    CaseRequest {
+        model: c.model.clone(),
+        quant: c.quant.clone(),
+        seed: 0,
+        device: suite.device.clone(),
+        prompt_tokens: c.prompt_tokens,
+        gen_tokens: c.gen_tokens,
+        ctx: Some(c.ctx),
+        prefill_chunk: c.prefill_chunk,
+        kv_dtype: c.kv_dtype.clone(),
+        image: c.image.clone(),
+        repeats: suite.repeats.max(1),
+        warmup: suite.warmup,
+        sample_interval: Duration::from_millis(10),
+        memory_limit_bytes: memory_limit,
+    }
+}
+
+/// The child's command line for a request.
+fn child_args(req: &CaseRequest, out: &Path, threads: Option<usize>) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "run".into(),
+        "--model".into(),
+        req.model.clone(),
+        "--kv-dtype".into(),
+        req.kv_dtype.clone(),
+        "--prompt-tokens".into(),
+        req.prompt_tokens.to_string(),
+        "--gen".into(),
+        req.gen_tokens.to_string(),
+        "--prefill-chunk".into(),
+        req.prefill_chunk.to_string(),
+        "--repeats".into(),
+        req.repeats.to_string(),
+        "--warmup".into(),
+        req.warmup.to_string(),
+        "--device".into(),
+        req.device.clone(),
+        "--seed".into(),
+        req.seed.to_string(),
+        "--out".into(),
+        out.display().to_string(),
+    ];
+    let mut opt = |flag: &str, v: Option<String>| {
+        if let Some(v) = v {
+            a.push(flag.into());
+            a.push(v);
+        }
+    };
+    opt("--quant", req.quant.clone());
+    opt("--ctx", req.ctx.map(|c| c.to_string()));
+    opt("--image", req.image.clone());
+    opt("--threads", threads.map(|t| t.to_string()));
+    opt(
+        "--memory-limit-bytes",
+        req.memory_limit_bytes.map(|b| b.to_string()),
+    );
+    a
+}
+
+/// Resident memory of a process (VmRSS), bytes.
+fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line["VmRSS:".len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Why the runner stopped a child, if it did.
+enum Stopped {
+    Timeout(f64),
+    Memory { rss: u64, limit: u64 },
+    Interrupted,
+}
+
+/// Runs one case in a child process and returns its record (the child's own, or one made here
+/// when the child left none). None when interrupted.
+fn run_child(
+    exe: &Path,
+    req: &CaseRequest,
+    timeout: Duration,
+    threads: Option<usize>,
+    stop: &AtomicBool,
+) -> Result<Option<CaseResult>> {
+    let dir = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let out = dir.path().join("case.json");
+    let stderr_path = dir.path().join("stderr.txt");
+    let stderr = std::fs::File::create(&stderr_path).map_err(|e| Error::io(&stderr_path, e))?;
+    let mut child = Command::new(exe)
+        .args(child_args(req, &out, threads))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| Error::io(exe, e))?;
+    let start = Instant::now();
+    let mut stopped = None;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| Error::io(exe, e))? {
+            break status;
+        }
+        if stop.load(Ordering::SeqCst) {
+            stopped = Some(Stopped::Interrupted);
+        } else if start.elapsed() > timeout {
+            stopped = Some(Stopped::Timeout(timeout.as_secs_f64()));
+        } else if let Some(limit) = req.memory_limit_bytes {
+            if let Some(rss) = rss_of(child.id()).filter(|&r| r > limit) {
+                stopped = Some(Stopped::Memory { rss, limit });
+            }
+        }
+        if stopped.is_some() {
+            let _ = child.kill();
+            break child.wait().map_err(|e| Error::io(exe, e))?;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    let record = match stopped {
+        Some(Stopped::Interrupted) => return Ok(None),
+        Some(Stopped::Timeout(limit_s)) => case::unrun(req, Outcome::Timeout { limit_s }, None),
+        Some(Stopped::Memory { rss, limit }) => case::unrun(
+            req,
+            Outcome::Oom {
+                message: format!(
+                    "resident memory reached {:.1} MiB, over the limit of {:.1} MiB",
+                    mib(rss),
+                    mib(limit)
+                ),
+            },
+            None,
+        ),
+        None => match std::fs::read_to_string(&out)
+            .ok()
+            .and_then(|t| serde_json::from_str::<CaseResult>(&t).ok())
+        {
+            Some(r) => r,
+            None => {
+                let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                let tail: String = err
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .rev()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join(" | ");
+                let killed = {
+                    use std::os::unix::process::ExitStatusExt;
+                    status.signal()
+                };
+                let outcome = if killed == Some(9) {
+                    Outcome::Oom {
+                        message: "killed by the OS (SIGKILL), most likely out of memory".into(),
+                    }
+                } else if err.contains("memory allocation of") {
+                    Outcome::Oom { message: tail }
+                } else {
+                    Outcome::Error {
+                        message: format!(
+                            "the case process ended ({status}) without a record: {tail}"
+                        ),
+                    }
+                };
+                case::unrun(req, outcome, None)
+            }
+        },
+    };
+    Ok(Some(record))
+}
+
+/// Runs a suite; returns the summary (also when interrupted).
+pub fn run(opts: &BenchOptions) -> Result<Summary> {
+    let suite = Suite::load(&opts.suite)?;
+    let memory_limit = match (&opts.memory_limit, &suite.memory_limit) {
+        (Some(b), _) => Some(*b),
+        (None, Some(s)) => Some(crate::suite::parse_bytes(s).map_err(Error::Unsupported)?),
+        (None, None) => None,
+    };
+    let results = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| default_results_path(&suite.device));
+    if let Some(dir) = results.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let done = if opts.resume {
+        recorded_keys(&results)
+    } else {
+        HashSet::new()
+    };
+    let mut summary = Summary {
+        results: results.clone(),
+        ..Summary::default()
+    };
+    let mut todo = Vec::new();
+    for (i, c) in suite.cases().into_iter().enumerate() {
+        if opts.shard.is_some_and(|s| !s.has(i)) {
+            continue;
+        }
+        let req = request(&suite, &c, memory_limit);
+        if done.contains(&case::request_key(&req).id()) {
+            summary.skipped += 1;
+        } else {
+            todo.push(req);
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second handler cannot be installed (tests run several suites in one process):
+        // then Ctrl-C simply ends the process, which loses nothing already recorded.
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
+    let bar = if opts.progress {
+        indicatif::ProgressBar::new(todo.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} cases, {elapsed} elapsed, ETA {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let timeout = Duration::from_secs_f64(suite.timeout_s);
+    for (n, req) in todo.iter().enumerate() {
+        let key = case::request_key(req);
+        bar.set_message(key.id());
+        match run_child(&exe, req, timeout, opts.threads, &stop)? {
+            Some(mut record) => {
+                // The runner's view of the case wins for what it enforced.
+                record.key.memory_limit_bytes = req.memory_limit_bytes;
+                summary.count(&record.outcome);
+                append(&results, &record)?;
+                if !record.outcome.is_ok() {
+                    bar.println(format!("{}: {:?}", key.id(), record.outcome));
+                }
+            }
+            None => {
+                summary.not_run = todo.len() - n;
+                break;
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        assert_eq!(
+            slug("AMD EPYC 7B13 64-Core Processor"),
+            "amd-epyc-7b13-64-core-processor"
+        );
+        assert_eq!(slug("NVIDIA H100 80GB HBM3"), "nvidia-h100-80gb-hbm3");
+        assert_eq!(slug("  "), "unknown-machine");
+    }
+
+    #[test]
+    fn appending_after_a_cut_line_starts_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.jsonl");
+        let req = request(
+            &Suite::parse(
+                "name='t'\n[axes]\nmodels=['default']\ncontexts=[64]\nprompt_tokens=[8]\ngen_tokens=[2]\n",
+            )
+            .unwrap(),
+            &SuiteCase {
+                model: "default".into(),
+                quant: None,
+                kv_dtype: "f32".into(),
+                ctx: 64,
+                prompt_tokens: 8,
+                gen_tokens: 2,
+                prefill_chunk: 512,
+                image: None,
+            },
+            None,
+        );
+        let rec = case::unrun(&req, Outcome::Timeout { limit_s: 1.0 }, None);
+        std::fs::write(&path, b"{\"schema_version\": 1, \"key\": {\"si").unwrap();
+        append(&path, &rec).unwrap();
+        append(&path, &rec).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        let keys = recorded_keys(&path);
+        assert_eq!(keys.len(), 1);
+        assert!(keys.contains(&case::request_key(&req).id()));
+    }
+}
