@@ -4,7 +4,7 @@
 //! and synced); `--resume` skips cases already recorded; `--shard i/n` takes a deterministic
 //! share of the matrix; Ctrl-C stops after killing the running case and keeps what is recorded.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -157,6 +157,7 @@ fn request(suite: &Suite, c: &SuiteCase, memory_limit: Option<u64>) -> CaseReque
         warmup: suite.warmup,
         sample_interval: Duration::from_millis(10),
         memory_limit_bytes: memory_limit,
+        fill_kv: c.fill_kv,
     }
 }
 
@@ -404,6 +405,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bisection_finds_the_frontier_to_within_a_step() {
+        for frontier in [300, 1000, 5000, 32_000, 32_768] {
+            let mut seen = Vec::new();
+            let (ok, fail, probes) = bisect(256, 32_768, 256, |c| {
+                seen.push(c);
+                Ok(c <= frontier)
+            })
+            .unwrap();
+            assert_eq!(probes, seen.len());
+            let ok = ok.unwrap();
+            assert!(ok <= frontier, "{frontier}: {ok}");
+            match fail {
+                Some(f) => assert!(f > frontier && f - ok <= 256, "{frontier}: {ok}..{f}"),
+                None => assert_eq!(ok, 32_768),
+            }
+            assert!(probes <= 10, "{frontier}: {probes} probes");
+        }
+        assert_eq!(
+            bisect(256, 1024, 256, |_| Ok(false)).unwrap(),
+            (None, Some(256), 1)
+        );
+    }
+
+    #[test]
     fn slugs() {
         assert_eq!(
             slug("AMD EPYC 7B13 64-Core Processor"),
@@ -431,6 +456,7 @@ mod tests {
                 gen_tokens: 2,
                 prefill_chunk: 512,
                 image: None,
+                fill_kv: false,
             },
             None,
         );
@@ -444,4 +470,189 @@ mod tests {
         assert_eq!(keys.len(), 1);
         assert!(keys.contains(&case::request_key(&req).id()));
     }
+}
+
+/// What to search: every (model, quant, KV dtype) for its largest context.
+#[derive(Debug, Clone)]
+pub struct FrontierOptions {
+    pub models: Vec<String>,
+    pub quants: Vec<String>,
+    pub kv_dtypes: Vec<String>,
+    pub device: String,
+    pub memory_limit: Option<u64>,
+    pub min_ctx: usize,
+    /// None: the model's maximum (its preset's, else 131,072).
+    pub max_ctx: Option<usize>,
+    /// The search stops when the bracket is this narrow.
+    pub step: usize,
+    pub prompt_tokens: usize,
+    pub gen_tokens: usize,
+    pub timeout: Duration,
+    pub out: Option<PathBuf>,
+    pub threads: Option<usize>,
+    pub progress: bool,
+}
+
+/// The measured frontier of one (model, quant, KV dtype).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FrontierRow {
+    pub model: String,
+    pub quant: Option<String>,
+    pub kv_dtype: String,
+    pub memory_limit_bytes: Option<u64>,
+    /// The largest context that ran (None: not even `min_ctx`).
+    pub largest_ok_ctx: Option<usize>,
+    /// Peak resident memory of that case.
+    pub largest_ok_peak_rss_bytes: Option<u64>,
+    /// The smallest context that did not (None: `max_ctx` ran).
+    pub smallest_failing_ctx: Option<usize>,
+    /// How it failed.
+    pub failure: Option<Outcome>,
+    pub probes: usize,
+}
+
+fn model_max_ctx(model: &str) -> usize {
+    use crate::model::spec::ModelSpec;
+    match model.parse::<ModelSpec>() {
+        Ok(ModelSpec::Synthetic(s)) => {
+            crate::model::presets::find(&s).map_or(131_072, |p| p.config.max_position_embeddings)
+        }
+        Ok(ModelSpec::Default) => 32_768,
+        _ => 131_072,
+    }
+}
+
+/// Bisection for the largest value in `lo..=hi` for which `runs` holds, assuming it holds up to
+/// some point and not after: the ends first, then halving the bracket on multiples of `step`
+/// until it is at most `step` wide. Returns (largest that ran, smallest that did not, probes).
+pub fn bisect(
+    lo: usize,
+    hi: usize,
+    step: usize,
+    mut runs: impl FnMut(usize) -> Result<bool>,
+) -> Result<(Option<usize>, Option<usize>, usize)> {
+    let step = step.max(1);
+    if !runs(lo)? {
+        return Ok((None, Some(lo), 1));
+    }
+    if hi <= lo {
+        return Ok((Some(lo), None, 1));
+    }
+    if runs(hi)? {
+        return Ok((Some(hi), None, 2));
+    }
+    let (mut ok, mut fail, mut probes) = (lo, hi, 2);
+    while fail - ok > step {
+        let mid = ((ok + (fail - ok) / 2) / step * step).clamp(ok + 1, fail - 1);
+        probes += 1;
+        if runs(mid)? {
+            ok = mid;
+        } else {
+            fail = mid;
+        }
+    }
+    Ok((Some(ok), Some(fail), probes))
+}
+
+/// Finds, by bisection over the context size, the largest context each case runs at (on the
+/// device, or under the memory limit). Every probe is a case like any other: it runs in a child
+/// process with the KV cache filled synthetically (`--fill-kv synthetic`), and its record is
+/// appended to the results file.
+pub fn frontier(opts: &FrontierOptions) -> Result<(Vec<FrontierRow>, PathBuf)> {
+    let results = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| default_results_path(&opts.device));
+    if let Some(dir) = results.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::io("current executable", e))?;
+    let stop = AtomicBool::new(false);
+    let mut combos = Vec::new();
+    for model in &opts.models {
+        let quants: Vec<Option<String>> = if opts.quants.is_empty() {
+            vec![None]
+        } else if model.starts_with("synthetic:")
+            || Path::new(model).is_dir()
+            || model.starts_with("hf:")
+        {
+            opts.quants.iter().cloned().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        for q in quants {
+            for kv in &opts.kv_dtypes {
+                combos.push((model.clone(), q.clone(), kv.clone()));
+            }
+        }
+    }
+    let bar = if opts.progress {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let floor = opts.prompt_tokens + opts.gen_tokens;
+    let mut rows = Vec::new();
+    for (model, quant, kv) in combos {
+        let probe = |ctx: usize| -> Result<CaseResult> {
+            bar.set_message(format!(
+                "{model} {} {kv}: ctx {ctx}",
+                quant.as_deref().unwrap_or("")
+            ));
+            bar.tick();
+            let req = CaseRequest {
+                model: model.clone(),
+                quant: quant.clone(),
+                seed: 0,
+                device: opts.device.clone(),
+                prompt_tokens: opts.prompt_tokens,
+                gen_tokens: opts.gen_tokens,
+                ctx: Some(ctx),
+                prefill_chunk: 512,
+                kv_dtype: kv.clone(),
+                image: None,
+                repeats: 1,
+                warmup: 0,
+                sample_interval: Duration::from_millis(10),
+                memory_limit_bytes: opts.memory_limit,
+                fill_kv: ctx > floor,
+            };
+            let mut record = run_child(&exe, &req, opts.timeout, opts.threads, &stop)?
+                .ok_or_else(|| Error::Unsupported("interrupted".into()))?;
+            record.key.memory_limit_bytes = opts.memory_limit;
+            append(&results, &record)?;
+            Ok(record)
+        };
+        let lo_ctx = opts.min_ctx.max(floor);
+        let hi_ctx = opts
+            .max_ctx
+            .unwrap_or_else(|| model_max_ctx(&model))
+            .max(lo_ctx);
+        let mut details = BTreeMap::new();
+        let (ok, failing, probes) = bisect(lo_ctx, hi_ctx, opts.step, |ctx| {
+            let r = probe(ctx)?;
+            let ok = r.outcome.is_ok();
+            details.insert(ctx, r);
+            Ok(ok)
+        })?;
+        let row = FrontierRow {
+            model: model.clone(),
+            quant: quant.clone(),
+            kv_dtype: kv.clone(),
+            memory_limit_bytes: opts.memory_limit,
+            largest_ok_ctx: ok,
+            largest_ok_peak_rss_bytes: ok
+                .and_then(|c| details.get(&c))
+                .and_then(|r| r.metrics.as_ref())
+                .and_then(|m| m.peak_rss_bytes),
+            smallest_failing_ctx: failing,
+            failure: failing
+                .and_then(|c| details.get(&c))
+                .map(|r| r.outcome.clone()),
+            probes,
+        };
+        rows.push(row);
+    }
+    bar.finish_and_clear();
+    Ok((rows, results))
 }

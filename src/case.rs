@@ -43,6 +43,9 @@ pub struct CaseRequest {
     pub sample_interval: Duration,
     /// A cap on resident memory the case runs under (enforced by the suite runner).
     pub memory_limit_bytes: Option<u64>,
+    /// Fill the KV cache with synthetic keys/values up to ctx - (prompt + image + generated)
+    /// positions instead of prefilling them, so the prompt and decode run at that depth.
+    pub fill_kv: bool,
 }
 
 /// A parsed `--device`.
@@ -286,6 +289,7 @@ pub fn request_key(req: &CaseRequest) -> CaseKey {
             }
         }),
         memory_limit_bytes: req.memory_limit_bytes,
+        fill_kv: req.fill_kv.then(|| "synthetic".to_string()),
     }
 }
 
@@ -305,6 +309,7 @@ fn request_params(req: &CaseRequest, key: &CaseKey) -> CaseParams {
         repeats: req.repeats.max(1),
         warmup: req.warmup,
         seed: req.seed,
+        fill_kv: req.fill_kv.then(|| "synthetic".to_string()),
     }
 }
 
@@ -424,6 +429,7 @@ pub fn measure(
                     ctx,
                     prefill_chunk: req.prefill_chunk,
                     kv_dtype,
+                    fill_depth: if req.fill_kv { ctx - needed } else { 0 },
                 },
                 pixels.as_ref(),
                 &mut |p| {
@@ -453,6 +459,7 @@ pub fn measure(
         Ok(Metrics {
             load_s: m.load_s,
             prompt_positions: first.positions,
+            fill_depth: first.depth,
             ttft_ms: stat(&|p| p.ttft_s * 1e3),
             prefill_tok_per_s: stat(&|p| p.positions as f64 / p.prefill_s),
             decode_tok_per_s: stat(&|p| {

@@ -54,6 +54,59 @@ pub enum Command {
     /// costs that case only (recorded as oom / error / timeout) and its peak memory is its own.
     /// Ctrl-C kills the running case and keeps every finished one; --resume skips recorded cases.
     Bench(BenchArgs),
+    /// Measure the fit frontier: for each model × format × KV dtype, the largest context that
+    /// runs on this device or under --memory-limit, found by bisection.
+    ///
+    /// Every probe is a case run in a child process with the KV cache filled synthetically up to
+    /// the probed context (see `run --fill-kv`), so probing 128K costs seconds; its record is
+    /// appended to the results file like any case. A probe fails when it does not fit (oom),
+    /// times out or errors.
+    Frontier(FrontierArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FrontierArgs {
+    /// Model specs (repeat the option for several).
+    #[arg(long, short, required = true)]
+    pub model: Vec<String>,
+    /// Formats for synthetic models and safetensors folders (repeat for several).
+    #[arg(long)]
+    pub quant: Vec<String>,
+    /// KV-cache dtypes (repeat for several).
+    #[arg(long, default_value = "f32")]
+    pub kv_dtype: Vec<String>,
+    /// Cap on resident memory, e.g. 512MiB or 24GiB: a stand-in for a smaller card.
+    #[arg(long, value_name = "SIZE", value_parser = crate::suite::parse_bytes)]
+    pub memory_limit: Option<u64>,
+    /// Smallest context to try.
+    #[arg(long, default_value_t = 256)]
+    pub min_ctx: usize,
+    /// Largest context to try (default: the model's maximum, 32K for 270M/1B, 128K for 4B+).
+    #[arg(long)]
+    pub max_ctx: Option<usize>,
+    /// Stop when the frontier is known to within this many positions.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    pub step: u64,
+    /// Prompt tokens prefilled at the probed depth.
+    #[arg(long, default_value_t = 64)]
+    pub prompt_tokens: usize,
+    /// Tokens decoded at the probed depth.
+    #[arg(long, default_value_t = 4)]
+    pub gen: usize,
+    /// Seconds a probe may take.
+    #[arg(long, default_value_t = 600.0)]
+    pub timeout: f64,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Results file for the probes (default reports/<machine>/results.jsonl).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+    /// CPU threads per probe.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the frontier as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -202,6 +255,12 @@ pub struct RunArgs {
     /// Also write the result record to FILE (replaced atomically; written for failed cases too).
     #[arg(long, value_name = "FILE")]
     pub out: Option<std::path::PathBuf>,
+    /// How the context before the prompt is reached: 'none' (the prompt starts at position 0)
+    /// or 'synthetic' (the KV cache is filled with random keys/values up to
+    /// ctx - prompt - image - gen positions, then the prompt is prefilled and tokens decoded at
+    /// that depth: memory and per-token speed at 128K in seconds, not hours of prefill).
+    #[arg(long, default_value = "none", value_parser = ["none", "synthetic"])]
+    pub fill_kv: String,
     /// Recorded in the case key: the resident-memory cap the suite runner enforces on this case
     /// (set by `bench`, not needed by hand).
     #[arg(long, hide = true)]

@@ -216,6 +216,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         warmup: args.warmup,
         sample_interval: std::time::Duration::from_secs_f64(args.sample_ms / 1e3),
         memory_limit_bytes: args.memory_limit_bytes,
+        fill_kv: args.fill_kv == "synthetic",
     };
     let result = case::measure(&req, |device, vision| {
         load_model(&args.engine, vision, device)
@@ -303,6 +304,12 @@ fn print_case(r: &CaseResult) {
             m.prompt_positions,
             stat(e, 1),
             mib(w.resident_weight_bytes)
+        );
+    }
+    if m.fill_depth > 0 {
+        println!(
+            "depth            {} positions filled with synthetic keys/values before the prompt",
+            m.fill_depth
         );
     }
     println!("time to 1st tok  {} ms", stat(&m.ttft_ms, 1));
@@ -499,4 +506,62 @@ pub fn bench(args: &crate::cli::BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+pub fn frontier(args: &crate::cli::FrontierArgs) -> Result<()> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        anyhow::bail!("--timeout must be a positive number of seconds");
+    }
+    let (rows, results) = crate::bench::frontier(&crate::bench::FrontierOptions {
+        models: args.model.clone(),
+        quants: args.quant.clone(),
+        kv_dtypes: args.kv_dtype.clone(),
+        device: args.device.clone(),
+        memory_limit: args.memory_limit,
+        min_ctx: args.min_ctx,
+        max_ctx: args.max_ctx,
+        step: args.step as usize,
+        prompt_tokens: args.prompt_tokens,
+        gen_tokens: args.gen,
+        timeout: std::time::Duration::from_secs_f64(args.timeout),
+        out: args.out.clone(),
+        threads: args.threads,
+        progress: show_progress(),
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let mib = |b: u64| format!("{:.0} MiB", b as f64 / (1u64 << 20) as f64);
+    for r in &rows {
+        let what = format!(
+            "{} {} kv {}{}",
+            r.model,
+            r.quant.as_deref().unwrap_or(""),
+            r.kv_dtype,
+            r.memory_limit_bytes
+                .map_or(String::new(), |b| format!(", limit {}", mib(b)))
+        );
+        let ok = match (r.largest_ok_ctx, r.largest_ok_peak_rss_bytes) {
+            (Some(c), Some(p)) => format!("largest context {c} (peak RSS {})", mib(p)),
+            (Some(c), None) => format!("largest context {c}"),
+            (None, _) => "does not run at the smallest context".into(),
+        };
+        let failing = match (&r.smallest_failing_ctx, &r.failure) {
+            (Some(c), Some(o)) => format!("; {c} fails ({})", outcome_word(o)),
+            _ => "; the largest context tried runs".into(),
+        };
+        println!("{what}: {ok}{failing} [{} probes]", r.probes);
+    }
+    println!("probe records in {}", results.display());
+    Ok(())
+}
+
+fn outcome_word(o: &Outcome) -> String {
+    match o {
+        Outcome::Ok => "ok".into(),
+        Outcome::Oom { message } => format!("oom: {message}"),
+        Outcome::Timeout { limit_s } => format!("timeout after {limit_s} s"),
+        Outcome::Error { message } => format!("error: {message}"),
+    }
 }

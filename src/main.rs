@@ -37,6 +37,7 @@ fn main() {
         Command::Generate(a) => commands::generate(a),
         Command::Run(a) => commands::run(a),
         Command::Bench(a) => commands::bench(a),
+        Command::Frontier(a) => commands::frontier(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

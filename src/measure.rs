@@ -261,6 +261,8 @@ pub struct Pass {
     pub ttft_s: f64,
     /// Positions prefilled (text plus the image's).
     pub positions: usize,
+    /// Synthetic positions before them.
+    pub depth: usize,
     pub decode_ms: Vec<f64>,
     pub kv_bytes: u64,
     pub rope_bytes: u64,
@@ -283,6 +285,9 @@ pub struct PassShape {
     pub ctx: usize,
     pub prefill_chunk: usize,
     pub kv_dtype: DType,
+    /// Positions filled with synthetic keys and values before the prompt (`--fill-kv`): the
+    /// prompt is then prefilled, and the tokens decoded, at this depth.
+    pub fill_depth: usize,
 }
 
 /// One pass on a fresh session of `shape.ctx` positions: encodes `pixels` (if any), prefills
@@ -301,6 +306,7 @@ pub fn run_pass(
         ctx,
         prefill_chunk,
         kv_dtype,
+        fill_depth,
     } = shape;
     let prompt = m.prompt(prompt_tokens.max(1));
     let vision = match (pixels, &m.vision) {
@@ -314,6 +320,9 @@ pub fn run_pass(
         (Some(px), Some(v)) => Some((px, v)),
     };
     let mut session = m.model.session(ctx, kv_dtype)?;
+    if fill_depth > 0 {
+        session.cache.fill_synthetic(fill_depth)?;
+    }
     let start = Instant::now();
     let (encode_s, soft) = match vision {
         Some((px, v)) => {
@@ -359,6 +368,7 @@ pub fn run_pass(
         prefill_s,
         ttft_s,
         positions: prompt.len() + image_positions,
+        depth: fill_depth,
         decode_ms,
         kv_bytes: session.cache.allocated_bytes() as u64,
         rope_bytes: session.rope_bytes() as u64,

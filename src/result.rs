@@ -51,6 +51,10 @@ pub struct CaseKey {
     pub image: Option<String>,
     /// A memory cap the case ran under, if any.
     pub memory_limit_bytes: Option<u64>,
+    /// How the context before the prompt was reached: None (nothing before the prompt) or
+    /// "synthetic" (the KV cache filled with synthetic keys/values to ctx - prompt - image - gen).
+    #[serde(default)]
+    pub fill_kv: Option<String>,
 }
 
 impl CaseKey {
@@ -58,7 +62,7 @@ impl CaseKey {
     pub fn id(&self) -> String {
         let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
         format!(
-            "{}|{}|{}|{}|ctx{}|p{}|g{}|c{}|t{}|{}|{}|{}",
+            "{}|{}|{}|{}|ctx{}|p{}|g{}|c{}|t{}|{}|{}|{}{}",
             opt(&self.size),
             self.weights,
             opt(&self.quant),
@@ -71,7 +75,10 @@ impl CaseKey {
             self.device_kind,
             opt(&self.image),
             self.memory_limit_bytes
-                .map_or("-".into(), |b| b.to_string())
+                .map_or("-".into(), |b| b.to_string()),
+            self.fill_kv
+                .as_ref()
+                .map_or(String::new(), |f| format!("|fill-{f}"))
         )
     }
 }
@@ -99,6 +106,8 @@ pub struct CaseParams {
     pub repeats: usize,
     pub warmup: usize,
     pub seed: u64,
+    #[serde(default)]
+    pub fill_kv: Option<String>,
 }
 
 /// The machine and build the case ran on.
@@ -269,6 +278,9 @@ pub struct Metrics {
     pub load_s: f64,
     /// Positions prefilled per repeat (text plus the image's).
     pub prompt_positions: usize,
+    /// Positions filled with synthetic keys/values before the prompt (`fill_kv`), 0 otherwise.
+    #[serde(default)]
+    pub fill_depth: usize,
     /// Image encode plus prefill, until the first token's logits.
     pub ttft_ms: Stat,
     pub prefill_tok_per_s: Stat,
@@ -323,6 +335,7 @@ mod tests {
             device_kind: "cpu".into(),
             image: None,
             memory_limit_bytes: None,
+            fill_kv: None,
         }
     }
 

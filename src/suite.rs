@@ -60,6 +60,13 @@ pub struct Axes {
     /// `false` (no image), `true` (a synthetic image) or an image file.
     #[serde(default = "no_image")]
     pub images: Vec<ImageAxis>,
+    /// How the context before the prompt is reached: "none" or "synthetic" (see `run --fill-kv`).
+    #[serde(default = "no_fill")]
+    pub fill_kv: Vec<String>,
+}
+
+fn no_fill() -> Vec<String> {
+    vec!["none".into()]
 }
 
 fn f32_kv() -> Vec<String> {
@@ -114,6 +121,7 @@ pub struct SuiteCase {
     pub gen_tokens: usize,
     pub prefill_chunk: usize,
     pub image: Option<String>,
+    pub fill_kv: bool,
 }
 
 impl Exclude {
@@ -166,6 +174,7 @@ impl Suite {
             ("axes.kv_dtypes", a.kv_dtypes.is_empty()),
             ("axes.prefill_chunks", a.prefill_chunks.is_empty()),
             ("axes.images", a.images.is_empty()),
+            ("axes.fill_kv", a.fill_kv.is_empty()),
         ];
         if let Some((key, _)) = empty.iter().find(|(_, e)| *e) {
             return Err(format!("{key} is empty: the matrix would have no case"));
@@ -183,6 +192,13 @@ impl Suite {
         }
         for kv in &a.kv_dtypes {
             crate::measure::parse_kv_dtype(kv).map_err(|e| format!("axes.kv_dtypes: {e}"))?;
+        }
+        if let Some(f) = a
+            .fill_kv
+            .iter()
+            .find(|f| !matches!(f.as_str(), "none" | "synthetic"))
+        {
+            return Err(format!("axes.fill_kv: '{f}' (choose none or synthetic)"));
         }
         for q in &a.quants {
             crate::model::synthetic::parse_format(q).map_err(|e| format!("axes.quants: {e}"))?;
@@ -206,7 +222,11 @@ impl Suite {
                         for &p in &a.prompt_tokens {
                             for &g in &a.gen_tokens {
                                 for &chunk in &a.prefill_chunks {
-                                    for img in &a.images {
+                                    for (img, fill) in a
+                                        .images
+                                        .iter()
+                                        .flat_map(|i| a.fill_kv.iter().map(move |f| (i, f)))
+                                    {
                                         let c = SuiteCase {
                                             model: model.clone(),
                                             quant: quant.clone(),
@@ -216,6 +236,7 @@ impl Suite {
                                             gen_tokens: g,
                                             prefill_chunk: chunk,
                                             image: img.spec(),
+                                            fill_kv: fill == "synthetic",
                                         };
                                         if !self.exclude.iter().any(|e| e.matches(&c)) {
                                             out.push(c);

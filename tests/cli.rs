@@ -439,3 +439,34 @@ fn run_with_an_image() {
         "18 for the image",
     );
 }
+
+/// `--fill-kv synthetic`: the cache is filled to ctx - prompt - gen, the record says so, and the
+/// key tells the case apart from one that computed its prefill.
+#[test]
+fn fill_kv_reaches_the_depth_without_prefilling_it() {
+    let out = gemma_fit()
+        .args([
+            "run",
+            "--model",
+            "synthetic:270m",
+            "--quant",
+            "q8_0",
+            "--ctx",
+            "4096",
+        ])
+        .args([
+            "--prompt-tokens",
+            "16",
+            "--gen",
+            "2",
+            "--fill-kv",
+            "synthetic",
+            "--json",
+        ])
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["metrics"]["fill_depth"], 4096 - 16 - 2, "{v}");
+    assert_eq!(v["key"]["fill_kv"], "synthetic");
+    assert!(v["key"]["ctx"] == 4096);
+}

@@ -68,6 +68,39 @@ impl KvCache {
         })
     }
 
+    /// Fills positions `len..depth` with random keys and values in [-1, 1) (seeded by candle's
+    /// generator) instead of computing them: the cache then holds what a `depth`-token prefill
+    /// would leave in it as far as memory and the cost of attending are concerned, without that
+    /// prefill's compute. Written in blocks, so the transient stays small.
+    pub fn fill_synthetic(&mut self, depth: usize) -> Result<()> {
+        if depth > self.ctx {
+            candle_core::bail!(
+                "cannot fill the KV cache to {depth} positions: it holds {}",
+                self.ctx
+            );
+        }
+        const BLOCK: usize = 1024;
+        for layer in &self.layers {
+            let (heads, _, hd) = layer.k.dims3()?;
+            // A ring keeps only its last `capacity` positions: write just those.
+            let first = match layer.kind {
+                LayerKind::Global => self.len,
+                LayerKind::Sliding => self.len.max(depth.saturating_sub(layer.capacity)),
+            };
+            let mut pos = first;
+            while pos < depth {
+                let n = BLOCK.min(depth - pos);
+                let device = layer.k.device();
+                let k = Tensor::rand(-1f32, 1f32, (heads, n, hd), device)?;
+                let v = Tensor::rand(-1f32, 1f32, (heads, n, hd), device)?;
+                layer.write(&k, &v, pos)?;
+                pos += n;
+            }
+        }
+        self.len = self.len.max(depth);
+        Ok(())
+    }
+
     pub fn allocated_bytes(&self) -> usize {
         self.layers
             .iter()
@@ -154,5 +187,53 @@ impl LayerCache {
                 Some(last - (last - slot) % self.capacity)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Filling to a depth past the window: global layers hold exactly the filled positions, the
+    /// ring is full, and the next write lands after them.
+    #[test]
+    fn synthetic_fill_reaches_the_depth() {
+        let cfg = Gemma3Config {
+            vocab_size: 16,
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_layers: 6,
+            num_heads: 2,
+            num_kv_heads: 1,
+            head_dim: 8,
+            sliding_window: 8,
+            sliding_window_pattern: 6,
+            rope_global_base: 1e6,
+            rope_local_base: 1e4,
+            rope_global_scale: 1.0,
+            query_pre_attn_scalar: 8.0,
+            rms_norm_eps: 1e-6,
+            max_position_embeddings: 64,
+        };
+        let mut c = KvCache::new(&cfg, 40, DType::F16, &Device::Cpu).unwrap();
+        assert!(c.fill_synthetic(41).is_err());
+        c.fill_synthetic(30).unwrap();
+        assert_eq!(c.len, 30);
+        let nonzero_rows = |t: &Tensor| -> Vec<bool> {
+            let v: Vec<Vec<f32>> = t
+                .to_dtype(DType::F32)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec2()
+                .unwrap();
+            v.iter().map(|r| r.iter().any(|x| *x != 0.0)).collect()
+        };
+        let global = nonzero_rows(&c.layers[5].k);
+        assert!(global[..30].iter().all(|&b| b) && global[30..].iter().all(|&b| !b));
+        assert!(
+            nonzero_rows(&c.layers[0].v).iter().all(|&b| b),
+            "the ring is full"
+        );
     }
 }
