@@ -203,19 +203,6 @@ fn child_args(req: &CaseRequest, out: &Path, threads: Option<usize>) -> Vec<Stri
     a
 }
 
-/// Resident memory of a process (VmRSS), bytes.
-fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line["VmRSS:".len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
 /// Why the runner stopped a child, if it did.
 enum Stopped {
     Timeout(f64),
@@ -254,7 +241,7 @@ fn run_child(
         } else if start.elapsed() > timeout {
             stopped = Some(Stopped::Timeout(timeout.as_secs_f64()));
         } else if let Some(limit) = req.memory_limit_bytes {
-            if let Some(rss) = rss_of(child.id()).filter(|&r| r > limit) {
+            if let Some(rss) = crate::probe::host::rss_bytes_of(child.id()).filter(|&r| r > limit) {
                 stopped = Some(Stopped::Memory { rss, limit });
             }
         }

@@ -178,6 +178,28 @@ impl Outcome {
     }
 }
 
+/// Merges records (e.g. concatenated result files from several machines or shards): one per
+/// case key, the newest (`started_unix_s`; on a tie, the later in the input), in input order.
+pub fn newest_per_key(records: Vec<CaseResult>) -> Vec<CaseResult> {
+    let mut best: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        let id = r.key.id();
+        match best.get(&id) {
+            Some(&j) if records[j].started_unix_s > r.started_unix_s => {}
+            _ => {
+                best.insert(id, i);
+            }
+        }
+    }
+    let keep: std::collections::HashSet<usize> = best.into_values().collect();
+    records
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep.contains(i))
+        .map(|(_, r)| r)
+        .collect()
+}
+
 /// The spread of a figure over the repeats.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stat {
@@ -349,6 +371,66 @@ mod tests {
         let mut other = key();
         other.image = Some("synthetic".into());
         assert_ne!(k.id(), other.id());
+    }
+
+    #[test]
+    fn merged_files_keep_the_newest_record_per_case() {
+        let rec = |key: CaseKey, t: u64, outcome: Outcome| CaseResult {
+            schema_version: 1,
+            started_unix_s: t,
+            params: CaseParams {
+                model: "m".into(),
+                source: "m".into(),
+                model_size: None,
+                prompt_tokens: key.prompt_tokens,
+                gen_tokens: key.gen_tokens,
+                ctx: key.ctx,
+                prefill_chunk: key.prefill_chunk,
+                kv_dtype: key.kv_dtype.clone(),
+                threads: key.threads,
+                device: "cpu".into(),
+                image: None,
+                repeats: 1,
+                warmup: 0,
+                seed: 0,
+                fill_kv: None,
+            },
+            key,
+            environment: Environment {
+                tool_version: String::new(),
+                git_commit: String::new(),
+                rustc_version: String::new(),
+                candle_version: String::new(),
+                features: Vec::new(),
+                cpu_model: String::new(),
+                physical_cores: None,
+                logical_cores: 1,
+                ram_total_bytes: 0,
+                os: String::new(),
+                kernel: String::new(),
+                gpu: None,
+            },
+            outcome,
+            metrics: None,
+            probes: Probes::default(),
+        };
+        let mut other = key();
+        other.ctx = 8192;
+        let err = || Outcome::Error {
+            message: "x".into(),
+        };
+        let merged = newest_per_key(vec![
+            rec(key(), 10, err()),
+            rec(other.clone(), 5, Outcome::Ok),
+            rec(key(), 20, Outcome::Ok),
+            rec(other, 3, err()),
+        ]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!((merged[0].key.ctx, merged[0].started_unix_s), (8192, 5));
+        assert_eq!(
+            (merged[1].key.ctx, merged[1].outcome.clone()),
+            (4096, Outcome::Ok)
+        );
     }
 
     #[test]

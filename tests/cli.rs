@@ -330,30 +330,18 @@ fn a_failed_case_is_recorded() {
         .contains("GiB available"));
     assert!(v["metrics"].is_null());
     assert_eq!(v["key"]["size"], "27b");
-    assert_fails_with(
-        &[
+    for (device, message) in [("cuda:0", "--features cuda"), ("tpu", "cpu or cuda:N")] {
+        let args = [
             "run",
             "--model",
             "synthetic:270m",
             "--quant",
             "q8_0",
             "--device",
-            "cuda:0",
-        ],
-        "--features cuda",
-    );
-    assert_fails_with(
-        &[
-            "run",
-            "--model",
-            "synthetic:270m",
-            "--quant",
-            "q8_0",
-            "--device",
-            "tpu",
-        ],
-        "cpu or cuda:N",
-    );
+            device,
+        ];
+        assert_fails_with(&args, message);
+    }
 }
 
 #[test]

@@ -41,9 +41,13 @@ impl HostInfo {
     }
 }
 
-/// Reads one `kB` field of /proc/self/status, in bytes (Linux only).
-fn proc_status_bytes(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+/// Reads one `kB` field of /proc/<pid>/status (`self` when None), in bytes (Linux only).
+fn proc_status_bytes(pid: Option<u32>, field: &str) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/status"),
+        None => "/proc/self/status".into(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: u64 = line[field.len()..]
         .trim()
@@ -56,7 +60,12 @@ fn proc_status_bytes(field: &str) -> Option<u64> {
 
 /// Peak resident memory of this process (VmHWM, kept by the kernel).
 pub fn peak_rss_bytes() -> Option<u64> {
-    proc_status_bytes("VmHWM:")
+    proc_status_bytes(None, "VmHWM:")
+}
+
+/// Current resident memory of another process (VmRSS), e.g. a suite's case.
+pub fn rss_bytes_of(pid: u32) -> Option<u64> {
+    proc_status_bytes(Some(pid), "VmRSS:")
 }
 
 /// Resets the kernel's peak-RSS mark (VmHWM) to the current RSS, so the next reading is the peak
