@@ -307,6 +307,22 @@ fn run_child(
     Ok(Some(record))
 }
 
+/// One line about a finished case.
+fn brief(r: &CaseResult) -> String {
+    match (&r.outcome, &r.metrics) {
+        (Outcome::Ok, Some(m)) => format!(
+            "ok, prefill {:.1} tok/s, decode {:.1} tok/s, peak RSS {:.0} MiB",
+            m.prefill_tok_per_s.median,
+            m.decode_tok_per_s.median,
+            m.peak_rss_bytes.unwrap_or(0) as f64 / (1u64 << 20) as f64
+        ),
+        (Outcome::Ok, None) => "ok".into(),
+        (Outcome::Oom { message }, _) => format!("oom: {message}"),
+        (Outcome::Timeout { limit_s }, _) => format!("timeout after {limit_s} s"),
+        (Outcome::Error { message }, _) => format!("error: {message}"),
+    }
+}
+
 /// Runs a suite; returns the summary (also when interrupted).
 pub fn run(opts: &BenchOptions) -> Result<Summary> {
     let suite = Suite::load(&opts.suite)?;
@@ -372,8 +388,20 @@ pub fn run(opts: &BenchOptions) -> Result<Summary> {
                 record.key.memory_limit_bytes = req.memory_limit_bytes;
                 summary.count(&record.outcome);
                 append(&results, &record)?;
-                if !record.outcome.is_ok() {
-                    bar.println(format!("{}: {:?}", key.id(), record.outcome));
+                let line = format!(
+                    "[{}/{}] {}: {}",
+                    n + 1,
+                    todo.len(),
+                    key.id(),
+                    brief(&record)
+                );
+                if opts.progress {
+                    if !record.outcome.is_ok() {
+                        bar.println(line);
+                    }
+                } else {
+                    // No terminal (CI logs, pipes): one line per case instead of a bar.
+                    eprintln!("{line}");
                 }
             }
             None => {

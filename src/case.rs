@@ -183,9 +183,9 @@ fn size_of(m: &LoadedModel) -> Option<String> {
 struct HostPhases {
     can_reset: bool,
     rapl: Option<Rapl>,
-    current: Option<(Phase, Option<u64>)>,
+    current: Option<(Phase, Option<Vec<u64>>)>,
     peak: BTreeMap<Phase, u64>,
-    cpu_uj: BTreeMap<Phase, u64>,
+    cpu_j: BTreeMap<Phase, f64>,
 }
 
 impl HostPhases {
@@ -209,20 +209,20 @@ impl HostPhases {
             rapl,
             current: None,
             peak: BTreeMap::new(),
-            cpu_uj: BTreeMap::new(),
+            cpu_j: BTreeMap::new(),
         }
     }
 
     /// Closes the current phase (its peak RSS and energy) and opens `next`.
     fn boundary(&mut self, next: Option<Phase>) {
-        let energy = self.rapl.as_ref().and_then(|r| r.read_uj().ok());
+        let energy = self.rapl.as_ref().and_then(|r| r.read().ok());
         if let Some((phase, start)) = self.current.take() {
             if let Some(rss) = host::peak_rss_bytes() {
                 let e = self.peak.entry(phase).or_insert(0);
                 *e = (*e).max(rss);
             }
-            if let (Some(a), Some(b)) = (start, energy) {
-                *self.cpu_uj.entry(phase).or_insert(0) += b.wrapping_sub(a);
+            if let (Some(rapl), Some(a), Some(b)) = (&self.rapl, start, &energy) {
+                *self.cpu_j.entry(phase).or_insert(0.0) += rapl.joules_between(&a, b);
             }
         }
         if let Some(p) = next {
@@ -542,7 +542,7 @@ fn fill_phases(m: &mut Metrics, host: &HostPhases, gpu: Option<&SamplerReport>, 
             gpu_process_peak_bytes: g.and_then(|g| g.process_bytes).map(|v| v.peak as u64),
         });
         let gpu_j = g.and_then(|g| g.energy_j);
-        let cpu_j = host.cpu_uj.get(&p).map(|uj| *uj as f64 / 1e6);
+        let cpu_j = host.cpu_j.get(&p).copied();
         let tokens = match p {
             Phase::Prefill => Some(m.prompt_positions as f64 * repeats),
             Phase::Decode => Some(req.gen_tokens as f64 * repeats),

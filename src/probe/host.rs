@@ -75,19 +75,20 @@ pub fn reset_peak_rss() -> Result<(), String> {
         .map_err(|e| format!("host: cannot reset the peak-RSS mark (/proc/self/clear_refs: {e})"))
 }
 
-/// CPU package energy from RAPL through powercap, summed over packages, in microjoules.
+/// CPU package energy from RAPL through powercap, per package domain.
 pub struct Rapl {
-    domains: Vec<std::path::PathBuf>,
+    /// (energy_uj file, the counter's wrap-around range in microjoules)
+    domains: Vec<(std::path::PathBuf, u64)>,
 }
 
 impl Rapl {
-    /// The package domains (`/sys/class/powercap/intel-rapl:N/energy_uj`, AMD CPUs included on
-    /// recent kernels), or why there are none readable.
+    /// The package domains (`/sys/class/powercap/intel-rapl:N`, AMD CPUs included on recent
+    /// kernels), or why there are none readable.
     pub fn open() -> Result<Self, String> {
         let root = std::path::Path::new("/sys/class/powercap");
         let entries = std::fs::read_dir(root)
             .map_err(|e| format!("rapl: {} not available ({e})", root.display()))?;
-        let mut domains: Vec<_> = entries
+        let mut dirs: Vec<_> = entries
             .flatten()
             .map(|e| e.path())
             .filter(|p| {
@@ -95,28 +96,79 @@ impl Rapl {
                     .and_then(|n| n.to_str())
                     .is_some_and(|n| n.starts_with("intel-rapl:") && n.matches(':').count() == 1)
             })
-            .map(|p| p.join("energy_uj"))
             .collect();
-        domains.sort();
-        if domains.is_empty() {
+        dirs.sort();
+        if dirs.is_empty() {
             return Err("rapl: no package domains under /sys/class/powercap".into());
         }
+        let domains = dirs
+            .into_iter()
+            .map(|d| {
+                let range = read_u64(&d.join("max_energy_range_uj")).unwrap_or(u64::MAX);
+                (d.join("energy_uj"), range)
+            })
+            .collect();
         let rapl = Rapl { domains };
-        rapl.read_uj()?;
+        rapl.read()?;
         Ok(rapl)
     }
 
-    /// The summed counter (it wraps; differences over a phase are what matter).
-    pub fn read_uj(&self) -> Result<u64, String> {
-        let mut total = 0u64;
-        for d in &self.domains {
-            let text = std::fs::read_to_string(d)
-                .map_err(|e| format!("rapl: cannot read {} ({e})", d.display()))?;
-            total += text
-                .trim()
-                .parse::<u64>()
-                .map_err(|e| format!("rapl: {}: {e}", d.display()))?;
-        }
-        Ok(total)
+    /// The counters now, one per domain (they wrap; see [`Rapl::joules_between`]).
+    pub fn read(&self) -> Result<Vec<u64>, String> {
+        self.domains.iter().map(|(f, _)| read_u64(f)).collect()
+    }
+
+    /// Energy between two readings, summed over the domains, each counter's wrap-around
+    /// accounted for (at most one wrap between readings).
+    pub fn joules_between(&self, a: &[u64], b: &[u64]) -> f64 {
+        self.domains
+            .iter()
+            .zip(a.iter().zip(b))
+            .map(|((_, range), (&a, &b))| {
+                let uj = if b >= a {
+                    b - a
+                } else {
+                    range.saturating_sub(a) + b
+                };
+                uj as f64 / 1e6
+            })
+            .sum()
+    }
+}
+
+fn read_u64(path: &std::path::Path) -> Result<u64, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("rapl: cannot read {} ({e})", path.display()))?;
+    text.trim()
+        .parse()
+        .map_err(|e| format!("rapl: {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rapl_differences_survive_a_wrap() {
+        let rapl = Rapl {
+            domains: vec![("a".into(), 1_000_000), ("b".into(), u64::MAX)],
+        };
+        // Domain a wraps from 900,000 to 100,000 µJ: 200,000 µJ; b moves 3,000,000 µJ.
+        let j = rapl.joules_between(&[900_000, 5_000_000], &[100_000, 8_000_000]);
+        assert!((j - 3.2).abs() < 1e-9, "{j}");
+    }
+
+    /// A 256 MiB buffer, touched then freed, shows in the peak until the mark is reset.
+    #[test]
+    fn peak_rss_is_readable_and_resettable() {
+        const BIG: usize = 256 << 20;
+        assert!(rss_bytes_of(std::process::id()).unwrap() > 0);
+        let buf = vec![1u8; BIG];
+        let with = peak_rss_bytes().unwrap();
+        assert!(with as usize >= BIG, "{with}");
+        drop(std::hint::black_box(buf));
+        reset_peak_rss().unwrap();
+        let after = peak_rss_bytes().unwrap();
+        assert!(after + (BIG as u64) / 2 < with, "{after} vs {with}");
     }
 }
