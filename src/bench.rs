@@ -20,7 +20,7 @@ use crate::suite::{Shard, Suite, SuiteCase};
 /// How to run a suite.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    pub suite: PathBuf,
+    pub suite: Suite,
     /// Where results go; default `reports/<machine>/results.jsonl`.
     pub out: Option<PathBuf>,
     pub resume: bool,
@@ -325,7 +325,7 @@ fn brief(r: &CaseResult) -> String {
 
 /// Runs a suite; returns the summary (also when interrupted).
 pub fn run(opts: &BenchOptions) -> Result<Summary> {
-    let suite = Suite::load(&opts.suite)?;
+    let suite = &opts.suite;
     let memory_limit = match (&opts.memory_limit, &suite.memory_limit) {
         (Some(b), _) => Some(*b),
         (None, Some(s)) => Some(crate::suite::parse_bytes(s).map_err(Error::Unsupported)?),
@@ -352,7 +352,7 @@ pub fn run(opts: &BenchOptions) -> Result<Summary> {
         if opts.shard.is_some_and(|s| !s.has(i)) {
             continue;
         }
-        let req = request(&suite, &c, memory_limit);
+        let req = request(suite, &c, memory_limit);
         if done.contains(&case::request_key(&req).id()) {
             summary.skipped += 1;
         } else {

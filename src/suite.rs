@@ -313,13 +313,44 @@ pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
     Ok((v * mult) as u64)
 }
 
-/// The folder suites are looked up in when a bare name is given ("quick" → suites/quick.toml).
-pub fn resolve(name_or_path: &str) -> PathBuf {
+/// The suites shipped in `suites/`, built into the binary so `bench quick` works from any folder.
+const SHIPPED: &[(&str, &str)] = &[
+    ("quick", include_str!("../suites/quick.toml")),
+    ("ci", include_str!("../suites/ci.toml")),
+    ("fit-matrix", include_str!("../suites/fit-matrix.toml")),
+    ("full", include_str!("../suites/full.toml")),
+];
+
+/// A suite by path, or by name: `suites/NAME.toml` under the current folder when it exists (so
+/// edits there count), else the copy built into the binary. Returns the suite and where it
+/// came from.
+pub fn find(name_or_path: &str) -> Result<(Suite, PathBuf)> {
     let p = PathBuf::from(name_or_path);
     if p.exists() || name_or_path.contains('/') || name_or_path.ends_with(".toml") {
-        return p;
+        return Ok((Suite::load(&p)?, p));
     }
-    PathBuf::from("suites").join(format!("{name_or_path}.toml"))
+    let local = PathBuf::from("suites").join(format!("{name_or_path}.toml"));
+    if local.is_file() {
+        return Ok((Suite::load(&local)?, local));
+    }
+    match SHIPPED.iter().find(|(n, _)| *n == name_or_path) {
+        Some((_, text)) => {
+            let origin = PathBuf::from(format!("(built-in) suites/{name_or_path}.toml"));
+            let suite = Suite::parse(text).map_err(|reason| Error::BadConfig {
+                path: origin.clone(),
+                reason,
+            })?;
+            Ok((suite, origin))
+        }
+        None => Err(Error::Unsupported(format!(
+            "no suite '{name_or_path}': give a path to a .toml file or one of {}",
+            SHIPPED
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -393,6 +424,15 @@ context = 4096
         assert!(e.contains("axes.quants"), "{e}");
         let e = Suite::parse(&SUITE.replace("\"q8_0\"]", "\"q9_9\"]")).unwrap_err();
         assert!(e.contains("q9_9"), "{e}");
+    }
+
+    #[test]
+    fn shipped_suites_parse() {
+        for (name, text) in SHIPPED {
+            let s = Suite::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(s.name, *name);
+            assert!(!s.cases().is_empty(), "{name}");
+        }
     }
 
     #[test]
