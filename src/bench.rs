@@ -251,6 +251,10 @@ fn run_child(
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    // A Ctrl-C in a terminal reaches the child too; a case it cut short is not run, not failed.
+    if stop.load(Ordering::SeqCst) && !out.exists() {
+        return Ok(None);
+    }
     let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
     let record = match stopped {
         Some(Stopped::Interrupted) => return Ok(None),
