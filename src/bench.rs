@@ -141,20 +141,30 @@ fn append(path: &Path, record: &CaseResult) -> Result<()> {
         .map_err(|e| Error::io(path, e))
 }
 
+/// The request for a suite case.
 fn request(suite: &Suite, c: &SuiteCase, memory_limit: Option<u64>) -> CaseRequest {
+    CaseRequest {
+        repeats: suite.repeats.max(1),
+        warmup: suite.warmup,
+        ..request_on(&suite.device, c, memory_limit)
+    }
+}
+
+/// The request for a case on `device`: one pass, no warm-up.
+fn request_on(device: &str, c: &SuiteCase, memory_limit: Option<u64>) -> CaseRequest {
     CaseRequest {
         model: c.model.clone(),
         quant: c.quant.clone(),
         seed: 0,
-        device: suite.device.clone(),
+        device: device.to_string(),
         prompt_tokens: c.prompt_tokens,
         gen_tokens: c.gen_tokens,
         ctx: Some(c.ctx),
         prefill_chunk: c.prefill_chunk,
         kv_dtype: c.kv_dtype.clone(),
         image: c.image.clone(),
-        repeats: suite.repeats.max(1),
-        warmup: suite.warmup,
+        repeats: 1,
+        warmup: 0,
         sample_interval: Duration::from_millis(10),
         memory_limit_bytes: memory_limit,
         fill_kv: c.fill_kv,
@@ -589,16 +599,12 @@ pub fn frontier(opts: &FrontierOptions) -> Result<(Vec<FrontierRow>, PathBuf)> {
     let stop = AtomicBool::new(false);
     let mut combos = Vec::new();
     for model in &opts.models {
-        let quants: Vec<Option<String>> = if opts.quants.is_empty() {
-            vec![None]
-        } else if model.starts_with("synthetic:")
-            || Path::new(model).is_dir()
-            || model.starts_with("hf:")
-        {
-            opts.quants.iter().cloned().map(Some).collect()
-        } else {
-            vec![None]
-        };
+        let quants: Vec<Option<String>> =
+            if opts.quants.is_empty() || !crate::suite::takes_quant(model) {
+                vec![None]
+            } else {
+                opts.quants.iter().cloned().map(Some).collect()
+            };
         for q in quants {
             for kv in &opts.kv_dtypes {
                 combos.push((model.clone(), q.clone(), kv.clone()));
@@ -619,23 +625,18 @@ pub fn frontier(opts: &FrontierOptions) -> Result<(Vec<FrontierRow>, PathBuf)> {
                 quant.as_deref().unwrap_or("")
             ));
             bar.tick();
-            let req = CaseRequest {
+            let case = SuiteCase {
                 model: model.clone(),
                 quant: quant.clone(),
-                seed: 0,
-                device: opts.device.clone(),
+                kv_dtype: kv.clone(),
+                ctx,
                 prompt_tokens: opts.prompt_tokens,
                 gen_tokens: opts.gen_tokens,
-                ctx: Some(ctx),
                 prefill_chunk: 512,
-                kv_dtype: kv.clone(),
                 image: None,
-                repeats: 1,
-                warmup: 0,
-                sample_interval: Duration::from_millis(10),
-                memory_limit_bytes: opts.memory_limit,
                 fill_kv: ctx > floor,
             };
+            let req = request_on(&opts.device, &case, opts.memory_limit);
             let mut record = run_child(&exe, &req, opts.timeout, opts.threads, &stop)?
                 .ok_or_else(|| Error::Unsupported("interrupted".into()))?;
             record.key.memory_limit_bytes = opts.memory_limit;

@@ -384,7 +384,8 @@ pub fn measure(
             Err(e) => format!("{e}; the case runs on the CPU"),
         }),
     }
-    probe.phase(Phase::Baseline);
+    // (The GPU sampler took its first reading in Baseline as it started.)
+    probe.host.boundary(Some(Phase::Baseline));
 
     let outcome_and_metrics = (|| -> Result<Metrics> {
         let kv_dtype = measure::parse_kv_dtype(&req.kv_dtype).map_err(crate::Error::Unsupported)?;

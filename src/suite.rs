@@ -143,7 +143,7 @@ impl Exclude {
 }
 
 /// Whether `--quant` applies to a model spec (synthetic models and safetensors folders).
-fn takes_quant(model: &str) -> bool {
+pub fn takes_quant(model: &str) -> bool {
     match model.parse::<crate::model::spec::ModelSpec>() {
         Ok(crate::model::spec::ModelSpec::Synthetic(_))
         | Ok(crate::model::spec::ModelSpec::HfDir(_))

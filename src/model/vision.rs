@@ -161,7 +161,16 @@ impl Dense {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let w = self.w.dequantize(x.device())?;
+        self.apply(x, &self.widened(x.device())?)
+    }
+
+    /// The weight as f32, for several products in a row (one widening, not one per product).
+    fn widened(&self, device: &Device) -> candle_core::Result<Tensor> {
+        self.w.dequantize(device)
+    }
+
+    /// `x @ wᵀ + b` with `w` from [`Dense::widened`].
+    fn apply(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
         x.matmul(&w.t()?)?.broadcast_add(&self.b)
     }
 }
@@ -322,10 +331,11 @@ impl EncoderLayer {
         let x = (x + self.out.forward(&attn)?)?;
         let h = self.ln2.forward(&x, eps)?;
         let rows = x.dim(0)?;
+        let (up, down) = (self.up.widened(x.device())?, self.down.widened(x.device())?);
         let mut outs = Vec::with_capacity(rows.div_ceil(MLP_ROWS));
         for start in (0..rows).step_by(MLP_ROWS) {
             let hb = h.narrow(0, start, MLP_ROWS.min(rows - start))?;
-            outs.push(self.down.forward(&self.up.forward(&hb)?.gelu()?)?);
+            outs.push(self.down.apply(&self.up.apply(&hb, &up)?.gelu()?, &down)?);
         }
         x + Tensor::cat(&outs, 0)?
     }
