@@ -67,6 +67,88 @@ pub enum Command {
     /// appended to the results file like any case. A probe fails when it does not fit (oom),
     /// times out or errors.
     Frontier(FrontierArgs),
+    /// Predict, without running anything, which Gemma 3 sizes and formats fit a GPU (or any
+    /// memory size) at which contexts.
+    ///
+    /// Predictions come from the engine's own allocation plan: every weight tensor in its format
+    /// as the device holds it, the KV cache with Gemma 3's sliding window (global layers keep
+    /// the whole context, the 5 in 6 sliding layers only their window), RoPE tables, the peak
+    /// activations of a prefill chunk, the vision tower with --image, and the runtime's overhead
+    /// (constants measured on this engine; the CUDA context is not yet measured: see the notes
+    /// printed with GPU tables). Cells: "fits" when the prediction is at most 90% of the memory,
+    /// "tight" up to 100%, else "no"; contexts past a model's maximum (32K for 270M/1B) are n/a.
+    /// Memory is the total the driver reports (the catalog's total_mib; `gemma-fit gpus`).
+    /// Needs no GPU, no model file and no network.
+    ///
+    /// With --results, measured cases (results files from `bench`, `run --out`) are set beside
+    /// their predictions instead, with the error of each.
+    Fit(FitArgs),
+    /// List the GPU catalog fit uses: memory (label and driver-reported total), bandwidth, BF16
+    /// TFLOP/s and TDP, with sources. Extend or override it with --catalog FILE (same TOML format
+    /// as src/estimate/gpus.toml: [[gpu]] tables with name, aliases, memory_gb, total_mib,
+    /// bandwidth_gbs, bf16_tflops, tdp_w, source, total_source).
+    Gpus(GpusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FitArgs {
+    /// A GPU from the catalog, matched loosely ("4090", "rtx 4090", "h100 sxm"); an unknown or
+    /// ambiguous name lists the candidates.
+    #[arg(long, conflicts_with = "memory")]
+    pub gpu: Option<String>,
+    /// Any memory size instead of a catalog GPU, e.g. 24GiB or 16GB (no speed bound unless
+    /// --bandwidth). Without --gpu and --memory: this machine's RAM, for CPU runs.
+    #[arg(long, value_parser = crate::suite::parse_bytes)]
+    pub memory: Option<u64>,
+    /// Memory bandwidth in GB/s for --memory (gives the decode-speed bound).
+    #[arg(long, requires = "memory")]
+    pub bandwidth: Option<f64>,
+    /// What the memory belongs to: cuda (default with --gpu and --memory) or cpu (default for
+    /// this machine's RAM). The engine holds weights differently on each.
+    #[arg(long, value_parser = crate::estimate::Target::parse)]
+    pub device: Option<crate::estimate::Target>,
+    /// Models: sizes 270m, 1b, 4b, 12b, 27b (also synthetic:SIZE), or 'default' (the 270M Q4_K_M
+    /// GGUF with its tokenizer). Comma-separated or repeated.
+    #[arg(long, short, value_delimiter = ',', default_values_t = ["270m", "1b", "4b", "12b", "27b"].map(String::from))]
+    pub model: Vec<String>,
+    /// Weight formats (synthetic names: f32, f16, bf16, q8_0, q6_k, q5_k, q4_k, q5_1, q5_0, q4_1,
+    /// q4_0, q4_k_m, qat_q4_0).
+    #[arg(long, value_delimiter = ',', default_values_t = ["bf16", "q8_0", "q4_k_m"].map(String::from))]
+    pub quant: Vec<String>,
+    /// KV-cache dtypes: bf16 (GPU deployments' usual choice), f16, f32 (`run`'s default).
+    #[arg(long, value_delimiter = ',', default_values_t = ["bf16".to_string()])]
+    pub kv_dtype: Vec<String>,
+    /// Context lengths (columns): 4096 or 4K (K = 1024).
+    #[arg(long, value_delimiter = ',', value_parser = crate::estimate::fit::parse_ctx, default_values_t = [4096usize, 8192, 32768, 131072])]
+    pub ctx: Vec<usize>,
+    /// Prompt positions per forward pass (the prefill chunk): sets the activation peak.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub prefill_chunk: u64,
+    /// Include one image (4B and larger): the vision tower's weights and its encode workspace.
+    #[arg(long)]
+    pub image: bool,
+    /// Output: table (terminal), md, csv or json (an array of cells with model, quant, kv_dtype,
+    /// ctx, predicted_bytes, verdict, breakdown, ...; n/a contexts are left out).
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: crate::estimate::fit::Format,
+    /// Extra GPU catalog files (TOML, as src/estimate/gpus.toml); entries replace built-in ones
+    /// of the same name.
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Vec<std::path::PathBuf>,
+    /// Compare measured results (JSON lines from `bench`, or `run --out` records) with their
+    /// predictions instead of tabulating: peak memory and its non-weight part, with the error.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub results: Vec<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GpusArgs {
+    /// Extra catalog files (TOML); entries replace built-in ones of the same name.
+    #[arg(long, value_name = "FILE")]
+    pub catalog: Vec<std::path::PathBuf>,
+    /// Print the catalog as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -576,3 +576,97 @@ fn outcome_word(o: &Outcome) -> String {
         Outcome::Error { message } => format!("error: {message}"),
     }
 }
+
+/// `gemma-fit fit`: the fit table of a GPU or memory size, or measured results beside their
+/// predictions.
+pub fn fit(args: &crate::cli::FitArgs) -> Result<()> {
+    use crate::estimate::fit;
+    use crate::estimate::Target;
+    if !args.results.is_empty() {
+        let mut records = Vec::new();
+        for path in &args.results {
+            let (mut r, bad) = crate::result::read_records(path)?;
+            if bad > 0 {
+                eprintln!(
+                    "warning: {}: {bad} line(s) are not result records; skipped",
+                    path.display()
+                );
+            }
+            records.append(&mut r);
+        }
+        let (compared, skipped) = fit::compare(&records);
+        print!(
+            "{}",
+            fit::render_compared(&compared, &skipped, args.format)?
+        );
+        return Ok(());
+    }
+    let catalog = crate::estimate::catalog::Catalog::load(&args.catalog)?;
+    let cap = match (&args.gpu, args.memory) {
+        (Some(name), _) => {
+            let g = catalog.find(name)?;
+            fit::Capacity {
+                name: g.name.clone(),
+                total_bytes: g.total_bytes(),
+                bandwidth_gbs: Some(g.bandwidth_gbs),
+                target: args.device.unwrap_or(Target::Cuda),
+            }
+        }
+        (None, Some(bytes)) => fit::Capacity {
+            name: format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64),
+            total_bytes: bytes,
+            bandwidth_gbs: args.bandwidth,
+            target: args.device.unwrap_or(Target::Cuda),
+        },
+        (None, None) => fit::Capacity {
+            name: "this machine's RAM".into(),
+            total_bytes: HostInfo::read().ram_total_bytes,
+            bandwidth_gbs: None,
+            target: args.device.unwrap_or(Target::Cpu),
+        },
+    };
+    let req = fit::Request {
+        models: args.model.clone(),
+        quants: args.quant.clone(),
+        kv_dtypes: args.kv_dtype.clone(),
+        ctxs: args.ctx.clone(),
+        rows: args.prefill_chunk as usize,
+        image: args.image,
+    };
+    let rows = fit::table(&req, &cap)?;
+    print!("{}", fit::render(&rows, &req, &cap, args.format)?);
+    Ok(())
+}
+
+/// `gemma-fit gpus`: the catalog.
+pub fn gpus(args: &crate::cli::GpusArgs) -> Result<()> {
+    let catalog = crate::estimate::catalog::Catalog::load(&args.catalog)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&catalog.gpus)?);
+        return Ok(());
+    }
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_header([
+        "GPU",
+        "label GB",
+        "total GiB (driver)",
+        "GB/s",
+        "BF16 TFLOP/s",
+        "TDP W",
+    ]);
+    for g in &catalog.gpus {
+        let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v}"));
+        t.add_row([
+            g.name.clone(),
+            format!("{}", g.memory_gb),
+            format!("{:.2}", g.total_mib as f64 / 1024.0),
+            format!("{}", g.bandwidth_gbs),
+            opt(g.bf16_tflops),
+            opt(g.tdp_w),
+        ]);
+    }
+    println!("{t}");
+    println!("Sources: gemma-fit gpus --json (fields source, total_source); add cards with --catalog FILE.");
+    Ok(())
+}

@@ -9,6 +9,7 @@
 //! - [`case`]: measuring a case end to end (phases, probes, repeats) into a [`result`] record.
 //! - [`result`]: the result schema v1 (`docs/result-schema.md`).
 //! - [`suite`]: suite files and their matrix; [`bench`]: the runner (child process per case).
+//! - [`estimate`]: predicted memory from the engine's plan, the GPU catalog, fit tables.
 //! - [`probe`]: host facts and peak RSS, NVIDIA GPUs through NVML, the phase sampler.
 
 pub mod bench;
@@ -16,6 +17,7 @@ pub mod case;
 pub mod cli;
 pub mod commands;
 pub mod error;
+pub mod estimate;
 pub mod fetch;
 pub mod hub;
 pub mod measure;

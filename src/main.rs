@@ -38,6 +38,8 @@ fn main() {
         Command::Run(a) => commands::run(a),
         Command::Bench(a) => commands::bench(a),
         Command::Frontier(a) => commands::frontier(a),
+        Command::Fit(a) => commands::fit(a),
+        Command::Gpus(a) => commands::gpus(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

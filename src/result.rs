@@ -180,6 +180,31 @@ impl Outcome {
 
 /// Merges records (e.g. concatenated result files from several machines or shards): one per
 /// case key, the newest (`started_unix_s`; on a tie, the later in the input), in input order.
+/// The records of a results file: JSON lines (`bench`), or one JSON record (`run --out`).
+/// Lines that do not parse (one cut short by a kill) are skipped and counted; a file with no
+/// record at all is an error.
+pub fn read_records(path: &std::path::Path) -> crate::Result<(Vec<CaseResult>, usize)> {
+    let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
+    if let Ok(one) = serde_json::from_str::<CaseResult>(&text) {
+        return Ok((vec![one], 0));
+    }
+    let mut records = Vec::new();
+    let mut bad = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<CaseResult>(line) {
+            Ok(r) => records.push(r),
+            Err(_) => bad += 1,
+        }
+    }
+    if records.is_empty() {
+        return Err(crate::Error::Unsupported(format!(
+            "{}: no result records (expected JSON lines from `bench` or a record from `run --out`)",
+            path.display()
+        )));
+    }
+    Ok((records, bad))
+}
+
 pub fn newest_per_key(records: Vec<CaseResult>) -> Vec<CaseResult> {
     let mut best: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (i, r) in records.iter().enumerate() {

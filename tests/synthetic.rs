@@ -71,12 +71,22 @@ fn gguf_cfg(size: &str) -> gemma_fit::model::config::Gemma3Config {
     c
 }
 
-/// Within 1% of the published GGUF files (fact sheet §3.2/§3.3; the files add a few MB of
+/// Within 1% of the published files (GGUF, and safetensors for bf16 270M; fact sheet §3.2/§3.3; the files add a few MB of
 /// metadata and vocabulary).
 #[test]
 fn mixes_match_published_file_sizes() {
     use gemma_fit::model::synthetic::{file_weight_bytes, parse_format};
+    // GGUF files of 270M hold 6,525,120 bytes of metadata (mostly the vocabulary: the default
+    // file's size minus its tensors), 2.6% of the whole at that size; subtracted below.
+    const META_270M: f64 = 6_525_120.0;
     let published = [
+        ("q4_k_m", "270m", 253_113_024.0 - META_270M), // the default file itself
+        ("q8_0", "270m", 292e6 - META_270M), // ggml-org/gemma-3-270m-GGUF (recalled, UNVERIFIED)
+        ("bf16", "270m", 536e6),             // google/gemma-3-270m model.safetensors
+        ("bf16", "1b", 2.0e9),               // tech report Table 3
+        ("f16", "4b", 7.77e9),               // fact sheet §3.2 (F16 GGUF; bf16 is the same size)
+        ("bf16", "12b", 23.5e9),
+        ("bf16", "27b", 54e9),
         ("q4_k_m", "1b", 0.806e9),
         ("q4_k_m", "4b", 2.49e9),
         ("q4_k_m", "12b", 7.3e9),

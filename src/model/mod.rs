@@ -4,7 +4,8 @@
 //! `hf_config.rs` + `safetensors.rs` (Hugging Face folders), `presets.rs` + `synthetic.rs` (every
 //! size without a download), `tokenizer.rs`. Engine: `config.rs`, `text.rs` (the decoder),
 //! `kv_cache.rs`, `rope.rs`, `attention_cpu.rs` / `attention.rs`, `linear.rs` + `qmatmul.rs`
-//! (weight products), `ops.rs` (fused GELU); `vision.rs` (SigLIP tower, projector, images).
+//! (weight products), `ops.rs` (fused GELU); `vision.rs` (SigLIP tower, projector, images). `plan.rs`: what a run
+//! holds in memory, from the same rules (the estimator's input).
 
 pub mod attention;
 pub mod attention_cpu;
@@ -14,6 +15,7 @@ pub mod hf_config;
 pub mod kv_cache;
 pub mod linear;
 pub mod ops;
+pub mod plan;
 pub mod presets;
 pub mod qmatmul;
 pub mod rope;

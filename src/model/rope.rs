@@ -43,6 +43,11 @@ impl RopeTable {
         2 * self.cos.elem_count() * DType::F32.size_in_bytes()
     }
 
+    /// The size of a table for `positions` positions, without building it (cos and sin, f32).
+    pub fn bytes_for(head_dim: usize, positions: usize) -> usize {
+        2 * positions * (head_dim / 2) * DType::F32.size_in_bytes()
+    }
+
     /// Rotates `x` of shape [heads, n, head_dim] for positions `start..start + n`
     /// (rotate-half layout, as Gemma uses).
     pub fn apply(&self, x: &Tensor, start: usize) -> Result<Tensor> {

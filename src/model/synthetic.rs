@@ -124,11 +124,10 @@ pub fn row_format(format: GgmlDType, row_len: usize) -> GgmlDType {
 /// Bytes of the weights of a GGUF file of this format for `cfg` (matrices in their types, norm
 /// weights in f32), from the same tensor list the loader reads.
 pub fn file_weight_bytes(cfg: &crate::model::config::Gemma3Config, format: Format) -> u64 {
-    plan_bytes(
-        &crate::model::text::tensor_shapes(cfg),
-        format,
-        cfg.num_layers,
-    )
+    crate::model::plan::text_tensors(cfg, format, true)
+        .iter()
+        .map(|t| t.file_bytes)
+        .sum()
 }
 
 /// The same for a vision tower and its projector into `text_hidden` (an `mmproj` file's weights).
@@ -137,26 +136,9 @@ pub fn vision_weight_bytes(
     text_hidden: usize,
     format: Format,
 ) -> u64 {
-    plan_bytes(
-        &crate::model::vision::tensor_shapes(vision, text_hidden),
-        format,
-        0,
-    )
-}
-
-/// Bytes of `shapes` in `format`: 1-D tensors (norms, biases) in f32, the rest in their type.
-fn plan_bytes(shapes: &[(String, Vec<usize>)], format: Format, layers: usize) -> u64 {
-    shapes
+    crate::model::plan::vision_tensors(vision, text_hidden, format, true)
         .iter()
-        .map(|(name, shape)| {
-            let elems: usize = shape.iter().product();
-            if shape.len() == 1 {
-                4 * elems as u64
-            } else {
-                let t = format.tensor_type(name, shape, layers);
-                (elems / t.block_size() * t.type_size()) as u64
-            }
-        })
+        .map(|t| t.file_bytes)
         .sum()
 }
 
@@ -214,9 +196,9 @@ impl WeightSource for SyntheticWeights {
         let elems: usize = shape.iter().product();
         let (block_bytes, fields) = scale_fields(dtype);
         let size = elems / dtype.block_size() * dtype.type_size();
-        if dtype == GgmlDType::Q5_0 {
-            self.repacked
-                .push((name.into(), GgmlDType::Q5_0, GgmlDType::Q8_0));
+        let held = crate::model::weights::resident_type(dtype, true);
+        if held != dtype {
+            self.repacked.push((name.into(), dtype, held));
         }
         let tensor_seed = self.rng.next_u64();
         let storage = cpu_storage(dtype, size, |buf: &mut [u8]| -> Result<()> {

@@ -40,6 +40,16 @@ pub trait WeightSource {
     fn repacked(&self) -> &[(String, GgmlDType, GgmlDType)];
 }
 
+/// The type the engine holds a weight of `dtype` in: Q5_0 becomes Q8_0 on the CPU (see
+/// [`cpu_storage`]); everything else stays as loaded.
+pub fn resident_type(dtype: GgmlDType, on_cpu: bool) -> GgmlDType {
+    if on_cpu && dtype == GgmlDType::Q5_0 {
+        GgmlDType::Q8_0
+    } else {
+        dtype
+    }
+}
+
 /// CPU storage of `bytes` bytes of `dtype` blocks, filled in place by `fill` (no second copy).
 /// Q5_0 is filled as Q5_0 and repacked into Q8_0 (the same values).
 pub fn cpu_storage<E>(
@@ -160,9 +170,9 @@ impl<'a> GgufWeights<'a> {
     pub fn qtensor(&mut self, name: &str, shape: &[usize]) -> Result<QTensor> {
         let (dtype, offset, size) = self.locate(name, shape)?;
         let storage = if self.device.is_cpu() {
-            if dtype == GgmlDType::Q5_0 {
-                self.repacked
-                    .push((name.into(), GgmlDType::Q5_0, GgmlDType::Q8_0));
+            let held = resident_type(dtype, true);
+            if held != dtype {
+                self.repacked.push((name.into(), dtype, held));
             }
             cpu_storage(dtype, size, |buf| self.read_into(name, offset, buf))?
         } else {

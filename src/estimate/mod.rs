@@ -1,0 +1,226 @@
+//! Predicting a run's memory without running it: the engine's own plan ([`crate::model::plan`])
+//! plus the runtime's overhead, with constants measured on real runs and recorded here with
+//! where they came from. [`catalog`] holds the GPUs; [`fit`] turns predictions into verdicts,
+//! tables and comparisons with measured results.
+
+pub mod catalog;
+pub mod fit;
+
+use candle_core::DType;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::model::plan::{self, MemoryPlan, RunShape};
+use crate::model::presets::{self, Preset};
+use crate::model::synthetic;
+
+const MIB: u64 = 1 << 20;
+
+/// Resident memory of the engine's process that no plan item accounts for, on the CPU: the
+/// binary's touched pages, libraries, thread stacks and allocator state (5 MiB before anything
+/// loads). Measured 2026-11-27 on the 2-core dev VM (release build, 2 threads): peak RSS minus
+/// plan over 1-position and 64..1024-position prefills of synthetic 270M/1B/4B, 11.5–14.4 MiB.
+pub const CPU_RUNTIME_BYTES: u64 = 12 * MIB;
+/// A GGUF model's tokenizer (262,144 pieces) held beside the weights. Measured as the default
+/// 270M file's peak RSS minus synthetic 270M's in the same shape (ctx 2048, 128 + 16 tokens).
+pub const GGUF_TOKENIZER_BYTES: u64 = 5 * MIB + MIB / 4;
+/// Device memory a CUDA process holds before its first tensor: context, kernel modules loaded
+/// lazily, cuBLAS handle and workspace. NOT measured for this engine (no GPU was lent when the
+/// estimator was built): the figure is PyTorch's measured context with lazy module loading
+/// (287 MB, pytorch/pytorch#86509; 256 MiB on an RTX 3090, invoke-ai/InvokeAI#9413) plus cuBLAS's
+/// 32 MiB Hopper workspace. `fit` says so next to every GPU prediction.
+pub const CUDA_CONTEXT_BYTES: u64 = 320 * MIB;
+
+/// Where a run happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Host memory: the prediction is the process's peak RSS.
+    Cpu,
+    /// An NVIDIA GPU: the prediction is the process's device memory.
+    Cuda,
+}
+
+impl Target {
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Target::Cpu),
+            "cuda" | "gpu" => Ok(Target::Cuda),
+            other => Err(format!("'{other}': the target is cpu or cuda")),
+        }
+    }
+}
+
+/// One case to predict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// A Gemma 3 size ("270m" … "27b").
+    pub size: String,
+    /// A weight format (`--quant` names: q4_k_m, q8_0, bf16, ...).
+    pub quant: String,
+    pub kv_dtype: DType,
+    pub ctx: usize,
+    /// The most positions one forward pass takes: the prefill chunk, or a shorter prompt.
+    pub rows: usize,
+    pub image: bool,
+    pub target: Target,
+    /// Whether the model comes from a GGUF file (and so holds its tokenizer).
+    pub tokenizer: bool,
+}
+
+/// A prediction, by what holds the bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Breakdown {
+    pub weights: u64,
+    pub vision_weights: u64,
+    pub kv_cache: u64,
+    pub rope_tables: u64,
+    pub workspace: u64,
+    /// Process or CUDA context overhead, and the tokenizer of a GGUF model.
+    pub runtime: u64,
+    /// The most the load holds at once (see [`MemoryPlan::load_peak`]); the total is the larger
+    /// of the load (with the runtime) and the run.
+    pub load_peak: u64,
+}
+
+impl Breakdown {
+    pub fn total(&self) -> u64 {
+        (self.weights + self.vision_weights + self.non_weight()).max(self.load_peak + self.runtime)
+    }
+
+    /// What is not weights: KV cache, RoPE tables, workspace, runtime.
+    pub fn non_weight(&self) -> u64 {
+        self.kv_cache + self.rope_tables + self.workspace + self.runtime
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    pub breakdown: Breakdown,
+    /// Bytes a decoded token reads at the full context: weights (the tied embedding is read
+    /// whole as the output projection) and the KV cache in every layer's span.
+    pub bytes_per_token: u64,
+    pub max_ctx: usize,
+}
+
+/// A preset by name, with the vocabulary GGUF files (and synthetic weights) hold.
+pub fn preset(size: &str) -> Result<Preset> {
+    let mut p = presets::find(size).ok_or_else(|| {
+        Error::Unsupported(format!(
+            "unknown Gemma 3 size '{size}'; sizes: {}",
+            presets::all()
+                .iter()
+                .map(|p| p.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    p.config.vocab_size = 262_144;
+    Ok(p)
+}
+
+pub fn predict(q: &Query) -> Result<Prediction> {
+    let p = preset(&q.size)?;
+    let format = synthetic::parse_format(&q.quant)?;
+    if q.image && p.vision.is_none() {
+        return Err(Error::Unsupported(format!(
+            "Gemma 3 {} has no vision tower (4B, 12B and 27B do)",
+            p.name
+        )));
+    }
+    let on_cpu = q.target == Target::Cpu;
+    let m: MemoryPlan = plan::plan(
+        &p.config,
+        p.vision.as_ref(),
+        format,
+        RunShape {
+            ctx: q.ctx,
+            kv_dtype: q.kv_dtype,
+            rows: q.rows,
+            image: q.image,
+            on_cpu,
+        },
+    );
+    let runtime = match q.target {
+        Target::Cpu => CPU_RUNTIME_BYTES + if q.tokenizer { GGUF_TOKENIZER_BYTES } else { 0 },
+        Target::Cuda => CUDA_CONTEXT_BYTES,
+    };
+    Ok(Prediction {
+        breakdown: Breakdown {
+            weights: m.weights,
+            vision_weights: m.vision_weights,
+            kv_cache: m.kv_cache,
+            rope_tables: m.rope_tables,
+            workspace: m.workspace,
+            runtime,
+            load_peak: m.load_peak,
+        },
+        bytes_per_token: m.weights_read_per_token
+            + plan::kv_bytes_read_per_token(&p.config, q.ctx, q.kv_dtype),
+        max_ctx: p.config.max_position_embeddings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: f64 = (1u64 << 30) as f64;
+
+    fn q(size: &str, quant: &str, ctx: usize) -> Query {
+        Query {
+            size: size.into(),
+            quant: quant.into(),
+            kv_dtype: DType::BF16,
+            ctx,
+            rows: 512,
+            image: false,
+            target: Target::Cuda,
+            tokenizer: false,
+        }
+    }
+
+    /// The sliding window, from the arithmetic: 27B keeps 128K positions in its 10 global layers
+    /// and 1024 in its 52 sliding ones, 16 KV heads × 128 × 2 bytes × K and V per position.
+    #[test]
+    fn kv_cache_follows_the_sliding_window() {
+        let kv = |size: &str, ctx| predict(&q(size, "q4_k_m", ctx)).unwrap().breakdown.kv_cache;
+        assert_eq!(
+            kv("27b", 131_072),
+            (10 * 131_072 + 52 * 1024) * 2 * 16 * 128 * 2
+        );
+        assert!((kv("27b", 131_072) as f64 / GIB - 10.41).abs() < 0.01);
+        assert_eq!(
+            kv("4b", 131_072),
+            (5 * 131_072 + 29 * 1024) * 2 * 4 * 256 * 2
+        );
+        assert!((kv("4b", 131_072) as f64 / GIB - 2.61).abs() < 0.01);
+        // 1B at 32K: 4 global layers × 32K + 22 × 512 (window 512), one KV head of 256.
+        assert_eq!(kv("1b", 32_768), (4 * 32_768 + 22 * 512) * 2 * 256 * 2);
+    }
+
+    #[test]
+    fn a_prediction_adds_up_and_names_what_it_cannot_do() {
+        let p = predict(&q("12b", "q4_k_m", 32_768)).unwrap();
+        let b = p.breakdown;
+        assert_eq!(
+            b.total(),
+            b.weights + b.kv_cache + b.rope_tables + b.workspace + b.runtime
+        );
+        assert!(b.load_peak < b.weights);
+        assert_eq!(b.runtime, CUDA_CONTEXT_BYTES);
+        assert!(p.bytes_per_token > b.weights);
+        assert!(predict(&Query {
+            image: true,
+            ..q("1b", "q8_0", 4096)
+        })
+        .unwrap_err()
+        .to_string()
+        .contains("no vision tower"));
+        assert!(predict(&q("2b", "q8_0", 4096))
+            .unwrap_err()
+            .to_string()
+            .contains("unknown Gemma 3 size '2b'"));
+        assert!(predict(&q("4b", "q3_k", 4096)).is_err());
+    }
+}
