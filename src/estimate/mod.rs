@@ -155,8 +155,7 @@ pub fn predict(q: &Query) -> Result<Prediction> {
             runtime,
             load_peak: m.load_peak,
         },
-        bytes_per_token: m.weights_read_per_token
-            + plan::kv_bytes_read_per_token(&p.config, q.ctx, q.kv_dtype),
+        bytes_per_token: m.weights + plan::kv_bytes_read_per_token(&p.config, q.ctx, q.kv_dtype),
         max_ctx: p.config.max_position_embeddings,
     })
 }

@@ -70,9 +70,6 @@ pub struct MemoryPlan {
     /// from it, and the transient of building them. At most the weights, except where that
     /// transient is large (dense weights off the CPU are widened to f32 on the way).
     pub load_peak: u64,
-    /// Weight bytes a decoded token reads: every matrix once, the embedding as the output
-    /// product reads it (its lookup reads one row).
-    pub weights_read_per_token: u64,
 }
 
 /// Plans of every text tensor of `cfg` in `format`.
@@ -127,10 +124,8 @@ fn tensors(
             let resident_bytes = if vision {
                 // The tower keeps its matrices as loaded and widens them per product.
                 bytes(held)
-            } else if name == "token_embd.weight" {
-                // Held for the lookup, and read again as the tied output projection.
-                bytes(held) + Linear::derived_copy_bytes(held, elems, on_cpu)
             } else {
+                // (The tied embedding's lookup shares its output product's weight.)
                 Linear::resident_bytes(held, elems, bytes(held), on_cpu)
             };
             TensorPlan {
@@ -165,21 +160,20 @@ pub fn plan(
         _ => 0,
     };
     let weights: u64 = text.iter().map(|t| t.resident_bytes).sum();
-    let (load_peak, lookup_only) =
-        text.iter()
-            .find(|t| t.name == "token_embd.weight")
-            .map_or((0, 0), |t| {
-                let elems = t.shape.iter().product();
-                let held = crate::model::weights::resident_type(t.file_type, shape.on_cpu);
-                let copy = Linear::derived_copy_bytes(held, elems, shape.on_cpu);
-                (
-                    t.resident_bytes + Linear::load_transient_bytes(held, elems, shape.on_cpu),
-                    if copy > 0 { t.resident_bytes - copy } else { 0 },
-                )
-            });
+    let load_peak = text
+        .iter()
+        .find(|t| t.name == "token_embd.weight")
+        .map_or(0, |t| {
+            let elems = t.shape.iter().product();
+            let held = crate::model::weights::resident_type(t.file_type, shape.on_cpu);
+            match Linear::load_transient_bytes(held, elems, shape.on_cpu) {
+                0 => t.resident_bytes,
+                // The loaded tensor, its f32 widening and the product's copy, at once.
+                transient => t.file_bytes + transient + t.resident_bytes,
+            }
+        });
     MemoryPlan {
         load_peak,
-        weights_read_per_token: weights - lookup_only,
         weights,
         file_weights: text.iter().map(|t| t.file_bytes).sum(),
         vision_weights: vision_bytes,
@@ -243,9 +237,8 @@ mod tests {
         assert_eq!(up.resident_bytes, up.file_bytes, "held in its own width");
         let embd = cuda.iter().find(|t| t.name == "token_embd.weight").unwrap();
         assert_eq!(
-            embd.resident_bytes,
-            2 * embd.file_bytes,
-            "lookup + output product"
+            embd.resident_bytes, embd.file_bytes,
+            "the lookup shares the product's copy"
         );
         let shape = RunShape {
             ctx: 4096,
@@ -260,7 +253,6 @@ mod tests {
             4 * embd.file_bytes,
             "+ the f32 widening on the way"
         );
-        assert_eq!(p.weights_read_per_token, p.weights - embd.file_bytes);
         let p = plan(
             &cfg,
             None,
@@ -271,7 +263,6 @@ mod tests {
             },
         );
         assert!(p.load_peak < p.weights);
-        assert_eq!(p.weights_read_per_token, p.weights);
     }
 
     #[test]

@@ -103,7 +103,7 @@ pub fn forward_workspace_bytes(cfg: &Gemma3Config, rows: usize, on_cpu: bool) ->
 /// A loaded Gemma 3 text model. Per-run state (KV cache, RoPE tables) lives in [`Session`].
 pub struct Gemma3 {
     pub cfg: Gemma3Config,
-    embed: Arc<QTensor>,
+    embed: TokenEmbedding,
     lm_head: Linear,
     layers: Vec<DecoderLayer>,
     final_norm: Tensor,
@@ -111,6 +111,24 @@ pub struct Gemma3 {
     pub weight_bytes: WeightBytes,
     /// Tensors whose format was changed at load: (name, from, to).
     pub repacked: Vec<(String, String, String)>,
+}
+
+/// The token embedding's lookup: from the loaded (quantized) tensor, or, where the tied output
+/// product holds the weight as a plain dense tensor (off the CPU), from that same tensor, so the
+/// embedding is held once.
+enum TokenEmbedding {
+    Quantized(Arc<QTensor>),
+    Dense(Tensor),
+}
+
+impl TokenEmbedding {
+    /// Rows of `ids`, f32.
+    fn lookup(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            TokenEmbedding::Quantized(q) => q.embedding(ids),
+            TokenEmbedding::Dense(w) => w.index_select(ids, 0)?.to_dtype(DType::F32),
+        }
+    }
 }
 
 /// A piece of a prompt: text token ids, or one image's soft tokens ([tokens, hidden], from
@@ -171,10 +189,16 @@ impl Gemma3 {
         // The largest tensor first, so the transient copy made while reading it does not stack
         // on top of everything else (it bounds the peak resident memory of a load).
         let embed = Arc::new(w.qtensor("token_embd.weight", &[vocab, h])?);
-        let lm_head = if w.has("output.weight") {
-            Linear::single_row(Arc::new(w.qtensor("output.weight", &[vocab, h])?))?
+        let (embed, lm_head) = if w.has("output.weight") {
+            let out = Arc::new(w.qtensor("output.weight", &[vocab, h])?);
+            (TokenEmbedding::Quantized(embed), Linear::single_row(out)?)
         } else {
-            Linear::single_row(embed.clone())?
+            let lm_head = Linear::single_row(embed.clone())?;
+            match &lm_head {
+                // The loaded tensor is dropped here: the lookup shares the product's weight.
+                Linear::Dense(t) => (TokenEmbedding::Dense(t.clone()), lm_head),
+                _ => (TokenEmbedding::Quantized(embed), lm_head),
+            }
         };
         let final_norm = w.f32_tensor("output_norm.weight", &[h])?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
@@ -333,7 +357,7 @@ impl Gemma3 {
             ))));
         }
         let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = (self.embed.embedding(&ids)? * (self.cfg.hidden_size as f64).sqrt())?;
+        let mut x = (self.embed.lookup(&ids)? * (self.cfg.hidden_size as f64).sqrt())?;
         let mut spans = Vec::with_capacity(images.len());
         for &(offset, soft) in images {
             // Soft tokens enter as they are (not scaled like token embeddings).

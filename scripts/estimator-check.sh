@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Predicted vs measured peak memory on this machine: the estimator's check (issue 7).
+#
+# Runs the default 270M model at 512/2048/8192/32768 positions and synthetic 1B and 4B (Q4_K_M)
+# at 512/2048/8192, each with a full 512-token prefill chunk (480 at 512) and 32 decoded tokens,
+# the context before the prompt filled synthetically (`run --fill-kv synthetic`); then a 4B bf16
+# case and a 4B case with an image. Every record goes to OUT/results.jsonl and the comparison
+# (`gemma-fit fit --results`) to OUT/check.md.
+#
+# Usage: scripts/estimator-check.sh [OUT]   (default reports/estimator/<cpu>/; ~8 min on 2 cores)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet
+bin=target/release/gemma-fit
+out=${1:-reports/estimator/$("$bin" info --json | python3 -c 'import json,sys,re; print(re.sub(r"[^a-z0-9]+","-",json.load(sys.stdin)["host"]["cpu_model"].lower()).strip("-"))')}
+mkdir -p "$out"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+run() {
+  local name=$1; shift
+  echo "== $name" >&2
+  "$bin" run "$@" --fill-kv synthetic --out "$tmp/$name.json" > /dev/null
+}
+for c in 512 2048 8192 32768; do
+  p=512; [ "$c" = 512 ] && p=480
+  run "270m-$c" --ctx "$c" --prompt-tokens "$p" --gen 32
+done
+for s in 1b 4b; do
+  for c in 512 2048 8192; do
+    p=512; [ "$c" = 512 ] && p=480
+    run "$s-$c" -m "synthetic:$s" --quant q4_k_m --ctx "$c" --prompt-tokens "$p" --gen 32
+  done
+done
+run 4b-bf16-2048 -m synthetic:4b --quant bf16 --ctx 2048 --prompt-tokens 512 --gen 8
+run 4b-image -m synthetic:4b --quant q4_k_m --ctx 1024 --prompt-tokens 64 --gen 4 --image synthetic
+for f in "$tmp"/*.json; do python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))))' "$f"; done > "$out/results.jsonl"
+{
+  echo "# Estimator check: $("$bin" info --json | python3 -c 'import json,sys; i=json.load(sys.stdin); print(i["host"]["cpu_model"])'), $(date -u +%F)"
+  echo
+  echo "\`scripts/estimator-check.sh\`; release build, $(nproc) threads."
+  echo
+  "$bin" fit --format md --results "$out/results.jsonl"
+} > "$out/check.md"
+cat "$out/check.md"
