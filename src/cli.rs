@@ -127,6 +127,10 @@ pub struct FitArgs {
     /// Include one image (4B and larger): the vision tower's weights and its encode workspace.
     #[arg(long)]
     pub image: bool,
+    /// Also print what each prediction is made of (weights, vision, KV cache, RoPE tables,
+    /// workspace, runtime, load peak), one line per cell.
+    #[arg(long)]
+    pub breakdown: bool,
     /// Output: table (terminal), md, csv or json (an array of cells with model, quant, kv_dtype,
     /// ctx, predicted_bytes, verdict, breakdown, ...; n/a contexts are left out).
     #[arg(long, value_enum, default_value = "table")]

@@ -632,6 +632,7 @@ pub fn fit(args: &crate::cli::FitArgs) -> Result<()> {
         ctxs: args.ctx.clone(),
         rows: args.prefill_chunk as usize,
         image: args.image,
+        breakdown: args.breakdown,
     };
     let rows = fit::table(&req, &cap)?;
     print!("{}", fit::render(&rows, &req, &cap, args.format)?);

@@ -72,6 +72,25 @@ fn fit_tables_render_and_names_match_loosely() {
                 .and(predicate::str::contains("max ctx"))
                 .and(predicate::str::contains("decode ≤")),
         );
+    gemma_fit()
+        .args([
+            "fit",
+            "--gpu",
+            "l4",
+            "-m",
+            "27b",
+            "--quant",
+            "q4_k_m",
+            "--ctx",
+            "32K",
+            "--breakdown",
+        ])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("KV cache")
+                .and(predicate::str::contains("27b q4_k_m kv bf16 32K")),
+        );
     let out = gemma_fit()
         .args(["fit", "--memory", "1GiB", "-m", "270m,1b", "--format", "md"])
         .assert()

@@ -88,6 +88,8 @@ pub struct Request {
     /// Positions per forward pass (the prefill chunk).
     pub rows: usize,
     pub image: bool,
+    /// Also print each cell's breakdown (table and md formats; json and csv always have it).
+    pub breakdown: bool,
 }
 
 /// Parses a context: "4096", "4K", "128k" (K = 1024).
@@ -394,6 +396,11 @@ pub fn render(rows: &[Row], req: &Request, cap: &Capacity, format: Format) -> Re
             out.push_str(if format == Format::Md { "\n\n" } else { "\n" });
             out.push_str(&t.to_string());
             out.push('\n');
+            if req.breakdown {
+                out.push('\n');
+                out.push_str(&breakdown_table(rows, format));
+                out.push('\n');
+            }
             for n in notes(cap) {
                 out.push_str(if format == Format::Md { "\n- " } else { "\n  " });
                 out.push_str(&n);
@@ -402,6 +409,49 @@ pub fn render(rows: &[Row], req: &Request, cap: &Capacity, format: Format) -> Re
             Ok(out)
         }
     }
+}
+
+/// One line per cell: what the prediction is made of, in MiB.
+fn breakdown_table(rows: &[Row], format: Format) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(if format == Format::Md {
+        comfy_table::presets::ASCII_MARKDOWN
+    } else {
+        comfy_table::presets::UTF8_FULL_CONDENSED
+    });
+    t.set_header([
+        "MiB",
+        "weights",
+        "vision",
+        "KV cache",
+        "RoPE",
+        "workspace",
+        "runtime",
+        "load peak",
+        "total",
+    ]);
+    let mib = |b: u64| format!("{:.1}", b as f64 / (1u64 << 20) as f64);
+    for c in rows.iter().flat_map(|r| r.cells.iter().flatten()) {
+        let b = c.breakdown;
+        t.add_row([
+            format!(
+                "{} {} kv {} {}",
+                c.model,
+                c.quant,
+                c.kv_dtype,
+                ctx_label(c.ctx)
+            ),
+            mib(b.weights),
+            mib(b.vision_weights),
+            mib(b.kv_cache),
+            mib(b.rope_tables),
+            mib(b.workspace),
+            mib(b.runtime),
+            mib(b.load_peak),
+            mib(b.total()),
+        ]);
+    }
+    t.to_string()
 }
 
 fn csv_err(e: csv::Error) -> Error {
@@ -628,6 +678,7 @@ mod tests {
             ctxs: vec![4096],
             rows: 512,
             image: false,
+            breakdown: false,
         };
         let cap = Capacity {
             name: "24 GiB".into(),
