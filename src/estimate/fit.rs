@@ -352,18 +352,10 @@ pub fn render(rows: &[Row], req: &Request, cap: &Capacity, format: Format) -> Re
                 ])
                 .map_err(csv_err)?;
             }
-            let bytes = w
-                .into_inner()
-                .map_err(|e| Error::Unsupported(e.to_string()))?;
-            Ok(String::from_utf8_lossy(&bytes).into_owned())
+            csv_string(w)
         }
         Format::Table | Format::Md => {
-            let mut t = comfy_table::Table::new();
-            t.load_preset(if format == Format::Md {
-                comfy_table::presets::ASCII_MARKDOWN
-            } else {
-                comfy_table::presets::UTF8_FULL_CONDENSED
-            });
+            let mut t = new_table(format);
             let mut header: Vec<String> = vec!["model".into(), "format".into(), "KV".into()];
             header.extend(req.ctxs.iter().map(|&c| ctx_label(c)));
             header.push("max ctx (fits)".into());
@@ -413,12 +405,7 @@ pub fn render(rows: &[Row], req: &Request, cap: &Capacity, format: Format) -> Re
 
 /// One line per cell: what the prediction is made of, in MiB.
 fn breakdown_table(rows: &[Row], format: Format) -> String {
-    let mut t = comfy_table::Table::new();
-    t.load_preset(if format == Format::Md {
-        comfy_table::presets::ASCII_MARKDOWN
-    } else {
-        comfy_table::presets::UTF8_FULL_CONDENSED
-    });
+    let mut t = new_table(format);
     t.set_header([
         "MiB",
         "weights",
@@ -452,6 +439,24 @@ fn breakdown_table(rows: &[Row], format: Format) -> String {
         ]);
     }
     t.to_string()
+}
+
+/// A table in the style of `format`: markdown for md, box drawing for the terminal.
+pub fn new_table(format: Format) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(if format == Format::Md {
+        comfy_table::presets::ASCII_MARKDOWN
+    } else {
+        comfy_table::presets::UTF8_FULL_CONDENSED
+    });
+    t
+}
+
+fn csv_string(w: csv::Writer<Vec<u8>>) -> Result<String> {
+    let bytes = w
+        .into_inner()
+        .map_err(|e| Error::Unsupported(format!("writing CSV: {e}")))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn csv_err(e: csv::Error) -> Error {
@@ -604,18 +609,10 @@ pub fn render_compared(
                 ])
                 .map_err(csv_err)?;
             }
-            let bytes = w
-                .into_inner()
-                .map_err(|e| Error::Unsupported(e.to_string()))?;
-            Ok(String::from_utf8_lossy(&bytes).into_owned())
+            csv_string(w)
         }
         Format::Table | Format::Md => {
-            let mut t = comfy_table::Table::new();
-            t.load_preset(if format == Format::Md {
-                comfy_table::presets::ASCII_MARKDOWN
-            } else {
-                comfy_table::presets::UTF8_FULL_CONDENSED
-            });
+            let mut t = new_table(format);
             t.set_header([
                 "case (measured)",
                 "on",

@@ -89,7 +89,7 @@ const HIDDEN_BUFFERS: usize = 2;
 const CUDA_MMQ_FIXUP_BYTES: usize = 16 << 20;
 
 /// Peak transient bytes of one forward pass over `rows` positions (activations, and on CUDA
-/// candle's product scratch). The last position's f32 logits (vocab × 4) come on top.
+/// candle's product scratch), and the last position's f32 logits (vocab × 4).
 pub fn forward_workspace_bytes(cfg: &Gemma3Config, rows: usize, on_cpu: bool) -> u64 {
     let per_row = FFN_WIDE_BUFFERS * cfg.intermediate_size + HIDDEN_BUFFERS * cfg.hidden_size;
     let mut bytes = rows * per_row * 4 + cfg.vocab_size * 4;
