@@ -88,6 +88,23 @@ pub enum Command {
     /// as src/estimate/gpus.toml: [[gpu]] tables with name, aliases, memory_gb, total_mib,
     /// bandwidth_gbs, bf16_tflops, tdp_w, source, total_source).
     Gpus(GpusArgs),
+    /// Render reports from result files: per machine (each GPU, or the CPU for host runs) a fit
+    /// table (md, csv, HTML), charts (SVG and PNG: decode tok/s vs context, prefill tok/s vs
+    /// prompt length, peak memory vs context with the capacity line and the estimator's curve,
+    /// J/token where measured), exports (llama-bench JSON/CSV rows, Bencher Metric Format,
+    /// github-action-benchmark JSON) and a self-contained index.html; with several machines, each
+    /// goes to OUT/<machine>/ and OUT/index.html compares them.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Result files: JSON lines from `bench`, or records from `run --out`.
+    #[arg(required = true)]
+    pub results: Vec<std::path::PathBuf>,
+    /// Output folder (default: the first results file's folder).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

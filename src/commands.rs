@@ -510,6 +510,14 @@ pub fn bench(args: &crate::cli::BenchArgs) -> Result<()> {
         progress: show_progress(),
     })?;
     println!("{summary}");
+    // The report of everything the results file holds, beside it.
+    if let Some(dir) = summary.results.parent() {
+        let (records, _) = crate::result::read_records(&summary.results)?;
+        let pages = crate::report::write(records, dir)?;
+        for p in pages {
+            println!("report: {}", p.display());
+        }
+    }
     if summary.not_run > 0 {
         anyhow::bail!(
             "interrupted: {} cases not run (--resume continues)",
@@ -669,5 +677,24 @@ pub fn gpus(args: &crate::cli::GpusArgs) -> Result<()> {
     }
     println!("{t}");
     println!("Sources: gemma-fit gpus --json (fields source, total_source); add cards with --catalog FILE.");
+    Ok(())
+}
+
+/// `gemma-fit report`: per-machine reports and a comparison from result files.
+pub fn report(args: &crate::cli::ReportArgs) -> Result<()> {
+    let (records, bad) = crate::report::read(&args.results)?;
+    if bad > 0 {
+        eprintln!("warning: {bad} line(s) are not result records; skipped");
+    }
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None => args.results[0]
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| ".".into()),
+    };
+    for p in crate::report::write(records, &out)? {
+        println!("{}", p.display());
+    }
     Ok(())
 }

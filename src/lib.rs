@@ -24,6 +24,7 @@ pub mod measure;
 pub mod model;
 pub mod probe;
 pub mod progress;
+pub mod report;
 pub mod result;
 pub mod suite;
 

@@ -40,6 +40,7 @@ fn main() {
         Command::Frontier(a) => commands::frontier(a),
         Command::Fit(a) => commands::fit(a),
         Command::Gpus(a) => commands::gpus(a),
+        Command::Report(a) => commands::report(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

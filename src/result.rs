@@ -178,8 +178,6 @@ impl Outcome {
     }
 }
 
-/// Merges records (e.g. concatenated result files from several machines or shards): one per
-/// case key, the newest (`started_unix_s`; on a tie, the later in the input), in input order.
 /// The records of a results file: JSON lines (`bench`), or one JSON record (`run --out`).
 /// Lines that do not parse (one cut short by a kill) are skipped and counted; a file with no
 /// record at all is an error.
@@ -205,6 +203,8 @@ pub fn read_records(path: &std::path::Path) -> crate::Result<(Vec<CaseResult>, u
     Ok((records, bad))
 }
 
+/// Merges records (e.g. concatenated result files from several machines or shards): one per
+/// case key, the newest (`started_unix_s`; on a tie, the later in the input), in input order.
 pub fn newest_per_key(records: Vec<CaseResult>) -> Vec<CaseResult> {
     let mut best: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (i, r) in records.iter().enumerate() {
@@ -226,7 +226,7 @@ pub fn newest_per_key(records: Vec<CaseResult>) -> Vec<CaseResult> {
 }
 
 /// The spread of a figure over the repeats.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stat {
     pub n: usize,
     pub median: f64,
@@ -234,6 +234,9 @@ pub struct Stat {
     pub stddev: f64,
     pub min: f64,
     pub max: f64,
+    /// Every repeat's value, in order (absent in records written before they were kept).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<f64>,
 }
 
 impl Stat {
@@ -255,6 +258,7 @@ impl Stat {
             stddev: var.sqrt(),
             min: samples.iter().copied().fold(f64::INFINITY, f64::min),
             max: samples.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            samples: samples.to_vec(),
         }
     }
 

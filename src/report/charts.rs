@@ -1,0 +1,441 @@
+//! Charts with plotters, as SVG (for the HTML page, inline) and PNG, with a bundled font
+//! (DejaVu Sans, `font/`) so they render the same on a bare machine.
+
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::error::{Error, Result};
+
+const FONT: &[u8] = include_bytes!("font/DejaVuSans.ttf");
+const FAMILY: &str = "sans-serif";
+pub const WIDTH: u32 = 860;
+pub const HEIGHT: u32 = 480;
+
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // The font is ours and valid; a failure would only mean text is not drawn.
+        let _ = plotters::style::register_font(FAMILY, FontStyle::Normal, FONT);
+    });
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Measured points joined by a line.
+    Line,
+    /// A prediction: dashed, no markers.
+    Dashed,
+}
+
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    pub style: Style,
+    /// Palette index (a prediction takes its measured series' colour); None: the series' own.
+    pub color: Option<usize>,
+}
+
+/// A line chart: series over a numeric x axis (log scale when the values span a wide range),
+/// with optional horizontal reference lines (a card's capacity).
+#[derive(Debug, Clone)]
+pub struct LineChart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub log_x: bool,
+    pub series: Vec<Series>,
+    pub hlines: Vec<(String, f64)>,
+}
+
+/// Grouped bars: for each group (a model × format), one bar per member (a machine).
+#[derive(Debug, Clone)]
+pub struct BarChart {
+    pub title: String,
+    pub y_label: String,
+    pub groups: Vec<String>,
+    pub members: Vec<String>,
+    /// values[group][member]; None where that machine has no figure.
+    pub values: Vec<Vec<Option<f64>>>,
+}
+
+fn color(i: usize) -> RGBColor {
+    const P: [RGBColor; 10] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
+    ];
+    P[i % P.len()]
+}
+
+fn draw_err<E: std::fmt::Debug>(e: E) -> Error {
+    Error::Unsupported(format!("drawing a chart: {e:?}"))
+}
+
+fn no_data<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str) -> Result<()> {
+    root.draw(&Text::new(
+        format!("{title}: no data"),
+        (40, HEIGHT as i32 / 2),
+        (FAMILY, 20).into_font(),
+    ))
+    .map_err(draw_err)
+}
+
+/// Axis range covering `values`, padded; a single value gets a range around it.
+fn range(values: impl Iterator<Item = f64>, log: bool, from_zero: bool) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite() && (!log || *v > 0.0))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    if !lo.is_finite() {
+        return (if log { 1.0 } else { 0.0 }, 1.0);
+    }
+    if log {
+        (lo / 1.5, hi * 1.5)
+    } else {
+        let span = (hi - lo).max(hi.abs() * 0.1).max(1e-9);
+        let lo = if from_zero {
+            lo.min(0.0)
+        } else {
+            lo - 0.05 * span
+        };
+        (lo, hi + 0.1 * span)
+    }
+}
+
+fn human(v: f64) -> String {
+    if v >= 1024.0 && (v as u64).is_multiple_of(1024) {
+        format!("{}K", v as u64 / 1024)
+    } else if v.abs() >= 100.0 || v == v.trunc() {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn draw_line<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    register_font();
+    root.fill(&WHITE).map_err(draw_err)?;
+    let points = || c.series.iter().flat_map(|s| s.points.iter());
+    if points().next().is_none() {
+        no_data(&root, &c.title)?;
+        return root.present().map_err(draw_err);
+    }
+    // A log axis only where the values span more than a decade or so (else it has no ticks).
+    let (lo, hi) = range(points().map(|p| p.0), true, false);
+    let log_x = c.log_x && hi / lo > 20.0;
+    let (x0, x1) = range(points().map(|p| p.0), log_x, false);
+    let (y0, y1) = range(
+        points().map(|p| p.1).chain(c.hlines.iter().map(|h| h.1)),
+        false,
+        true,
+    );
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .caption(&c.title, (FAMILY, 20))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(64);
+    macro_rules! body {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc(&c.x_label)
+                .y_desc(&c.y_label)
+                .x_label_formatter(&|v| human(*v))
+                .y_label_formatter(&|v| human(*v))
+                .label_style((FAMILY, 13))
+                .axis_desc_style((FAMILY, 14))
+                .draw()
+                .map_err(draw_err)?;
+            for (i, s) in c.series.iter().enumerate() {
+                let col = color(s.color.unwrap_or(i));
+                let mut pts = s.points.clone();
+                pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+                match s.style {
+                    Style::Line => {
+                        chart
+                            .draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))
+                            .map_err(draw_err)?
+                            .label(&s.name)
+                            .legend(move |(x, y)| {
+                                PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2))
+                            });
+                        chart
+                            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, col.filled())))
+                            .map_err(draw_err)?;
+                    }
+                    Style::Dashed => {
+                        chart
+                            .draw_series(DashedLineSeries::new(pts, 6, 4, col.stroke_width(1)))
+                            .map_err(draw_err)?
+                            .label(&s.name)
+                            .legend(move |(x, y)| {
+                                PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(1))
+                            });
+                    }
+                }
+            }
+            for (name, y) in &c.hlines {
+                let line = vec![(x0, *y), (x1, *y)];
+                chart
+                    .draw_series(LineSeries::new(line, BLACK.stroke_width(2)))
+                    .map_err(draw_err)?
+                    .label(name)
+                    .legend(|(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], BLACK.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font((FAMILY, 12))
+                .position(SeriesLabelPosition::UpperLeft)
+                .draw()
+                .map_err(draw_err)?;
+        }};
+    }
+    if log_x {
+        body!(builder
+            .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
+            .map_err(draw_err)?);
+    } else {
+        body!(builder
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(draw_err)?);
+    }
+    root.present().map_err(draw_err)
+}
+
+fn draw_bars<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &BarChart) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    register_font();
+    root.fill(&WHITE).map_err(draw_err)?;
+    let max = c
+        .values
+        .iter()
+        .flatten()
+        .flatten()
+        .copied()
+        .fold(0.0, f64::max);
+    if c.groups.is_empty() || max <= 0.0 {
+        no_data(&root, &c.title)?;
+        return root.present().map_err(draw_err);
+    }
+    let n = c.groups.len() as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(&c.title, (FAMILY, 20))
+        .margin(12)
+        .x_label_area_size(60)
+        .y_label_area_size(64)
+        .build_cartesian_2d(0f64..n, 0f64..max * 1.15)
+        .map_err(draw_err)?;
+    let groups = c.groups.clone();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(c.groups.len() * 2 + 1)
+        .x_label_formatter(&move |v| {
+            let i = v.floor() as usize;
+            if (v - v.floor() - 0.5).abs() < 0.26 && i < groups.len() {
+                groups[i].clone()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc(&c.y_label)
+        .label_style((FAMILY, 12))
+        .axis_desc_style((FAMILY, 14))
+        .draw()
+        .map_err(draw_err)?;
+    let k = c.members.len().max(1) as f64;
+    for (m, name) in c.members.iter().enumerate() {
+        let col = color(m);
+        let bars = c.values.iter().enumerate().filter_map(move |(g, row)| {
+            let v = row.get(m).copied().flatten()?;
+            let x = g as f64 + 0.1 + 0.8 * m as f64 / k;
+            Some(Rectangle::new([(x, 0.0), (x + 0.8 / k, v)], col.filled()))
+        });
+        chart
+            .draw_series(bars)
+            .map_err(draw_err)?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], col.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FAMILY, 12))
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(draw_err)?;
+    root.present().map_err(draw_err)
+}
+
+/// A chart of either kind.
+#[derive(Debug, Clone)]
+pub enum Chart {
+    Line(LineChart),
+    Bars(BarChart),
+}
+
+impl Chart {
+    fn draw<DB: DrawingBackend>(&self, root: DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        match self {
+            Chart::Line(c) => draw_line(root, c),
+            Chart::Bars(c) => draw_bars(root, c),
+        }
+    }
+
+    /// The chart as an SVG document.
+    pub fn svg(&self) -> Result<String> {
+        let mut out = String::new();
+        {
+            let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
+            self.draw(root)?;
+        }
+        Ok(out)
+    }
+
+    /// Writes `stem.svg` and `stem.png`; returns the SVG text.
+    pub fn write(&self, stem: &Path) -> Result<String> {
+        let svg = self.svg()?;
+        let svg_path = stem.with_extension("svg");
+        std::fs::write(&svg_path, &svg).map_err(|e| Error::io(&svg_path, e))?;
+        let png_path = stem.with_extension("png");
+        {
+            let root = BitMapBackend::new(&png_path, (WIDTH, HEIGHT)).into_drawing_area();
+            self.draw(root)?;
+        }
+        Ok(svg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(series: Vec<Series>) -> Chart {
+        Chart::Line(LineChart {
+            title: "decode".into(),
+            x_label: "context".into(),
+            y_label: "tok/s".into(),
+            log_x: true,
+            series,
+            hlines: vec![],
+        })
+    }
+
+    fn texts(svg: &str) -> Vec<String> {
+        let doc = roxmltree::Document::parse(svg).expect("valid SVG");
+        doc.descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter_map(|n| n.text().map(|t| t.trim().to_string()))
+            .collect()
+    }
+
+    fn polylines(svg: &str) -> usize {
+        let doc = roxmltree::Document::parse(svg).unwrap();
+        doc.descendants()
+            .filter(|n| n.has_tag_name("polyline"))
+            .count()
+    }
+
+    #[test]
+    fn empty_single_point_and_many_series_render() {
+        let empty = line(vec![]).svg().unwrap();
+        assert!(texts(&empty).iter().any(|t| t.contains("no data")));
+
+        let one = line(vec![Series {
+            name: "270m q4_k_m".into(),
+            points: vec![(4096.0, 55.0)],
+            style: Style::Line,
+            color: None,
+        }])
+        .svg()
+        .unwrap();
+        assert!(
+            texts(&one).iter().any(|t| t == "270m q4_k_m"),
+            "{:?}",
+            texts(&one)
+        );
+
+        let many: Vec<Series> = (0..12)
+            .map(|i| Series {
+                name: format!("series {i}"),
+                points: (1..6)
+                    .map(|j| ((512 << j) as f64, (i * j) as f64))
+                    .collect(),
+                style: if i % 2 == 0 {
+                    Style::Line
+                } else {
+                    Style::Dashed
+                },
+                color: None,
+            })
+            .collect();
+        let svg = line(many).svg().unwrap();
+        let t = texts(&svg);
+        for i in 0..12 {
+            assert!(
+                t.contains(&format!("series {i}")),
+                "legend lacks series {i}"
+            );
+        }
+        assert!(
+            polylines(&svg) >= 6,
+            "the solid series are drawn as polylines"
+        );
+    }
+
+    #[test]
+    fn bars_render_and_png_is_written() {
+        let c = Chart::Bars(BarChart {
+            title: "decode tok/s".into(),
+            y_label: "tok/s".into(),
+            groups: vec!["1b q4_k_m".into(), "4b q4_k_m".into()],
+            members: vec!["H100".into(), "4090".into()],
+            values: vec![vec![Some(300.0), Some(250.0)], vec![Some(120.0), None]],
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let svg = c.write(&dir.path().join("bars")).unwrap();
+        let t = texts(&svg);
+        assert!(
+            t.contains(&"H100".to_string()) && t.contains(&"1b q4_k_m".to_string()),
+            "{t:?}"
+        );
+        let png = std::fs::read(dir.path().join("bars.png")).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        let empty = Chart::Bars(BarChart {
+            title: "x".into(),
+            y_label: "y".into(),
+            groups: vec![],
+            members: vec![],
+            values: vec![],
+        });
+        assert!(texts(&empty.svg().unwrap())
+            .iter()
+            .any(|t| t.contains("no data")));
+    }
+}

@@ -1,0 +1,328 @@
+//! The fit table of one machine: rows model × format × KV dtype, columns context lengths; each
+//! cell measured (peak memory, decode tok/s), failed (the recorded reason), or predicted by the
+//! estimator (marked), with the measured frontier per row.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::estimate::fit::{ctx_label, Verdict};
+use crate::estimate::{predict, Query, Target};
+use crate::report::{Machine, Variant, GIB};
+use crate::result::{CaseResult, Outcome};
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Cell {
+    Measured {
+        peak_bytes: Option<u64>,
+        decode_tok_per_s: f64,
+        prefill_tok_per_s: f64,
+    },
+    /// The case ran and did not finish: oom, timeout, error.
+    Failed {
+        reason: String,
+    },
+    Predicted {
+        bytes: u64,
+        verdict: Verdict,
+    },
+    Empty,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub variant: String,
+    pub cells: Vec<Cell>,
+    /// The largest context measured to run, and the smallest measured to fail above it.
+    pub frontier_ok: Option<usize>,
+    pub frontier_fail: Option<usize>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FitTable {
+    pub contexts: Vec<usize>,
+    pub rows: Vec<Row>,
+}
+
+/// The memory a record measured: the GPU process peak on a GPU, peak RSS on the CPU.
+pub fn peak_bytes(r: &CaseResult) -> Option<u64> {
+    let m = r.metrics.as_ref()?;
+    if r.key.device_kind == "cpu" {
+        m.peak_rss_bytes
+    } else {
+        m.memory
+            .iter()
+            .filter_map(|p| p.gpu_process_peak_bytes)
+            .max()
+    }
+}
+
+fn reason(o: &Outcome) -> String {
+    match o {
+        Outcome::Ok => "ok".into(),
+        Outcome::Oom { .. } => "does not fit (oom)".into(),
+        Outcome::Timeout { limit_s } => format!("timeout ({limit_s:.0} s)"),
+        Outcome::Error { message } => {
+            let first = message.lines().next().unwrap_or("");
+            format!("error: {}", first.chars().take(60).collect::<String>())
+        }
+    }
+}
+
+/// The prediction for a variant at `ctx` on this machine, where the estimator covers it.
+fn predicted(v: &Variant, sample: &CaseResult, ctx: usize, m: &Machine) -> Option<Cell> {
+    let k = &sample.key;
+    let size = k.size.clone()?;
+    let tokenizer = k.weights == "default";
+    if !tokenizer && k.weights != "synthetic" {
+        return None;
+    }
+    let q = Query {
+        size,
+        quant: v.quant.clone(),
+        kv_dtype: crate::measure::parse_kv_dtype(&k.kv_dtype).ok()?,
+        ctx,
+        rows: k.prefill_chunk,
+        image: k.image.is_some(),
+        target: if m.on_gpu { Target::Cuda } else { Target::Cpu },
+        tokenizer,
+    };
+    let p = predict(&q).ok()?;
+    if ctx > p.max_ctx {
+        return None;
+    }
+    let bytes = p.breakdown.total();
+    Some(Cell::Predicted {
+        bytes,
+        verdict: m
+            .capacity_bytes
+            .map_or(Verdict::Fits, |cap| Verdict::of(bytes, cap)),
+    })
+}
+
+pub fn build(m: &Machine) -> FitTable {
+    let mut by_variant: BTreeMap<Variant, Vec<&CaseResult>> = BTreeMap::new();
+    for r in &m.records {
+        by_variant.entry(Variant::of(r)).or_default().push(r);
+    }
+    let contexts: Vec<usize> = m
+        .records
+        .iter()
+        .map(|r| r.key.ctx)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let rows = by_variant
+        .iter()
+        .map(|(v, recs)| {
+            let cells = contexts
+                .iter()
+                .map(|&ctx| {
+                    let here: Vec<&&CaseResult> =
+                        recs.iter().filter(|r| r.key.ctx == ctx).collect();
+                    // Prefer a finished case, the one with the longest prompt.
+                    let ok = here
+                        .iter()
+                        .filter(|r| r.outcome.is_ok() && r.metrics.is_some())
+                        .max_by_key(|r| r.key.prompt_tokens);
+                    if let Some(r) = ok {
+                        let mt = r.metrics.as_ref().expect("filtered on metrics");
+                        return Cell::Measured {
+                            peak_bytes: peak_bytes(r),
+                            decode_tok_per_s: mt.decode_tok_per_s.median,
+                            prefill_tok_per_s: mt.prefill_tok_per_s.median,
+                        };
+                    }
+                    if let Some(r) = here.first() {
+                        return Cell::Failed {
+                            reason: reason(&r.outcome),
+                        };
+                    }
+                    predicted(v, recs[0], ctx, m).unwrap_or(Cell::Empty)
+                })
+                .collect();
+            let frontier_ok = recs
+                .iter()
+                .filter(|r| r.outcome.is_ok())
+                .map(|r| r.key.ctx)
+                .max();
+            let frontier_fail = recs
+                .iter()
+                .filter(|r| !r.outcome.is_ok() && Some(r.key.ctx) > frontier_ok)
+                .map(|r| r.key.ctx)
+                .min();
+            Row {
+                variant: v.label(),
+                cells,
+                frontier_ok,
+                frontier_fail,
+            }
+        })
+        .collect();
+    FitTable { contexts, rows }
+}
+
+impl Cell {
+    pub fn text(&self) -> String {
+        match self {
+            Cell::Measured {
+                peak_bytes,
+                decode_tok_per_s,
+                ..
+            } => match peak_bytes {
+                Some(b) => format!("{:.2} GiB · {decode_tok_per_s:.1} tok/s", *b as f64 / GIB),
+                None => format!("{decode_tok_per_s:.1} tok/s"),
+            },
+            Cell::Failed { reason } => reason.clone(),
+            Cell::Predicted { bytes, verdict } => format!(
+                "predicted {:.2} GiB{}",
+                *bytes as f64 / GIB,
+                match verdict {
+                    Verdict::Fits => "",
+                    Verdict::Tight => " (tight)",
+                    Verdict::DoesNotFit => " (does not fit)",
+                }
+            ),
+            Cell::Empty => "—".into(),
+        }
+    }
+}
+
+impl Row {
+    pub fn frontier_text(&self) -> String {
+        match (self.frontier_ok, self.frontier_fail) {
+            (Some(ok), Some(fail)) => format!("{} (fails at {})", ctx_label(ok), ctx_label(fail)),
+            (Some(ok), None) => format!("≥ {}", ctx_label(ok)),
+            (None, Some(fail)) => format!("< {}", ctx_label(fail)),
+            (None, None) => "—".into(),
+        }
+    }
+}
+
+impl FitTable {
+    fn header(&self) -> Vec<String> {
+        let mut h = vec!["model × format × KV".to_string()];
+        h.extend(self.contexts.iter().map(|&c| ctx_label(c)));
+        h.push("measured frontier".into());
+        h
+    }
+
+    fn lines(&self) -> Vec<Vec<String>> {
+        self.rows
+            .iter()
+            .map(|r| {
+                let mut l = vec![r.variant.clone()];
+                l.extend(r.cells.iter().map(Cell::text));
+                l.push(r.frontier_text());
+                l
+            })
+            .collect()
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut t = crate::estimate::fit::new_table(crate::estimate::fit::Format::Md);
+        t.set_header(self.header());
+        for l in self.lines() {
+            t.add_row(l);
+        }
+        format!(
+            "{t}\n\nCells: measured peak memory · decode tok/s (median), a failure's recorded reason, or \"predicted\" (the estimator, where nothing was measured).\n"
+        )
+    }
+
+    pub fn csv(&self) -> crate::Result<String> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let err = |e: csv::Error| crate::Error::Unsupported(format!("writing CSV: {e}"));
+        w.write_record([
+            "variant",
+            "ctx",
+            "kind",
+            "peak_bytes",
+            "decode_tok_per_s",
+            "prefill_tok_per_s",
+            "predicted_bytes",
+            "verdict",
+            "reason",
+        ])
+        .map_err(err)?;
+        for r in &self.rows {
+            for (ctx, c) in self.contexts.iter().zip(&r.cells) {
+                let mut rec = vec![r.variant.clone(), ctx.to_string()];
+                let (kind, rest): (&str, [String; 6]) = match c {
+                    Cell::Measured {
+                        peak_bytes,
+                        decode_tok_per_s,
+                        prefill_tok_per_s,
+                    } => (
+                        "measured",
+                        [
+                            peak_bytes.map(|b| b.to_string()).unwrap_or_default(),
+                            format!("{decode_tok_per_s:.3}"),
+                            format!("{prefill_tok_per_s:.3}"),
+                            String::new(),
+                            String::new(),
+                            String::new(),
+                        ],
+                    ),
+                    Cell::Failed { reason } => (
+                        "failed",
+                        [
+                            String::new(),
+                            String::new(),
+                            String::new(),
+                            String::new(),
+                            String::new(),
+                            reason.clone(),
+                        ],
+                    ),
+                    Cell::Predicted { bytes, verdict } => (
+                        "predicted",
+                        [
+                            String::new(),
+                            String::new(),
+                            String::new(),
+                            bytes.to_string(),
+                            serde_json::to_value(verdict)?.as_str().unwrap_or("").into(),
+                            String::new(),
+                        ],
+                    ),
+                    Cell::Empty => continue,
+                };
+                rec.push(kind.into());
+                rec.extend(rest);
+                w.write_record(rec).map_err(err)?;
+            }
+        }
+        let bytes = w
+            .into_inner()
+            .map_err(|e| crate::Error::Unsupported(format!("writing CSV: {e}")))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// An HTML table (escaped).
+    pub fn html(&self) -> String {
+        let esc = crate::report::html::escape;
+        let mut s = String::from("<table class=\"fit\">\n<tr>");
+        for h in self.header() {
+            s.push_str(&format!("<th>{}</th>", esc(&h)));
+        }
+        s.push_str("</tr>\n");
+        for (r, l) in self.rows.iter().zip(self.lines()) {
+            s.push_str("<tr>");
+            s.push_str(&format!("<th>{}</th>", esc(&l[0])));
+            for (c, text) in r.cells.iter().zip(&l[1..]) {
+                let class = match c {
+                    Cell::Measured { .. } => "measured",
+                    Cell::Failed { .. } => "failed",
+                    Cell::Predicted { .. } => "predicted",
+                    Cell::Empty => "empty",
+                };
+                s.push_str(&format!("<td class=\"{class}\">{}</td>", esc(text)));
+            }
+            s.push_str(&format!("<td>{}</td></tr>\n", esc(l.last().unwrap())));
+        }
+        s.push_str("</table>\n");
+        s
+    }
+}

@@ -1,0 +1,313 @@
+//! One machine's report folder: fit table (md, csv), charts (svg, png), exports, and a
+//! self-contained `index.html` (charts inline, no network) with the environment fingerprint.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::estimate::{predict, Query, Target};
+use crate::report::charts::{Chart, LineChart, Series, Style};
+use crate::report::{export, fit_table, put, Machine, Variant, GIB};
+use crate::result::CaseResult;
+
+/// Escapes text for HTML.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Finished cases per variant.
+fn ok_by_variant(m: &Machine) -> BTreeMap<Variant, Vec<&CaseResult>> {
+    let mut out: BTreeMap<Variant, Vec<&CaseResult>> = BTreeMap::new();
+    for r in m
+        .records
+        .iter()
+        .filter(|r| r.outcome.is_ok() && r.metrics.is_some())
+    {
+        out.entry(Variant::of(r)).or_default().push(r);
+    }
+    out
+}
+
+/// One point per x: the case with the longest prompt there.
+fn points(
+    recs: &[&CaseResult],
+    x: impl Fn(&CaseResult) -> f64,
+    y: impl Fn(&CaseResult) -> Option<f64>,
+) -> Vec<(f64, f64)> {
+    let mut best: BTreeMap<u64, (usize, f64)> = BTreeMap::new();
+    for r in recs {
+        if let Some(v) = y(r) {
+            let e = best.entry(x(r).to_bits()).or_insert((0, v));
+            if r.key.prompt_tokens >= e.0 {
+                *e = (r.key.prompt_tokens, v);
+            }
+        }
+    }
+    best.into_iter()
+        .map(|(x, (_, v))| (f64::from_bits(x), v))
+        .collect()
+}
+
+fn decode_j_per_token(r: &CaseResult) -> Option<f64> {
+    r.metrics
+        .as_ref()?
+        .energy
+        .iter()
+        .find(|e| e.phase == Some(crate::probe::sampler::Phase::Decode))?
+        .j_per_token
+}
+
+/// The estimator's curve for a variant over `xs`, where it covers the variant.
+fn predicted_curve(
+    sample: &CaseResult,
+    v: &Variant,
+    xs: &[f64],
+    on_gpu: bool,
+) -> Option<Vec<(f64, f64)>> {
+    let k = &sample.key;
+    let tokenizer = k.weights == "default";
+    if !tokenizer && k.weights != "synthetic" {
+        return None;
+    }
+    let kv = crate::measure::parse_kv_dtype(&k.kv_dtype).ok()?;
+    xs.iter()
+        .map(|&ctx| {
+            let q = Query {
+                size: k.size.clone()?,
+                quant: v.quant.clone(),
+                kv_dtype: kv,
+                ctx: ctx as usize,
+                rows: k.prefill_chunk.min(k.prompt_tokens).max(1),
+                image: k.image.is_some(),
+                target: if on_gpu { Target::Cuda } else { Target::Cpu },
+                tokenizer,
+            };
+            Some((ctx, predict(&q).ok()?.breakdown.total() as f64 / GIB))
+        })
+        .collect()
+}
+
+/// The charts of a machine, by file stem.
+pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
+    let by = ok_by_variant(m);
+    let series =
+        |x: &dyn Fn(&CaseResult) -> f64, y: &dyn Fn(&CaseResult) -> Option<f64>| -> Vec<Series> {
+            by.iter()
+                .enumerate()
+                .map(|(i, (v, recs))| Series {
+                    name: v.label(),
+                    points: points(recs, x, y),
+                    style: Style::Line,
+                    color: Some(i),
+                })
+                .filter(|s| !s.points.is_empty())
+                .collect()
+        };
+    let ctx = |r: &CaseResult| r.key.ctx as f64;
+    let mut out = vec![
+        (
+            "decode-vs-context",
+            Chart::Line(LineChart {
+                title: format!("Decode speed vs context — {}", m.name),
+                x_label: "context (positions in the KV cache)".into(),
+                y_label: "decode tok/s (median)".into(),
+                log_x: true,
+                series: series(&ctx, &|r| {
+                    r.metrics.as_ref().map(|m| m.decode_tok_per_s.median)
+                }),
+                hlines: vec![],
+            }),
+        ),
+        (
+            "prefill-vs-prompt",
+            Chart::Line(LineChart {
+                title: format!("Prefill speed vs prompt length — {}", m.name),
+                x_label: "prompt positions".into(),
+                y_label: "prefill tok/s (median)".into(),
+                log_x: true,
+                series: series(
+                    &|r| {
+                        r.metrics
+                            .as_ref()
+                            .map_or(0.0, |m| m.prompt_positions as f64)
+                    },
+                    &|r| r.metrics.as_ref().map(|m| m.prefill_tok_per_s.median),
+                ),
+                hlines: vec![],
+            }),
+        ),
+    ];
+    // Peak memory: measured, the estimator's curve (dashed) and the capacity line.
+    let mut mem = series(&ctx, &|r| fit_table::peak_bytes(r).map(|b| b as f64 / GIB));
+    for (i, (v, recs)) in by.iter().enumerate() {
+        let mut xs: Vec<f64> = recs.iter().map(|r| r.key.ctx as f64).collect();
+        xs.sort_by(f64::total_cmp);
+        let (lo, hi) = (
+            xs.first().copied().unwrap_or(1.0),
+            xs.last().copied().unwrap_or(1.0),
+        );
+        let grid: Vec<f64> = (0..=16)
+            .map(|i| lo * (hi / lo).powf(i as f64 / 16.0))
+            .collect();
+        if let Some(curve) = predicted_curve(recs[0], v, &grid, m.on_gpu) {
+            mem.push(Series {
+                name: format!("{} (predicted)", v.label()),
+                points: curve,
+                style: Style::Dashed,
+                color: Some(i),
+            });
+        }
+    }
+    out.push((
+        "memory-vs-context",
+        Chart::Line(LineChart {
+            title: format!("Peak memory vs context — {}", m.name),
+            x_label: "context".into(),
+            y_label: if m.on_gpu {
+                "GPU process peak (GiB)"
+            } else {
+                "peak RSS (GiB)"
+            }
+            .into(),
+            log_x: true,
+            series: mem,
+            hlines: m
+                .capacity_bytes
+                .map(|c| {
+                    vec![(
+                        format!("capacity {:.1} GiB", c as f64 / GIB),
+                        c as f64 / GIB,
+                    )]
+                })
+                .unwrap_or_default(),
+        }),
+    ));
+    let energy = series(&ctx, &|r| decode_j_per_token(r));
+    if !energy.is_empty() {
+        out.push((
+            "energy-vs-context",
+            Chart::Line(LineChart {
+                title: format!("Decode energy per token — {}", m.name),
+                x_label: "context".into(),
+                y_label: "J/token (decode)".into(),
+                log_x: true,
+                series: energy,
+                hlines: vec![],
+            }),
+        ));
+    }
+    out
+}
+
+const STYLE: &str = "body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:2em;max-width:1100px;color:#222}\
+table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}\
+td.measured{background:#eef7ee}td.failed{background:#fbeaea}td.predicted{background:#f3f3f3;font-style:italic}\
+figure{margin:1.5em 0}figcaption{font-size:13px;color:#555}svg{max-width:100%;height:auto}";
+
+fn environment_html(m: &Machine) -> String {
+    let e = &m.environment;
+    let mut rows = vec![
+        ("machine", m.name.clone()),
+        (
+            "gemma-fit",
+            format!("{} (commit {})", e.tool_version, e.git_commit),
+        ),
+        (
+            "rustc / candle",
+            format!("{} / {}", e.rustc_version, e.candle_version),
+        ),
+        ("features", e.features.join(", ")),
+        (
+            "CPU",
+            format!("{} ({} logical cores)", e.cpu_model, e.logical_cores),
+        ),
+        ("RAM", format!("{:.1} GiB", e.ram_total_bytes as f64 / GIB)),
+        ("OS", format!("{} {}", e.os, e.kernel)),
+    ];
+    if let Some(g) = &e.gpu {
+        rows.push((
+            "GPU",
+            format!(
+                "{} (driver {}, CUDA {}, {:.1} GiB, power limit {})",
+                g.name,
+                g.driver_version.as_deref().unwrap_or("?"),
+                g.cuda_version.as_deref().unwrap_or("?"),
+                g.memory_total_bytes.unwrap_or(0) as f64 / GIB,
+                g.power_limit_w.map_or("?".into(), |w| format!("{w:.0} W"))
+            ),
+        ));
+    }
+    let mut s = String::from("<table class=\"env\">\n");
+    for (k, v) in rows {
+        s.push_str(&format!(
+            "<tr><th>{}</th><td>{}</td></tr>\n",
+            escape(k),
+            escape(&v)
+        ));
+    }
+    s.push_str("</table>\n");
+    s
+}
+
+/// Writes the machine's report into `dir`; returns the page's path.
+pub fn machine_report(m: &Machine, dir: &Path) -> crate::Result<PathBuf> {
+    let table = fit_table::build(m);
+    put(
+        dir,
+        "fit-table.md",
+        &format!("# Fit table — {}\n\n{}", m.name, table.markdown()),
+    )?;
+    put(dir, "fit-table.csv", &table.csv()?)?;
+    let rows: Vec<export::LlamaBenchRow> = m
+        .records
+        .iter()
+        .flat_map(export::llama_bench_rows)
+        .collect();
+    put(
+        dir,
+        "llama-bench.json",
+        &(serde_json::to_string_pretty(&rows)? + "\n"),
+    )?;
+    put(dir, "llama-bench.csv", &export::llama_bench_csv(&rows)?)?;
+    put(
+        dir,
+        "bmf.json",
+        &(serde_json::to_string_pretty(&export::bmf(&m.records))? + "\n"),
+    )?;
+    put(
+        dir,
+        "benchmark-action.json",
+        &(serde_json::to_string_pretty(&export::benchmark_action(&m.records))? + "\n"),
+    )?;
+    let mut figures = String::new();
+    for (stem, chart) in charts(m) {
+        let svg = chart.write(&dir.join(stem))?;
+        // Inline, without the XML prolog.
+        let body = svg.find("<svg").map_or(svg.as_str(), |i| &svg[i..]);
+        figures.push_str(&format!(
+            "<figure>{body}<figcaption><a href=\"{stem}.svg\">{stem}.svg</a> · <a href=\"{stem}.png\">{stem}.png</a></figcaption></figure>\n"
+        ));
+    }
+    let failed = m.records.iter().filter(|r| !r.outcome.is_ok()).count();
+    let html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>gemma-fit — {name}</title><style>{STYLE}</style></head><body>\n\
+         <h1>gemma-fit report — {name}</h1>\n\
+         <p>{n} cases ({failed} did not finish). Memory is the {what}; speeds are medians over repeats.</p>\n\
+         <h2>Fit table</h2>\n{table}\
+         <p>Cells: measured peak memory · decode tok/s; a failure's recorded reason; <i>predicted</i> by the estimator where nothing was measured. \
+         <a href=\"fit-table.md\">fit-table.md</a> · <a href=\"fit-table.csv\">fit-table.csv</a></p>\n\
+         <h2>Charts</h2>\n{figures}\
+         <h2>Exports</h2>\n<p><a href=\"llama-bench.json\">llama-bench.json</a> · <a href=\"llama-bench.csv\">llama-bench.csv</a> (a prefill row and a decode row per case, llama-bench's field names) · \
+         <a href=\"bmf.json\">bmf.json</a> (Bencher Metric Format) · <a href=\"benchmark-action.json\">benchmark-action.json</a> (github-action-benchmark, bigger is better)</p>\n\
+         <h2>Environment</h2>\n{env}</body></html>\n",
+        name = escape(&m.name),
+        n = m.records.len(),
+        what = if m.on_gpu { "GPU process peak (NVML)" } else { "process's peak RSS" },
+        table = table.html(),
+        env = environment_html(m),
+    );
+    put(dir, "index.html", &html)?;
+    Ok(dir.join("index.html"))
+}

@@ -1,0 +1,164 @@
+//! Reports from result records: per machine (a GPU, or a CPU when cases ran on the host) a fit
+//! table, charts, exports and a self-contained HTML page (`index.html`); across machines a
+//! comparison. One file per output: `fit_table.rs`, `charts.rs`, `html.rs`, `compare.rs`,
+//! `export.rs`.
+
+pub mod charts;
+pub mod compare;
+pub mod export;
+pub mod fit_table;
+pub mod html;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::result::{newest_per_key, CaseResult, Environment};
+
+/// The cases one machine ran.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// The GPU's name, or the CPU model for cases on the host.
+    pub name: String,
+    pub slug: String,
+    pub on_gpu: bool,
+    /// The environment of the newest record (tool version, commit, drivers...).
+    pub environment: Environment,
+    /// What fit is judged against: the GPU's memory, or the host's RAM.
+    pub capacity_bytes: Option<u64>,
+    pub records: Vec<CaseResult>,
+}
+
+/// Records grouped by machine (newest record per case key), machines in name order.
+pub fn machines(records: Vec<CaseResult>) -> Vec<Machine> {
+    let mut out: Vec<Machine> = Vec::new();
+    for r in newest_per_key(records) {
+        let gpu = r
+            .environment
+            .gpu
+            .as_ref()
+            .filter(|_| r.key.device_kind != "cpu");
+        let name = gpu.map_or_else(|| r.environment.cpu_model.clone(), |g| g.name.clone());
+        let on_gpu = gpu.is_some();
+        let capacity = gpu.map_or(Some(r.environment.ram_total_bytes), |g| {
+            g.memory_total_bytes
+        });
+        match out
+            .iter_mut()
+            .find(|m| m.name == name && m.on_gpu == on_gpu)
+        {
+            Some(m) => {
+                if r.started_unix_s
+                    >= m.records
+                        .iter()
+                        .map(|x| x.started_unix_s)
+                        .max()
+                        .unwrap_or(0)
+                {
+                    m.environment = r.environment.clone();
+                }
+                m.records.push(r);
+            }
+            None => out.push(Machine {
+                slug: crate::bench::slug(&name),
+                name,
+                on_gpu,
+                environment: r.environment.clone(),
+                capacity_bytes: capacity,
+                records: vec![r],
+            }),
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Reads result files (JSON lines or single records); lines that do not parse are counted.
+pub fn read(paths: &[PathBuf]) -> Result<(Vec<CaseResult>, usize)> {
+    let mut all = Vec::new();
+    let mut bad = 0;
+    for p in paths {
+        let (mut r, b) = crate::result::read_records(p)?;
+        all.append(&mut r);
+        bad += b;
+    }
+    Ok((all, bad))
+}
+
+/// A model × format × KV dtype: the rows of tables and the series of charts.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Variant {
+    /// Size order first (270m < 1b < ...), then the name.
+    pub order: usize,
+    pub model: String,
+    pub quant: String,
+    pub kv_dtype: String,
+    pub image: bool,
+}
+
+impl Variant {
+    pub fn of(r: &CaseResult) -> Self {
+        let k = &r.key;
+        let model = match (&k.size, k.weights.as_str()) {
+            (Some(s), "default") => format!("{s} (default GGUF)"),
+            (Some(s), _) => s.clone(),
+            (None, w) => w.to_string(),
+        };
+        let order = crate::model::presets::all()
+            .iter()
+            .position(|p| Some(p.name) == k.size.as_deref())
+            .unwrap_or(99);
+        Variant {
+            order,
+            model,
+            quant: k.quant.clone().unwrap_or_else(|| {
+                if k.weights == "default" {
+                    "q4_k_m".into()
+                } else {
+                    "file".into()
+                }
+            }),
+            kv_dtype: k.kv_dtype.clone(),
+            image: k.image.is_some(),
+        }
+    }
+
+    pub fn label(&self) -> String {
+        format!(
+            "{} {} kv {}{}",
+            self.model,
+            self.quant,
+            self.kv_dtype,
+            if self.image { " +image" } else { "" }
+        )
+    }
+}
+
+/// Writes the report of `records` under `out`: one machine's report in `out` itself, several
+/// machines each in `out/<machine>/` with a comparison in `out`. Returns the pages written.
+pub fn write(records: Vec<CaseResult>, out: &Path) -> Result<Vec<PathBuf>> {
+    let machines = machines(records);
+    if machines.is_empty() {
+        return Err(Error::Unsupported("no result records to report".into()));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let mut pages = Vec::new();
+    if let [one] = machines.as_slice() {
+        pages.push(html::machine_report(one, out)?);
+        return Ok(pages);
+    }
+    for m in &machines {
+        let dir = out.join(&m.slug);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        pages.push(html::machine_report(m, &dir)?);
+    }
+    pages.push(compare::write(&machines, out)?);
+    Ok(pages)
+}
+
+/// Writes `text` to `dir/name`.
+pub(crate) fn put(dir: &Path, name: &str, text: &str) -> Result<()> {
+    let p = dir.join(name);
+    std::fs::write(&p, text).map_err(|e| Error::io(&p, e))
+}
+
+pub(crate) const GIB: f64 = (1u64 << 30) as f64;

@@ -1,0 +1,260 @@
+//! `gemma-fit report` as users run it: real records from `run`, one machine and several.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+fn gemma_fit() -> Command {
+    Command::cargo_bin("gemma-fit").unwrap()
+}
+
+/// Two finished synthetic 270M cases at two contexts and one that fails (an unknown format), as
+/// `run --out` records.
+fn records(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for (name, quant, ctx) in [
+        ("a", "q8_0", "256"),
+        ("b", "q8_0", "1024"),
+        ("c", "q3_x", "256"),
+    ] {
+        let path = dir.join(format!("{name}.json"));
+        let mut cmd = gemma_fit();
+        cmd.args([
+            "run",
+            "-m",
+            "synthetic:270m",
+            "--quant",
+            quant,
+            "--ctx",
+            ctx,
+            "--prompt-tokens",
+            "16",
+            "--gen",
+            "2",
+            "--repeats",
+            "2",
+            "--fill-kv",
+            "synthetic",
+            "--out",
+        ])
+        .arg(&path);
+        if quant == "q3_x" {
+            cmd.assert().failure();
+        } else {
+            cmd.assert().success();
+        }
+        out.push(path);
+    }
+    out
+}
+
+/// Every href and src of an HTML page points at a file that exists beside it.
+fn links_resolve(page: &Path) {
+    let html = std::fs::read_to_string(page).unwrap();
+    let mut n = 0;
+    for attr in ["href=\"", "src=\""] {
+        for part in html.split(attr).skip(1) {
+            let target = &part[..part.find('"').unwrap()];
+            assert!(
+                !target.starts_with("http"),
+                "{page:?} reaches the network: {target}"
+            );
+            let p = page.parent().unwrap().join(target);
+            assert!(
+                p.exists(),
+                "{page:?} links to {target}, which does not exist"
+            );
+            n += 1;
+        }
+    }
+    assert!(n > 5, "{page:?} has only {n} links");
+}
+
+fn svg_texts(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc = roxmltree::Document::parse(&text).expect("the SVG parses");
+    doc.descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text().map(|t| t.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn a_machine_report_has_its_table_charts_exports_and_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = records(dir.path());
+    let out = dir.path().join("report");
+    gemma_fit()
+        .arg("report")
+        .args(&files)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    links_resolve(&out.join("index.html"));
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(
+        html.contains("<svg") && html.contains("Environment"),
+        "charts inline"
+    );
+
+    // The fit table: both contexts measured, the failed case recorded with its reason.
+    let md = std::fs::read_to_string(out.join("fit-table.md")).unwrap();
+    assert!(
+        md.contains("270m q8_0 kv f32") && md.contains("tok/s"),
+        "{md}"
+    );
+    assert!(md.contains("error: "), "the failed case's reason: {md}");
+
+    // Charts: the series is in the legend of every chart; a PNG beside each SVG.
+    for stem in [
+        "decode-vs-context",
+        "prefill-vs-prompt",
+        "memory-vs-context",
+    ] {
+        let t = svg_texts(&out.join(format!("{stem}.svg")));
+        assert!(t.iter().any(|x| x == "270m q8_0 kv f32"), "{stem}: {t:?}");
+        assert!(out.join(format!("{stem}.png")).exists());
+    }
+    let mem = svg_texts(&out.join("memory-vs-context.svg"));
+    assert!(mem.iter().any(|x| x == "270m q8_0 kv f32 (predicted)"));
+    assert!(mem.iter().any(|x| x.starts_with("capacity ")));
+
+    // llama-bench rows: a prefill row and a decode row per finished case, its field names.
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("llama-bench.json")).unwrap())
+            .unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        for f in [
+            "build_commit",
+            "cpu_info",
+            "gpu_info",
+            "model_type",
+            "model_size",
+            "model_n_params",
+            "n_batch",
+            "n_threads",
+            "type_k",
+            "type_v",
+            "n_prompt",
+            "n_gen",
+            "n_depth",
+            "test_time",
+            "avg_ns",
+            "stddev_ns",
+            "avg_ts",
+            "stddev_ts",
+            "samples_ns",
+            "samples_ts",
+        ] {
+            assert!(r.get(f).is_some(), "{f} missing: {r}");
+        }
+        assert_eq!(
+            r["samples_ts"].as_array().unwrap().len(),
+            2,
+            "one sample per repeat"
+        );
+        assert!(r["avg_ts"].as_f64().unwrap() > 0.0);
+    }
+    let prefill = rows
+        .iter()
+        .filter(|r| r["n_gen"] == 0 && r["n_prompt"] == 16)
+        .count();
+    let decode = rows
+        .iter()
+        .filter(|r| r["n_prompt"] == 0 && r["n_gen"] == 2)
+        .count();
+    assert_eq!((prefill, decode), (2, 2));
+    let deep = rows
+        .iter()
+        .find(|r| r["n_gen"] == 2 && r["n_depth"].as_u64().unwrap() > 1000)
+        .expect("decode at ctx 1024 runs at depth 1006 + 16");
+    assert_eq!(deep["n_depth"], 1024 - 2);
+    let csv = std::fs::read_to_string(out.join("llama-bench.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().contains("avg_ts") && csv.lines().count() == 5);
+
+    // BMF: benchmark → measure → value (lower/upper for speeds).
+    let bmf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bmf.json")).unwrap()).unwrap();
+    let benches = bmf.as_object().unwrap();
+    assert_eq!(benches.len(), 2);
+    for measures in benches.values() {
+        let m = measures.as_object().unwrap();
+        for (name, v) in m {
+            assert!(v["value"].is_number(), "{name}: {v}");
+        }
+        assert!(m["decode-tok-per-s"]["lower_value"].is_number());
+        assert!(m["peak-memory-bytes"]["value"].as_u64().unwrap() > 100 << 20);
+    }
+    let ga: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("benchmark-action.json")).unwrap())
+            .unwrap();
+    assert!(ga
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["name"].is_string() && e["unit"] == "tok/s" && e["value"].is_number()));
+}
+
+#[test]
+fn several_machines_are_compared() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = records(dir.path());
+    // The same records as if a second machine had made them.
+    let other = dir.path().join("other.jsonl");
+    let mut lines = String::new();
+    for f in &files[..2] {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        v["environment"]["cpu_model"] = "Other CPU 9000".into();
+        lines.push_str(&serde_json::to_string(&v).unwrap());
+        lines.push('\n');
+    }
+    std::fs::write(&other, lines).unwrap();
+    let out = dir.path().join("cmp");
+    gemma_fit()
+        .arg("report")
+        .args(&files)
+        .arg(&other)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    links_resolve(&out.join("index.html"));
+    let cmp = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    assert!(
+        cmp.contains("Other CPU 9000") && cmp.contains("270m q8_0 kv f32"),
+        "{cmp}"
+    );
+    let t = svg_texts(&out.join("compare-decode.svg"));
+    assert!(t.iter().any(|x| x == "Other CPU 9000"), "{t:?}");
+    let machines: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("index.html").exists())
+        .collect();
+    assert_eq!(machines.len(), 2);
+    for m in machines {
+        links_resolve(&m.path().join("index.html"));
+    }
+}
+
+#[test]
+fn bad_report_input_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.jsonl");
+    std::fs::write(&junk, "{\"not\": \"a record\"}\n").unwrap();
+    gemma_fit()
+        .arg("report")
+        .arg(&junk)
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("no result records"));
+    gemma_fit()
+        .args(["report", "/no/such/file.jsonl"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("/no/such/file.jsonl"));
+}
