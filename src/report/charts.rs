@@ -102,6 +102,11 @@ fn range(values: impl Iterator<Item = f64>, log: bool, from_zero: bool) -> (f64,
     }
     if log {
         (lo / 1.5, hi * 1.5)
+    } else if hi == lo {
+        (
+            if from_zero { lo.min(0.0) } else { lo * 0.5 },
+            hi * 1.5 + 1e-9,
+        )
     } else {
         let span = (hi - lo).max(hi.abs() * 0.1).max(1e-9);
         let lo = if from_zero {
@@ -143,6 +148,9 @@ where
         false,
         true,
     );
+    // Headroom above the data for the legend (about one line of it per entry).
+    let entries = c.series.len() + c.hlines.len();
+    let y1 = y1 + (y1 - y0) * (0.05 + 0.045 * entries as f64);
     let mut builder = ChartBuilder::on(&root);
     builder
         .caption(&c.title, (FAMILY, 20))

@@ -218,7 +218,14 @@ fn environment_html(m: &Machine) -> String {
             "rustc / candle",
             format!("{} / {}", e.rustc_version, e.candle_version),
         ),
-        ("features", e.features.join(", ")),
+        (
+            "features",
+            if e.features.is_empty() {
+                "none (CPU build)".into()
+            } else {
+                e.features.join(", ")
+            },
+        ),
         (
             "CPU",
             format!("{} ({} logical cores)", e.cpu_model, e.logical_cores),
