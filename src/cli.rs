@@ -95,6 +95,37 @@ pub enum Command {
     /// github-action-benchmark JSON) and a self-contained index.html; with several machines, each
     /// goes to OUT/<machine>/ and OUT/index.html compares them.
     Report(ReportArgs),
+    /// The regression gate: compare two result files (a base and a new run) case by case.
+    ///
+    /// Cases are matched by key. Throughput and time to first token are judged from the
+    /// per-repeat samples: a bootstrap 95% interval of the change of the median; "regressed" only
+    /// when the whole interval is worse than the threshold, "improved" when all better,
+    /// "unchanged" when it lies inside ±threshold, else "too noisy to tell" (a warning, not a
+    /// failure: add repeats). Peak memory (one reading per case, nearly deterministic) gets a
+    /// tight threshold. Cases on one side only, and cases that stopped finishing, are listed.
+    /// Exit status: 0 no regression, 1 a regression, 2 bad input. `--format md` is a summary fit
+    /// for a pull-request comment.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The base results (JSON lines from `bench`, or a `run --out` record).
+    pub base: std::path::PathBuf,
+    /// The new results.
+    pub new: std::path::PathBuf,
+    /// Metrics to judge (comma-separated; default all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub metric: Vec<crate::gate::Metric>,
+    /// Allowed change of decode/prefill tok/s and time to first token.
+    #[arg(long, default_value = "5%", value_parser = crate::gate::parse_share)]
+    pub threshold_throughput: f64,
+    /// Allowed growth of peak memory.
+    #[arg(long, default_value = "1%", value_parser = crate::gate::parse_share)]
+    pub threshold_memory: f64,
+    /// Output: table, md (a pull-request comment) or json.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: crate::estimate::fit::Format,
 }
 
 #[derive(Debug, Args)]

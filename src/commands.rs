@@ -698,3 +698,23 @@ pub fn report(args: &crate::cli::ReportArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `gemma-fit compare`: the regression gate. Ok(true) when something regressed.
+pub fn compare(args: &crate::cli::CompareArgs) -> Result<bool> {
+    let opt = crate::gate::Options {
+        metrics: if args.metric.is_empty() {
+            crate::gate::Metric::ALL.to_vec()
+        } else {
+            args.metric.clone()
+        },
+        threshold_throughput: args.threshold_throughput,
+        threshold_memory: args.threshold_memory,
+        ..crate::gate::Options::default()
+    };
+    let report = crate::gate::compare_files(&args.base, &args.new, &opt)?;
+    print!("{}", crate::gate::render(&report, args.format)?);
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(report.regressed())
+}

@@ -10,6 +10,7 @@
 //! - [`result`]: the result schema v1 (`docs/result-schema.md`).
 //! - [`suite`]: suite files and their matrix; [`bench`]: the runner (child process per case).
 //! - [`estimate`]: predicted memory from the engine's plan, the GPU catalog, fit tables.
+//! - [`gate`]: the regression gate (`compare`); [`report`]: reports per machine and across.
 //! - [`probe`]: host facts and peak RSS, NVIDIA GPUs through NVML, the phase sampler.
 
 pub mod bench;
@@ -19,6 +20,7 @@ pub mod commands;
 pub mod error;
 pub mod estimate;
 pub mod fetch;
+pub mod gate;
 pub mod hub;
 pub mod measure;
 pub mod model;

@@ -41,6 +41,13 @@ fn main() {
         Command::Fit(a) => commands::fit(a),
         Command::Gpus(a) => commands::gpus(a),
         Command::Report(a) => commands::report(a),
+        Command::Compare(a) => match commands::compare(a) {
+            Ok(regressed) => std::process::exit(i32::from(regressed)),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(2);
+            }
+        },
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
