@@ -71,6 +71,8 @@ fn bench_model(c: &mut Criterion, name: &str, model: &Gemma3, prompt: &[u32]) {
 }
 
 fn bench(c: &mut Criterion) {
+    // criterion draws its plots with plotters, which here has only our bundled font.
+    gemma_fit::report::charts::register_font();
     let path = gemma_fit::fetch::default_model_path(true).expect("default model");
     let real = LoadedModel::load(&path, &Device::Cpu).expect("load the default model");
     let prompt = real.prompt(DEPTH + 1);

@@ -7,6 +7,8 @@ use gemma_fit::estimate::fit::{table, Capacity, Request};
 use gemma_fit::estimate::{predict, Query, Target};
 
 fn bench(c: &mut Criterion) {
+    // criterion draws its plots with plotters, which here has only our bundled font.
+    gemma_fit::report::charts::register_font();
     let q = Query {
         size: "27b".into(),
         quant: "q4_k_m".into(),

@@ -5,6 +5,8 @@ use gemma_fit::model::gguf::GgufFile;
 use gemma_fit::model::tokenizer::Tokenizer;
 
 fn bench(c: &mut Criterion) {
+    // criterion draws its plots with plotters, which here has only our bundled font.
+    gemma_fit::report::charts::register_font();
     let path = gemma_fit::fetch::default_model_path(true).expect("default model");
     let file = GgufFile::open_gemma3(&path).expect("open");
     let tok = Tokenizer::from_gguf(&file).expect("tokenizer");

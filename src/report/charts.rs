@@ -13,7 +13,10 @@ const FAMILY: &str = "sans-serif";
 pub const WIDTH: u32 = 860;
 pub const HEIGHT: u32 = 480;
 
-fn register_font() {
+/// Registers the bundled font as plotters' "sans-serif". The charts call it; so must any other
+/// plotters user in the process (criterion's plots in `benches/`): this build of plotters has no
+/// system fonts, and text without a registered font is an error.
+pub fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // The font is ours and valid; a failure would only mean text is not drawn.
