@@ -389,7 +389,12 @@ pub fn render(r: &Report, format: crate::estimate::fit::Format) -> Result<String
     ]);
     for f in &r.findings {
         t.add_row([
-            f.case.clone(),
+            // Case keys hold '|', which would split a markdown cell.
+            if md {
+                f.case.replace('|', "\\|")
+            } else {
+                f.case.clone()
+            },
             f.metric.name().to_string(),
             format!("{:.2}", f.base),
             format!("{:.2}", f.new),

@@ -90,11 +90,10 @@ fn verdicts_and_exit_codes() {
         .code(1)
         .stdout(predicate::str::contains("REGRESSED").and(predicate::str::contains("-20.0%")));
     // ... and the markdown summary says so for a pull request.
-    compare(&b, &n, &["--format", "md"])
-        .code(1)
-        .stdout(predicate::str::starts_with(
-            "### gemma-fit compare — Regression",
-        ));
+    compare(&b, &n, &["--format", "md"]).code(1).stdout(
+        predicate::str::starts_with("### gemma-fit compare — Regression")
+            .and(predicate::str::contains(r"270m\|synthetic\|q8_0")),
+    );
 
     // High noise around the same median: too noisy to tell, exit 0 with a warning.
     let mut noisy = base.clone();
