@@ -261,39 +261,28 @@ pub fn compare(base: &[CaseResult], new: &[CaseResult], opt: &Options) -> Report
                     if xs.is_empty() || ys.is_empty() || sb.median <= 0.0 {
                         continue;
                     }
-                    let change = sn.median / sb.median - 1.0;
-                    if xs.len() < 3 || ys.len() < 3 {
-                        Finding {
-                            case: id.clone(),
-                            metric,
-                            base: sb.median,
-                            new: sn.median,
-                            change,
-                            ci: None,
-                            verdict: Verdict::TooNoisy,
-                            note: Some(format!(
-                                "{} and {} repeats: at least 3 a side are needed to judge",
-                                xs.len(),
-                                ys.len()
-                            )),
-                        }
+                    let (ci, verdict, note) = if xs.len() < 3 || ys.len() < 3 {
+                        let why = format!(
+                            "{} and {} repeats: at least 3 a side are needed to judge",
+                            xs.len(),
+                            ys.len()
+                        );
+                        (None, Verdict::TooNoisy, Some(why))
                     } else {
                         let (lo, hi) = bootstrap(&xs, &ys, opt.resamples, seed_of(id));
-                        Finding {
-                            case: id.clone(),
-                            metric,
-                            base: sb.median,
-                            new: sn.median,
-                            change,
-                            ci: Some((lo, hi)),
-                            verdict: judge(
-                                lo,
-                                hi,
-                                opt.threshold_throughput,
-                                metric.higher_is_better(),
-                            ),
-                            note: None,
-                        }
+                        let better_up = metric.higher_is_better();
+                        let v = judge(lo, hi, opt.threshold_throughput, better_up);
+                        (Some((lo, hi)), v, None)
+                    };
+                    Finding {
+                        case: id.clone(),
+                        metric,
+                        base: sb.median,
+                        new: sn.median,
+                        change: sn.median / sb.median - 1.0,
+                        ci,
+                        verdict,
+                        note,
                     }
                 }
             };

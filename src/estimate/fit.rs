@@ -452,14 +452,15 @@ pub fn new_table(format: Format) -> comfy_table::Table {
     t
 }
 
-fn csv_string(w: csv::Writer<Vec<u8>>) -> Result<String> {
+/// The text a CSV writer holds.
+pub(crate) fn csv_string(w: csv::Writer<Vec<u8>>) -> Result<String> {
     let bytes = w
         .into_inner()
         .map_err(|e| Error::Unsupported(format!("writing CSV: {e}")))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-fn csv_err(e: csv::Error) -> Error {
+pub(crate) fn csv_err(e: csv::Error) -> Error {
     Error::Unsupported(format!("writing CSV: {e}"))
 }
 

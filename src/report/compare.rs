@@ -138,15 +138,12 @@ impl Comparison {
 
     pub fn csv(&self) -> crate::Result<String> {
         let mut w = csv::Writer::from_writer(Vec::new());
-        let err = |e: csv::Error| crate::Error::Unsupported(format!("writing CSV: {e}"));
-        w.write_record(Self::HEADER).map_err(err)?;
+        w.write_record(Self::HEADER)
+            .map_err(crate::estimate::fit::csv_err)?;
         for l in self.lines() {
-            w.write_record(l).map_err(err)?;
+            w.write_record(l).map_err(crate::estimate::fit::csv_err)?;
         }
-        let bytes = w
-            .into_inner()
-            .map_err(|e| crate::Error::Unsupported(format!("writing CSV: {e}")))?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        crate::estimate::fit::csv_string(w)
     }
 
     fn bars(&self, title: &str, y: &str, f: impl Fn(&Entry) -> Option<f64>) -> Chart {

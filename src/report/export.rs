@@ -192,8 +192,8 @@ pub fn llama_bench_csv(rows: &[LlamaBenchRow]) -> crate::Result<String> {
         "samples_ts",
     ];
     let mut w = csv::Writer::from_writer(Vec::new());
-    let err = |e: csv::Error| crate::Error::Unsupported(format!("writing CSV: {e}"));
-    w.write_record(FIELDS).map_err(err)?;
+    w.write_record(FIELDS)
+        .map_err(crate::estimate::fit::csv_err)?;
     for r in rows {
         let v = serde_json::to_value(r)?;
         w.write_record(FIELDS.iter().map(|f| match &v[*f] {
@@ -201,12 +201,9 @@ pub fn llama_bench_csv(rows: &[LlamaBenchRow]) -> crate::Result<String> {
             Value::Array(a) => a.iter().map(Value::to_string).collect::<Vec<_>>().join(" "),
             other => other.to_string(),
         }))
-        .map_err(err)?;
+        .map_err(crate::estimate::fit::csv_err)?;
     }
-    let bytes = w
-        .into_inner()
-        .map_err(|e| crate::Error::Unsupported(format!("writing CSV: {e}")))?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    crate::estimate::fit::csv_string(w)
 }
 
 fn bench_name(r: &CaseResult) -> String {

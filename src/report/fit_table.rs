@@ -233,7 +233,6 @@ impl FitTable {
 
     pub fn csv(&self) -> crate::Result<String> {
         let mut w = csv::Writer::from_writer(Vec::new());
-        let err = |e: csv::Error| crate::Error::Unsupported(format!("writing CSV: {e}"));
         w.write_record([
             "variant",
             "ctx",
@@ -245,7 +244,7 @@ impl FitTable {
             "verdict",
             "reason",
         ])
-        .map_err(err)?;
+        .map_err(crate::estimate::fit::csv_err)?;
         for r in &self.rows {
             for (ctx, c) in self.contexts.iter().zip(&r.cells) {
                 let mut rec = vec![r.variant.clone(), ctx.to_string()];
@@ -291,13 +290,10 @@ impl FitTable {
                 };
                 rec.push(kind.into());
                 rec.extend(rest);
-                w.write_record(rec).map_err(err)?;
+                w.write_record(rec).map_err(crate::estimate::fit::csv_err)?;
             }
         }
-        let bytes = w
-            .into_inner()
-            .map_err(|e| crate::Error::Unsupported(format!("writing CSV: {e}")))?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        crate::estimate::fit::csv_string(w)
     }
 
     /// An HTML table (escaped).
