@@ -591,16 +591,9 @@ pub fn fit(args: &crate::cli::FitArgs) -> Result<()> {
     use crate::estimate::fit;
     use crate::estimate::Target;
     if !args.results.is_empty() {
-        let mut records = Vec::new();
-        for path in &args.results {
-            let (mut r, bad) = crate::result::read_records(path)?;
-            if bad > 0 {
-                eprintln!(
-                    "warning: {}: {bad} line(s) are not result records; skipped",
-                    path.display()
-                );
-            }
-            records.append(&mut r);
+        let (records, bad) = crate::result::read_all(&args.results)?;
+        if bad > 0 {
+            eprintln!("warning: {bad} line(s) are not result records; skipped");
         }
         let (compared, skipped) = fit::compare(&records);
         print!(
@@ -682,7 +675,7 @@ pub fn gpus(args: &crate::cli::GpusArgs) -> Result<()> {
 
 /// `gemma-fit report`: per-machine reports and a comparison from result files.
 pub fn report(args: &crate::cli::ReportArgs) -> Result<()> {
-    let (records, bad) = crate::report::read(&args.results)?;
+    let (records, bad) = crate::result::read_all(&args.results)?;
     if bad > 0 {
         eprintln!("warning: {bad} line(s) are not result records; skipped");
     }

@@ -194,7 +194,7 @@ fn judge(lo: f64, hi: f64, threshold: f64, higher_is_better: bool) -> Verdict {
 }
 
 fn peak(r: &CaseResult) -> Option<f64> {
-    crate::report::fit_table::peak_bytes(r).map(|b| b as f64)
+    r.peak_bytes().map(|b| b as f64)
 }
 
 /// Seed for a case's bootstrap: stable across runs, different across cases.

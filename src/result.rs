@@ -178,6 +178,34 @@ impl Outcome {
     }
 }
 
+impl CaseResult {
+    /// The memory the case measured at its peak: the GPU process peak (NVML) for GPU cases,
+    /// the process's peak RSS on the CPU.
+    pub fn peak_bytes(&self) -> Option<u64> {
+        let m = self.metrics.as_ref()?;
+        if self.key.device_kind == "cpu" {
+            m.peak_rss_bytes
+        } else {
+            m.memory
+                .iter()
+                .filter_map(|p| p.gpu_process_peak_bytes)
+                .max()
+        }
+    }
+}
+
+/// The records of several results files, and how many lines did not parse.
+pub fn read_all(paths: &[std::path::PathBuf]) -> crate::Result<(Vec<CaseResult>, usize)> {
+    let mut all = Vec::new();
+    let mut bad = 0;
+    for p in paths {
+        let (mut r, b) = read_records(p)?;
+        all.append(&mut r);
+        bad += b;
+    }
+    Ok((all, bad))
+}
+
 /// The records of a results file: JSON lines (`bench`), or one JSON record (`run --out`).
 /// Lines that do not parse (one cut short by a kill) are skipped and counted; a file with no
 /// record at all is an error.

@@ -499,48 +499,11 @@ fn compare_one(r: &CaseResult) -> std::result::Result<Compared, String> {
         .metrics
         .as_ref()
         .ok_or("no metrics (the case did not finish)")?;
-    let size = k
-        .size
-        .clone()
-        .ok_or("not a Gemma 3 preset shape (a file of its own)")?;
-    let (quant, tokenizer) = match (k.weights.as_str(), &k.quant) {
-        ("default", _) => ("q4_k_m".to_string(), true),
-        ("synthetic", Some(q)) => (q.clone(), false),
-        _ => {
-            return Err(format!(
-                "weights '{}' are not predicted (synthetic and the default model are)",
-                k.weights
-            ))
-        }
-    };
-    let target = Target::parse(&k.device_kind)?;
-    let measured = match target {
-        Target::Cpu => m.peak_rss_bytes.ok_or("no peak RSS recorded")?,
-        Target::Cuda => m
-            .memory
-            .iter()
-            .filter_map(|p| p.gpu_process_peak_bytes)
-            .max()
-            .ok_or("no NVML process memory recorded")?,
-    };
-    let image_positions = if k.image.is_some() {
-        m.prompt_positions.saturating_sub(k.prompt_tokens)
-    } else {
-        0
-    };
-    let q = Query {
-        size: size.clone(),
-        quant: quant.clone(),
-        kv_dtype: crate::measure::parse_kv_dtype(&k.kv_dtype)?,
-        ctx: k.ctx,
-        rows: k
-            .prefill_chunk
-            .min(k.prompt_tokens + image_positions)
-            .max(1),
-        image: k.image.is_some(),
-        target,
-        tokenizer,
-    };
+    let q = Query::for_record(r)?;
+    let measured = r.peak_bytes().ok_or(match q.target {
+        Target::Cpu => "no peak RSS recorded",
+        Target::Cuda => "no NVML process memory recorded",
+    })?;
     let p = predict(&q).map_err(|e| e.to_string())?;
     let b = p.breakdown;
     let weights =
@@ -555,7 +518,9 @@ fn compare_one(r: &CaseResult) -> std::result::Result<Compared, String> {
     };
     Ok(Compared {
         case: format!(
-            "{size} {quant} kv {} ctx {} p{}+g{}{}{}",
+            "{} {} kv {} ctx {} p{}+g{}{}{}",
+            q.size,
+            q.quant,
             k.kv_dtype,
             ctx_label(k.ctx),
             k.prompt_tokens,
@@ -563,7 +528,7 @@ fn compare_one(r: &CaseResult) -> std::result::Result<Compared, String> {
             if k.image.is_some() { " +image" } else { "" },
             if k.fill_kv.is_some() { " (filled)" } else { "" }
         ),
-        target,
+        target: q.target,
         measured_peak_bytes: measured,
         predicted_bytes: b.total(),
         error: rel(b.total(), measured),

@@ -68,6 +68,49 @@ pub struct Query {
     pub tokenizer: bool,
 }
 
+impl Query {
+    /// The query for the case a result record ran: its size, format, KV dtype, context, largest
+    /// forward pass (the chunk, or a shorter prompt with its image), image and device. Only
+    /// synthetic weights and the default model are covered (their formats are known).
+    pub fn for_record(r: &crate::result::CaseResult) -> std::result::Result<Query, String> {
+        let k = &r.key;
+        let size = k
+            .size
+            .clone()
+            .ok_or("not a Gemma 3 preset shape (a file of its own)")?;
+        let (quant, tokenizer) = match (k.weights.as_str(), &k.quant) {
+            ("default", _) => ("q4_k_m".to_string(), true),
+            ("synthetic", Some(q)) => (q.clone(), false),
+            _ => {
+                return Err(format!(
+                    "weights '{}' are not predicted (synthetic and the default model are)",
+                    k.weights
+                ))
+            }
+        };
+        let image_positions = match (&k.image, &r.metrics) {
+            (None, _) => 0,
+            (Some(_), Some(m)) => m.prompt_positions.saturating_sub(k.prompt_tokens),
+            (Some(_), None) => {
+                crate::measure::image_positions(&crate::model::vision::VisionConfig::gemma3())
+            }
+        };
+        Ok(Query {
+            size,
+            quant,
+            kv_dtype: crate::measure::parse_kv_dtype(&k.kv_dtype)?,
+            ctx: k.ctx,
+            rows: k
+                .prefill_chunk
+                .min(k.prompt_tokens + image_positions)
+                .max(1),
+            image: k.image.is_some(),
+            target: Target::parse(&k.device_kind)?,
+            tokenizer,
+        })
+    }
+}
+
 /// A prediction, by what holds the bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Breakdown {

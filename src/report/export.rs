@@ -227,7 +227,7 @@ pub fn bmf(records: &[CaseResult]) -> Value {
         let mut measures = Map::new();
         measures.insert("decode-tok-per-s".into(), stat(&m.decode_tok_per_s));
         measures.insert("prefill-tok-per-s".into(), stat(&m.prefill_tok_per_s));
-        if let Some(p) = crate::report::fit_table::peak_bytes(r) {
+        if let Some(p) = r.peak_bytes() {
             measures.insert("peak-memory-bytes".into(), json!({"value": p}));
         }
         out.insert(bench_name(r), Value::Object(measures));

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::estimate::fit::{ctx_label, Verdict};
-use crate::estimate::{predict, Query, Target};
+use crate::estimate::{predict, Query};
 use crate::report::{Machine, Variant, GIB};
 use crate::result::{CaseResult, Outcome};
 
@@ -45,19 +45,6 @@ pub struct FitTable {
     pub rows: Vec<Row>,
 }
 
-/// The memory a record measured: the GPU process peak on a GPU, peak RSS on the CPU.
-pub fn peak_bytes(r: &CaseResult) -> Option<u64> {
-    let m = r.metrics.as_ref()?;
-    if r.key.device_kind == "cpu" {
-        m.peak_rss_bytes
-    } else {
-        m.memory
-            .iter()
-            .filter_map(|p| p.gpu_process_peak_bytes)
-            .max()
-    }
-}
-
 fn reason(o: &Outcome) -> String {
     match o {
         Outcome::Ok => "ok".into(),
@@ -70,25 +57,10 @@ fn reason(o: &Outcome) -> String {
     }
 }
 
-/// The prediction for a variant at `ctx` on this machine, where the estimator covers it.
-fn predicted(v: &Variant, sample: &CaseResult, ctx: usize, m: &Machine) -> Option<Cell> {
-    let k = &sample.key;
-    let size = k.size.clone()?;
-    let tokenizer = k.weights == "default";
-    if !tokenizer && k.weights != "synthetic" {
-        return None;
-    }
-    let q = Query {
-        size,
-        quant: v.quant.clone(),
-        kv_dtype: crate::measure::parse_kv_dtype(&k.kv_dtype).ok()?,
-        ctx,
-        rows: k.prefill_chunk,
-        image: k.image.is_some(),
-        target: if m.on_gpu { Target::Cuda } else { Target::Cpu },
-        tokenizer,
-    };
-    let p = predict(&q).ok()?;
+/// The prediction at `ctx` for the case `sample` ran, where the estimator covers it.
+fn predicted(sample: &CaseResult, ctx: usize, m: &Machine) -> Option<Cell> {
+    let q = Query::for_record(sample).ok()?;
+    let p = predict(&Query { ctx, ..q }).ok()?;
     if ctx > p.max_ctx {
         return None;
     }
@@ -129,7 +101,7 @@ pub fn build(m: &Machine) -> FitTable {
                     if let Some(r) = ok {
                         let mt = r.metrics.as_ref().expect("filtered on metrics");
                         return Cell::Measured {
-                            peak_bytes: peak_bytes(r),
+                            peak_bytes: r.peak_bytes(),
                             decode_tok_per_s: mt.decode_tok_per_s.median,
                             prefill_tok_per_s: mt.prefill_tok_per_s.median,
                         };
@@ -139,7 +111,7 @@ pub fn build(m: &Machine) -> FitTable {
                             reason: reason(&r.outcome),
                         };
                     }
-                    predicted(v, recs[0], ctx, m).unwrap_or(Cell::Empty)
+                    predicted(recs[0], ctx, m).unwrap_or(Cell::Empty)
                 })
                 .collect();
             let frontier_ok = recs

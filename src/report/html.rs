@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::estimate::{predict, Query, Target};
+use crate::estimate::{predict, Query};
 use crate::report::charts::{Chart, LineChart, Series, Style};
 use crate::report::{export, fit_table, put, Machine, Variant, GIB};
 use crate::result::CaseResult;
@@ -59,32 +59,17 @@ fn decode_j_per_token(r: &CaseResult) -> Option<f64> {
         .j_per_token
 }
 
-/// The estimator's curve for a variant over `xs`, where it covers the variant.
-fn predicted_curve(
-    sample: &CaseResult,
-    v: &Variant,
-    xs: &[f64],
-    on_gpu: bool,
-) -> Option<Vec<(f64, f64)>> {
-    let k = &sample.key;
-    let tokenizer = k.weights == "default";
-    if !tokenizer && k.weights != "synthetic" {
-        return None;
-    }
-    let kv = crate::measure::parse_kv_dtype(&k.kv_dtype).ok()?;
+/// The estimator's curve over `xs` for the case `sample` ran, where it covers that case.
+fn predicted_curve(sample: &CaseResult, xs: &[f64]) -> Option<Vec<(f64, f64)>> {
+    let q = Query::for_record(sample).ok()?;
     xs.iter()
         .map(|&ctx| {
-            let q = Query {
-                size: k.size.clone()?,
-                quant: v.quant.clone(),
-                kv_dtype: kv,
+            let p = predict(&Query {
                 ctx: ctx as usize,
-                rows: k.prefill_chunk.min(k.prompt_tokens).max(1),
-                image: k.image.is_some(),
-                target: if on_gpu { Target::Cuda } else { Target::Cpu },
-                tokenizer,
-            };
-            Some((ctx, predict(&q).ok()?.breakdown.total() as f64 / GIB))
+                ..q.clone()
+            })
+            .ok()?;
+            Some((ctx, p.breakdown.total() as f64 / GIB))
         })
         .collect()
 }
@@ -140,7 +125,7 @@ pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
         ),
     ];
     // Peak memory: measured, the estimator's curve (dashed) and the capacity line.
-    let mut mem = series(&ctx, &|r| fit_table::peak_bytes(r).map(|b| b as f64 / GIB));
+    let mut mem = series(&ctx, &|r| r.peak_bytes().map(|b| b as f64 / GIB));
     for (i, (v, recs)) in by.iter().enumerate() {
         let mut xs: Vec<f64> = recs.iter().map(|r| r.key.ctx as f64).collect();
         xs.sort_by(f64::total_cmp);
@@ -151,7 +136,7 @@ pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
         let grid: Vec<f64> = (0..=16)
             .map(|i| lo * (hi / lo).powf(i as f64 / 16.0))
             .collect();
-        if let Some(curve) = predicted_curve(recs[0], v, &grid, m.on_gpu) {
+        if let Some(curve) = predicted_curve(recs[0], &grid) {
             mem.push(Series {
                 name: format!("{} (predicted)", v.label()),
                 points: curve,

@@ -72,18 +72,6 @@ pub fn machines(records: Vec<CaseResult>) -> Vec<Machine> {
     out
 }
 
-/// Reads result files (JSON lines or single records); lines that do not parse are counted.
-pub fn read(paths: &[PathBuf]) -> Result<(Vec<CaseResult>, usize)> {
-    let mut all = Vec::new();
-    let mut bad = 0;
-    for p in paths {
-        let (mut r, b) = crate::result::read_records(p)?;
-        all.append(&mut r);
-        bad += b;
-    }
-    Ok((all, bad))
-}
-
 /// A model × format × KV dtype: the rows of tables and the series of charts.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Variant {
