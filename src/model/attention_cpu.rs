@@ -149,59 +149,76 @@ fn run<T: CacheElem>(c: &Chunk, ck: &[T], cv: &[T], cache: &LayerCache, d: &Dims
     };
     let mut out = vec![0f32; d.n * d.heads * hd];
     let out_ptr = SendPtr(out.as_mut_ptr());
+    // One work item per (KV head, query position): the query heads that share a KV head are
+    // scored together, so each key and value row is read (and widened) once for all of them.
+    // Per head the operations and their order are those of one head alone.
     let work = |items: std::ops::Range<usize>| {
-        let mut scores: Vec<f32> = Vec::new();
-        let mut acc = vec![0f32; hd];
+        let mut scores: Vec<Vec<f32>> = vec![Vec::new(); group];
+        let mut acc = vec![0f32; group * hd];
         let mut buf = vec![0f32; hd];
         for item in items {
-            let (h, i) = (item / d.n, item % d.n);
-            let kvh = h / group;
+            let (kvh, i) = (item / d.n, item % d.n);
+            let heads = kvh * group..(kvh + 1) * group;
             let qpos = d.pos + i;
             let seen = d.visible(qpos);
-            let q = &c.q[(h * d.n + i) * hd..(h * d.n + i + 1) * hd];
+            let q = |h: usize| &c.q[(h * d.n + i) * hd..(h * d.n + i + 1) * hd];
             let cached = seen.start..d.pos.min(seen.end); // positions before the chunk, from the cache
             let fresh = seen.start.max(d.pos)..seen.end; // positions in the chunk
             let cache_row = |p: usize| (kvh * cap + slot(p)) * hd;
             let chunk_row = |p: usize| (kvh * d.n + p - d.pos) * hd;
-            scores.clear();
+            scores.iter_mut().for_each(Vec::clear);
+            let mut score = |k: &[f32]| {
+                for (s, h) in scores.iter_mut().zip(heads.clone()) {
+                    s.push(dot(q(h), k));
+                }
+            };
             for p in cached.clone() {
                 let o = cache_row(p);
-                scores.push(dot(q, T::row(&ck[o..o + hd], &mut buf)));
+                score(T::row(&ck[o..o + hd], &mut buf));
             }
             for p in fresh.clone() {
                 let o = chunk_row(p);
-                scores.push(dot(q, &c.k[o..o + hd]));
+                score(&c.k[o..o + hd]);
             }
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut lanes = [0f32; 8];
-            for (j, s) in scores.iter_mut().enumerate() {
-                *s = (*s - max).exp();
-                lanes[j % 8] += *s;
+            // Softmax per head: the scores become weights.
+            for s in scores.iter_mut() {
+                let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut lanes = [0f32; 8];
+                for (j, v) in s.iter_mut().enumerate() {
+                    *v = (*v - max).exp();
+                    lanes[j % 8] += *v;
+                }
+                let sum: f32 = lanes.iter().sum();
+                s.iter_mut().for_each(|v| *v /= sum);
             }
-            let sum: f32 = lanes.iter().sum();
             acc.fill(0.0);
-            let mut weights = scores.iter().map(|s| s / sum);
+            let mut mix = |j: usize, v: &[f32]| {
+                for (g, a) in acc.chunks_exact_mut(hd).enumerate() {
+                    axpy(scores[g][j], v, a);
+                }
+            };
+            let mut j = 0;
             for p in cached {
                 let o = cache_row(p);
-                axpy(
-                    weights.next().unwrap_or(0.0),
-                    T::row(&cv[o..o + hd], &mut buf),
-                    &mut acc,
-                );
+                mix(j, T::row(&cv[o..o + hd], &mut buf));
+                j += 1;
             }
             for p in fresh {
                 let o = chunk_row(p);
-                axpy(weights.next().unwrap_or(0.0), &c.v[o..o + hd], &mut acc);
+                mix(j, &c.v[o..o + hd]);
+                j += 1;
             }
-            let dst = (i * d.heads + h) * hd;
-            for (e, &a) in acc.iter().enumerate() {
-                // SAFETY: each (query, head) item writes its own hd outputs.
-                unsafe { *out_ptr.get().add(dst + e) = a };
+            for (g, h) in heads.enumerate() {
+                let dst = (i * d.heads + h) * hd;
+                for (e, &a) in acc[g * hd..(g + 1) * hd].iter().enumerate() {
+                    // SAFETY: each (position, head) row is written by exactly one work item.
+                    unsafe { *out_ptr.get().add(dst + e) = a };
+                }
             }
         }
     };
-    let items = d.heads * d.n;
-    if items * (d.pos + d.n) < 4096 {
+    let items = d.kv_heads * d.n;
+    if items * group * (d.pos + d.n) < 4096 {
         work(0..items);
     } else {
         candle_core::utils::barrier_pool().execute_chunked(items, work);
@@ -209,16 +226,25 @@ fn run<T: CacheElem>(c: &Chunk, ck: &[T], cv: &[T], cache: &LayerCache, d: &Dims
     out
 }
 
-/// Dot product with eight lanes in a fixed order (vectorizes; same result for the same inputs).
+/// Dot product in a fixed order (vectorizes; the same result for the same inputs).
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for i in 0..8 {
-            lanes[i] = ca[i].mul_add(cb[i], lanes[i]);
+    // 32 lanes: four independent chains of fused multiply-adds, so the loop is not bound by
+    // their latency (head_dim is a multiple of 32 in every Gemma 3 size).
+    let mut lanes = [0f32; 32];
+    let (mut ca, mut cb) = (a.chunks_exact(32), b.chunks_exact(32));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        for i in 0..32 {
+            lanes[i] = x[i].mul_add(y[i], lanes[i]);
         }
     }
-    lanes.iter().sum()
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    lanes.iter().sum::<f32>() + tail
 }
 
 #[inline(always)]

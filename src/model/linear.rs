@@ -87,16 +87,16 @@ impl Linear {
     }
 
     /// For a product that only ever sees one row (the output projection of the last position):
-    /// candle's single-row kernel where it is plain (the same 8-bit arithmetic as ours, faster at
-    /// one row), ours elsewhere. candle 0.11.1 on x86 builds a second, packed copy of Q4_K and
-    /// (with VNNI) Q8_0 weights whose rows are a multiple of 256 wide the first time it multiplies
-    /// them, and keeps it next to the original: for a 27B embedding that is gigabytes the memory
-    /// figures would silently include. Dense weights would be widened to f32.
+    /// ours for Q8_0 (its one-row kernel reads faster than candle's, `benches/kernels.rs`) and
+    /// dense weights (candle would widen them to f32), and for Q4_K rows a multiple of 256 wide
+    /// (candle 0.11.1 on x86 builds a second, packed copy of those the first time it multiplies
+    /// them and keeps it next to the original: gigabytes for a 27B embedding, which the memory
+    /// figures would silently include); candle's single-row kernel for the other formats.
     pub fn single_row(weight: Arc<QTensor>) -> Result<Self> {
         let (_, k) = weight.shape().dims2()?;
-        let candle_packs = matches!(weight.dtype(), G::Q4K | G::Q8_0) && k.is_multiple_of(256);
-        let dense = matches!(weight.dtype(), G::F32 | G::F16 | G::BF16);
-        if candle_packs || dense || !weight.device().is_cpu() {
+        let candle_packs = weight.dtype() == G::Q4K && k.is_multiple_of(256);
+        let ours_faster = matches!(weight.dtype(), G::Q8_0 | G::F32 | G::F16 | G::BF16);
+        if candle_packs || ours_faster || !weight.device().is_cpu() {
             return Self::new(weight);
         }
         Ok(Linear::Candle(QMatMul::from_arc(weight)?))

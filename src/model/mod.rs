@@ -3,8 +3,8 @@
 //! Sources: `spec.rs` (what `--model` names), `gguf.rs` + `weights.rs` (GGUF files),
 //! `hf_config.rs` + `safetensors.rs` (Hugging Face folders), `presets.rs` + `synthetic.rs` (every
 //! size without a download), `tokenizer.rs`. Engine: `config.rs`, `text.rs` (the decoder),
-//! `kv_cache.rs`, `rope.rs`, `attention_cpu.rs` / `attention.rs`, `linear.rs` + `qmatmul.rs`
-//! (weight products), `ops.rs` (fused GELU); `vision.rs` (SigLIP tower, projector, images). `plan.rs`: what a run
+//! `kv_cache.rs`, `rope.rs`, `attention_cpu.rs` / `attention.rs`, `linear.rs` + `qmatmul.rs` +
+//! `kquant.rs` (weight products), `ops.rs` (fused GELU); `vision.rs` (SigLIP tower, projector, images). `plan.rs`: what a run
 //! holds in memory, from the same rules (the estimator's input).
 
 pub mod attention;
@@ -12,6 +12,7 @@ pub mod attention_cpu;
 pub mod config;
 pub mod gguf;
 pub mod hf_config;
+pub mod kquant;
 pub mod kv_cache;
 pub mod linear;
 pub mod ops;

@@ -8,9 +8,12 @@
 //! 512-row prefill chunk: decode, one-shot and chunked prefill agree bit for bit, and the
 //! numbers follow llama.cpp's closely enough to reproduce its greedy tokens.
 //!
-//! Q8_0 (most of Gemma 3 270M's Q4_K_M weights once Q5_0 is repacked) has a tiled AVX2 kernel:
-//! four weight rows × two activation rows per tile share their loads. The K-quants use candle's
-//! own per-element dot products. Work is split across candle's worker pool.
+//! Q8_0 (most of Gemma 3 270M's Q4_K_M weights once Q5_0 is repacked, and its tied output
+//! projection) has a tiled AVX2 kernel for several activation rows (four weight rows × two
+//! activation rows per tile share their loads; 4 × 4 with AVX-512 VNNI) and a one-stream-per-worker
+//! kernel for a single row (decode), bit-identical per output. Q4_K has a kernel of its own
+//! (`kquant.rs`: a weight row's unpacking shared by a tile of activation rows); Q6_K uses
+//! candle's per-element dot product. Work is split across candle's worker pool.
 
 use candle_core::quantized::k_quants::{self, GgmlType};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -56,7 +59,11 @@ impl CustomOp1 for QMatmul<'_> {
         let mut out = vec![0f32; m * n];
         match self.weight.dtype() {
             GgmlDType::Q8_0 => matmul_q8_0(&data, x, m, k, n, &mut out)?,
-            GgmlDType::Q4K => matmul_vec_dot::<k_quants::BlockQ4K>(&data, x, m, k, n, &mut out)?,
+            // One row: candle's dot product, which the tiles reproduce exactly (`kquant.rs`).
+            GgmlDType::Q4K if m == 1 => {
+                matmul_vec_dot::<k_quants::BlockQ4K>(&data, x, m, k, n, &mut out)?
+            }
+            GgmlDType::Q4K => matmul_q4k(&data, x, m, k, n, &mut out)?,
             GgmlDType::Q6K => matmul_vec_dot::<k_quants::BlockQ6K>(&data, x, m, k, n, &mut out)?,
             GgmlDType::F32 => matmul_dense::<f32>(&data, x, m, k, n, &mut out)?,
             GgmlDType::F16 => matmul_dense::<half::f16>(&data, x, m, k, n, &mut out)?,
@@ -69,14 +76,14 @@ impl CustomOp1 for QMatmul<'_> {
 
 /// An output buffer shared by the workers of candle's pool, each writing its own elements (the
 /// callers' SAFETY comments say why they are disjoint).
-pub(crate) struct SendPtr(pub(crate) *mut f32);
+pub(crate) struct SendPtr<T = f32>(pub(crate) *mut T);
 // SAFETY: the pointer is only written through at disjoint indices while the buffer outlives the
 // pool call that uses it.
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
+unsafe impl<T> Sync for SendPtr<T> {}
+unsafe impl<T> Send for SendPtr<T> {}
 
-impl SendPtr {
-    pub(crate) fn get(&self) -> *mut f32 {
+impl<T> SendPtr<T> {
+    pub(crate) fn get(&self) -> *mut T {
         self.0
     }
 }
@@ -93,13 +100,23 @@ fn blocks<T: GgmlType>(bytes: &[u8]) -> Result<&[T]> {
     Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, bytes.len() / size) })
 }
 
-/// Quantizes each activation row to the dot-product type of `T`.
+/// Quantizes each activation row to the dot-product type of `T`, rows in parallel.
 fn quantize_rows<T: GgmlType>(x: &[f32], m: usize, k: usize) -> Vec<T::VecDotType> {
     let kb = k / T::BLCK_SIZE;
     let mut xq = vec![T::VecDotType::zeros(); m * kb];
-    for r in 0..m {
-        T::VecDotType::from_float(&x[r * k..(r + 1) * k], &mut xq[r * kb..(r + 1) * kb]);
+    if m == 1 {
+        T::VecDotType::from_float(x, &mut xq);
+        return xq;
     }
+    // Rows in parallel: at a 512-row prefill chunk this is a few percent of the time.
+    let dst = SendPtr(xq.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(m, |rows| {
+        for r in rows {
+            // SAFETY: row r's blocks are written by this work item only, inside `xq`.
+            let out = unsafe { std::slice::from_raw_parts_mut(dst.get().add(r * kb), kb) };
+            T::VecDotType::from_float(&x[r * k..(r + 1) * k], out);
+        }
+    });
     xq
 }
 
@@ -177,6 +194,19 @@ fn matmul_dense<T: GgmlType>(
     Ok(())
 }
 
+/// Q4_K weights × Q8_K activations (`kquant.rs`).
+fn matmul_q4k(w: &[u8], x: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) -> Result<()> {
+    use crate::model::kquant::{matmul_q4k, Q4K_BYTES, Q8K_BYTES};
+    if !w.len().is_multiple_of(Q4K_BYTES) {
+        candle_core::bail!("q-matmul: Q4_K weight of {} bytes", w.len());
+    }
+    check(k, 256, w.len() / Q4K_BYTES, n)?;
+    let xq = quantize_rows::<k_quants::BlockQ4K>(x, m, k);
+    // SAFETY: BlockQ8K is repr(C) { f32, [i8; 256], [i16; 16] }, 292 bytes (asserted by candle).
+    let xq = unsafe { std::slice::from_raw_parts(xq.as_ptr() as *const u8, xq.len() * Q8K_BYTES) };
+    matmul_q4k(w, xq, m, k / 256, n, out)
+}
+
 const Q8_0_BYTES: usize = 34;
 
 /// Q8_0 weights × Q8_0 activations.
@@ -197,21 +227,94 @@ fn matmul_q8_0(w: &[u8], x: &[f32], m: usize, k: usize, n: usize, out: &mut [f32
         n,
         out: SendPtr(out.as_mut_ptr()),
     };
-    const COLS: usize = 4;
-    let tiles = n.div_ceil(COLS);
-    candle_core::utils::barrier_pool().execute_chunked(tiles, |range| {
-        for t in range {
-            let j0 = t * COLS;
-            if j0 + COLS <= n {
-                job.columns::<COLS>(j0);
+    if m == 1 {
+        gemv_q8_0(w, xq_bytes, k / 32, n, out);
+    } else {
+        job.run::<4>();
+    }
+    Ok(())
+}
+
+/// One activation row (decode): each weight row in turn, so each worker reads one sequential
+/// stream. Tiles of several rows read at once halve the DRAM throughput on the 2-core machine
+/// (`benches/kernels.rs`: 262,144 × 640 in 15 ms with 4-row tiles, 7 ms this way), and a
+/// single-row product is where decode spends its time.
+fn gemv_q8_0(w: &[u8], xq: &[u8], kb: usize, n: usize, out: &mut [f32]) {
+    let xd: Vec<f32> = (0..kb).map(|b| f16_at(xq, b * Q8_0_BYTES)).collect();
+    let row_bytes = kb * Q8_0_BYTES;
+    let out = SendPtr(out.as_mut_ptr());
+    let vnni = has_vnni();
+    let _ = vnni; // (no VNNI path off x86)
+    candle_core::utils::barrier_pool().execute_chunked(n, |range| {
+        for j in range {
+            let row = &w[j * row_bytes..(j + 1) * row_bytes];
+            #[cfg(target_arch = "x86_64")]
+            let v = if vnni {
+                // SAFETY: the CPU has these features (checked at run time).
+                unsafe { gemv_row_vnni(row, xq, &xd) }
             } else {
-                for j in j0..n {
-                    job.columns::<1>(j);
-                }
-            }
+                gemv_row::<false>(row, xq, &xd)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let v = gemv_row::<false>(row, xq, &xd);
+            // SAFETY: each output element is written by exactly one work item.
+            unsafe { *out.get().add(j) = v };
         }
     });
-    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn gemv_row_vnni(w: &[u8], x: &[u8], xd: &[f32]) -> f32 {
+    gemv_row::<true>(w, x, xd)
+}
+
+/// Σ over blocks of d_w·d_x·Σ(q_w·q_x) for one weight row: the operations of [`dot_tile`] for one
+/// output, in the same order, so a row's result is the same bits whether it is decoded alone or
+/// prefilled with others. `xd`: the activation's block scales, widened.
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma",
+    target_feature = "f16c"
+))]
+#[inline(always)]
+fn gemv_row<const VNNI: bool>(w: &[u8], x: &[u8], xd: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    debug_assert!(w.len() >= xd.len() * Q8_0_BYTES && x.len() >= xd.len() * Q8_0_BYTES);
+    // SAFETY: the build enables AVX2/FMA/F16C; every load reads inside a block of the row.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_ps();
+        for (b, &xdb) in xd.iter().enumerate() {
+            let o = b * Q8_0_BYTES;
+            let wq = _mm256_loadu_si256(w.as_ptr().add(o + 2) as *const __m256i);
+            let xq = _mm256_loadu_si256(x.as_ptr().add(o + 2) as *const __m256i);
+            let wabs = _mm256_sign_epi8(wq, wq);
+            let signed = _mm256_sign_epi8(xq, wq);
+            let sums = if VNNI {
+                _mm256_dpbusd_epi32(_mm256_setzero_si256(), wabs, signed)
+            } else {
+                _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, signed), ones)
+            };
+            let bits = u16::from_le_bytes([*w.get_unchecked(o), *w.get_unchecked(o + 1)]);
+            let wd = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)));
+            let d = _mm256_set1_ps(wd * xdb);
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc);
+        }
+        hsum(acc)
+    }
+}
+
+/// Portable version: the tile arithmetic for one output.
+#[cfg(not(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma",
+    target_feature = "f16c"
+)))]
+fn gemv_row<const VNNI: bool>(w: &[u8], x: &[u8], xd: &[f32]) -> f32 {
+    dot_tile::<1, 1, false>([w], [x], xd.len())[0][0]
 }
 
 struct Q8Job<'a> {
@@ -225,6 +328,24 @@ struct Q8Job<'a> {
 }
 
 impl Q8Job<'_> {
+    /// Every output column, `C` at a time, split across candle's worker pool.
+    fn run<const C: usize>(&self) {
+        let n = self.n;
+        let tiles = n.div_ceil(C);
+        candle_core::utils::barrier_pool().execute_chunked(tiles, |range| {
+            for t in range {
+                let j0 = t * C;
+                if j0 + C <= n {
+                    self.columns::<C>(j0);
+                } else {
+                    for j in j0..n {
+                        self.columns::<1>(j);
+                    }
+                }
+            }
+        });
+    }
+
     /// Output columns j0..j0+C for every activation row, `ROWS` rows at a time.
     #[inline(always)]
     fn columns_with<const C: usize, const ROWS: usize, const VNNI: bool>(&self, j0: usize) {
@@ -274,7 +395,7 @@ impl Q8Job<'_> {
 }
 
 /// AVX-512 VNNI, detected once.
-fn has_vnni() -> bool {
+pub(crate) fn has_vnni() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

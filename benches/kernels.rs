@@ -1,0 +1,44 @@
+//! The CPU weight-product kernels (`model::qmatmul`) against candle's own, at the shapes Gemma 3
+//! 270M decodes and prefills with: one activation row (decode) and 64 rows (a prefill chunk), for
+//! the tied output projection (262,144 × 640, Q8_0) and a feed-forward matrix (2,048 × 640, Q8_0
+//! as the Q5_0 weights are held, and Q4_K / Q6_K at 640 × 2,048).
+//!
+//! `cargo bench --bench kernels`. Each kernel's agreement with candle's result is a unit test in
+//! `src/model/qmatmul.rs`.
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use gemma_fit::model::qmatmul::QMatmul;
+
+fn bench(c: &mut Criterion) {
+    gemma_fit::report::charts::register_font();
+    let dev = Device::Cpu;
+    for (name, dtype, n, k) in [
+        ("output_q8_0", GgmlDType::Q8_0, 262_144, 640),
+        ("ffn_q8_0", GgmlDType::Q8_0, 2048, 640),
+        ("ffn_down_q4k", GgmlDType::Q4K, 640, 2048),
+        ("ffn_down_q6k", GgmlDType::Q6K, 640, 2048),
+    ] {
+        let w = Tensor::randn(0f32, 0.02, (n, k), &dev).unwrap();
+        let q = QTensor::quantize(&w, dtype).unwrap();
+        let theirs = QMatMul::from_qtensor(QTensor::quantize(&w, dtype).unwrap()).unwrap();
+        drop(w);
+        let mut group = c.benchmark_group(format!("kernels/{name}"));
+        group.sample_size(20);
+        group.throughput(Throughput::Bytes(q.storage_size_in_bytes() as u64));
+        for m in [1usize, 64] {
+            let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+            group.bench_function(format!("ours_m{m}"), |b| {
+                b.iter(|| x.apply_op1_no_bwd(&QMatmul { weight: &q }).unwrap())
+            });
+            group.bench_function(format!("candle_m{m}"), |b| {
+                b.iter(|| theirs.forward(&x).unwrap())
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
