@@ -45,7 +45,14 @@ measure() { # engine prompt gen
   if [ "$engine" = llama.cpp ]; then
     line=$("$VENV/bin/python" scripts/llamacpp_bench.py --model "$MODEL" --threads "$THREADS" --prompt-tokens "$p" --gen "$g")
   else
-    line=$($BIN run --model "$MODEL" --threads "$THREADS" --prompt-tokens "$p" --gen "$g" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); d["engine"]="gemma-fit"; d["prompt_tokens"]=d["params"]["prompt_tokens"]; print(json.dumps(d))')
+    # The run's record (schema v1), flattened to the fields llamacpp_bench.py prints.
+    line=$($BIN run --model "$MODEL" --threads "$THREADS" --prompt-tokens "$p" --gen "$g" --json | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+m = r["metrics"]
+print(json.dumps({"engine": "gemma-fit", "load_s": m["load_s"], "prompt_tokens": r["key"]["prompt_tokens"],
+                  "prefill_tok_per_s": m["prefill_tok_per_s"]["median"], "decode_tok_per_s": m["decode_tok_per_s"]["median"],
+                  "peak_rss_bytes": m["peak_rss_bytes"]}))')
   fi
   echo "$line" | python3 -c "import json,sys; d=json.load(sys.stdin); d['case']='$p+$g'; print(json.dumps(d))" >> "$samples"
   echo "  $engine $p+$g done" >&2

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::case::{self, CaseRequest};
+use crate::case::{self, CaseRequest, DeviceSpec};
 use crate::error::{Error, Result};
 use crate::result::{CaseResult, Outcome};
 use crate::suite::{Shard, Suite, SuiteCase};
@@ -250,7 +250,7 @@ fn run_child(
             stopped = Some(Stopped::Interrupted);
         } else if start.elapsed() > timeout {
             stopped = Some(Stopped::Timeout(timeout.as_secs_f64()));
-        } else if let Some(limit) = req.memory_limit_bytes {
+        } else if let Some(limit) = req.memory_limit_bytes.filter(|_| req.device == "cpu") {
             if let Some(rss) = crate::probe::host::rss_bytes_of(child.id()).filter(|&r| r > limit) {
                 stopped = Some(Stopped::Memory { rss, limit });
             }
@@ -435,24 +435,59 @@ mod tests {
 
     #[test]
     fn bisection_finds_the_frontier_to_within_a_step() {
+        // Without a guess, and with guesses right, near, far off, and out of range.
         for frontier in [300, 1000, 5000, 32_000, 32_768] {
-            let mut seen = Vec::new();
-            let (ok, fail, probes) = bisect(256, 32_768, 256, |c| {
-                seen.push(c);
-                Ok(c <= frontier)
-            })
-            .unwrap();
-            assert_eq!(probes, seen.len());
-            let ok = ok.unwrap();
-            assert!(ok <= frontier, "{frontier}: {ok}");
-            match fail {
-                Some(f) => assert!(f > frontier && f - ok <= 256, "{frontier}: {ok}..{f}"),
-                None => assert_eq!(ok, 32_768),
+            for guess in [
+                None,
+                Some(frontier),
+                Some(frontier + 100),
+                Some(frontier / 3),
+                Some(1),
+                Some(99_999),
+            ] {
+                let mut seen = Vec::new();
+                let (ok, fail, probes) = bisect(256, 32_768, 256, guess, |c| {
+                    seen.push(c);
+                    Ok(c <= frontier)
+                })
+                .unwrap();
+                assert_eq!(probes, seen.len());
+                let mut unique = seen.clone();
+                unique.sort();
+                unique.dedup();
+                assert_eq!(
+                    unique.len(),
+                    seen.len(),
+                    "{frontier} {guess:?}: probed twice {seen:?}"
+                );
+                let ok = ok.unwrap();
+                assert!(ok <= frontier, "{frontier} {guess:?}: {ok}");
+                match fail {
+                    Some(f) => assert!(
+                        f > frontier && f - ok <= 256,
+                        "{frontier} {guess:?}: {ok}..{f}"
+                    ),
+                    None => assert_eq!(ok, 32_768),
+                }
+                assert!(probes <= 12, "{frontier} {guess:?}: {probes} probes");
+                if guess == Some(frontier) {
+                    assert!(
+                        probes <= 2,
+                        "{frontier}: a right guess took {probes} probes"
+                    );
+                }
             }
-            assert!(probes <= 10, "{frontier}: {probes} probes");
+        }
+        for guess in [None, Some(256), Some(600)] {
+            assert_eq!(
+                bisect(256, 1024, 256, guess, |_| Ok(false)).unwrap().0,
+                None
+            );
+            let (ok, fail, _) = bisect(256, 1024, 256, guess, |_| Ok(true)).unwrap();
+            assert_eq!((ok, fail), (Some(1024), None));
         }
         assert_eq!(
-            bisect(256, 1024, 256, |_| Ok(false)).unwrap(),
+            bisect(256, 1024, 256, None, |_| Ok(false)).unwrap(),
             (None, Some(256), 1)
         );
     }
@@ -531,12 +566,18 @@ pub struct FrontierRow {
     pub memory_limit_bytes: Option<u64>,
     /// The largest context that ran (None: not even `min_ctx`).
     pub largest_ok_ctx: Option<usize>,
-    /// Peak resident memory of that case.
-    pub largest_ok_peak_rss_bytes: Option<u64>,
+    /// Peak memory of that case: resident memory on the CPU, the process's device memory (NVML,
+    /// less any ballast) on a GPU.
+    #[serde(alias = "largest_ok_peak_rss_bytes")]
+    pub largest_ok_peak_bytes: Option<u64>,
     /// The smallest context that did not (None: `max_ctx` ran).
     pub smallest_failing_ctx: Option<usize>,
     /// How it failed.
     pub failure: Option<Outcome>,
+    /// The estimator's largest context for this memory (`gemma-fit fit`'s prediction at 100%),
+    /// where it predicts the case; the search starts there.
+    #[serde(default)]
+    pub predicted_ctx: Option<usize>,
     pub probes: usize,
 }
 
@@ -552,35 +593,97 @@ fn model_max_ctx(model: &str) -> usize {
 }
 
 /// Bisection for the largest value in `lo..=hi` for which `runs` holds, assuming it holds up to
-/// some point and not after: the ends first, then halving the bracket on multiples of `step`
-/// until it is at most `step` wide. Returns (largest that ran, smallest that did not, probes).
+/// some point and not after. With a `guess` (the estimator's frontier), the guess and its
+/// neighbour one `step` away are tried first, so a right guess is confirmed in two probes;
+/// otherwise the unknown ends, then halving the bracket on multiples of `step` until it is at
+/// most `step` wide. Returns (largest that ran, smallest that did not, probes).
 pub fn bisect(
     lo: usize,
     hi: usize,
     step: usize,
+    guess: Option<usize>,
     mut runs: impl FnMut(usize) -> Result<bool>,
 ) -> Result<(Option<usize>, Option<usize>, usize)> {
     let step = step.max(1);
-    if !runs(lo)? {
-        return Ok((None, Some(lo), 1));
+    let hi = hi.max(lo);
+    let mut probes = 0;
+    let mut probe = |c: usize| {
+        probes += 1;
+        runs(c)
+    };
+    // The largest value known to run and the smallest known not to.
+    let (mut ok, mut fail): (Option<usize>, Option<usize>) = (None, None);
+    if let Some(g) = guess.map(|g| g.clamp(lo, hi)) {
+        if probe(g)? {
+            ok = Some(g);
+            let next = (g + step).min(hi);
+            if next > g {
+                *(if probe(next)? { &mut ok } else { &mut fail }) = Some(next);
+            }
+        } else {
+            fail = Some(g);
+            let prev = g.saturating_sub(step).max(lo);
+            if prev < g {
+                *(if probe(prev)? { &mut ok } else { &mut fail }) = Some(prev);
+            }
+        }
     }
-    if hi <= lo {
-        return Ok((Some(lo), None, 1));
-    }
-    if runs(hi)? {
-        return Ok((Some(hi), None, 2));
-    }
-    let (mut ok, mut fail, mut probes) = (lo, hi, 2);
+    let mut ok = match ok {
+        Some(ok) => ok,
+        None if fail == Some(lo) => return Ok((None, Some(lo), probes)),
+        None if probe(lo)? => lo,
+        None => return Ok((None, Some(lo), probes)),
+    };
+    let mut fail = match fail {
+        Some(f) => f,
+        None if ok == hi || probe(hi)? => return Ok((Some(hi), None, probes)),
+        None => hi,
+    };
     while fail - ok > step {
         let mid = ((ok + (fail - ok) / 2) / step * step).clamp(ok + 1, fail - 1);
-        probes += 1;
-        if runs(mid)? {
+        if probe(mid)? {
             ok = mid;
         } else {
             fail = mid;
         }
     }
     Ok((Some(ok), Some(fail), probes))
+}
+
+/// The estimator's largest context for (model, quant, KV dtype) in `capacity` bytes, for the
+/// cases it predicts (synthetic presets and the default model); None otherwise.
+fn predicted_frontier(
+    model: &str,
+    quant: Option<&str>,
+    kv: &str,
+    device: &str,
+    capacity: u64,
+    prompt_tokens: usize,
+) -> Option<usize> {
+    use crate::estimate::{Query, Target};
+    use crate::model::spec::ModelSpec;
+    let (size, quant, tokenizer) = match model.parse::<ModelSpec>().ok()? {
+        ModelSpec::Default => ("270m".to_string(), "q4_k_m".to_string(), true),
+        ModelSpec::Synthetic(s) => (s, quant?.to_ascii_lowercase(), false),
+        _ => return None,
+    };
+    let target = match DeviceSpec::parse(device).ok()? {
+        DeviceSpec::Cpu => Target::Cpu,
+        DeviceSpec::Cuda(_) => Target::Cuda,
+    };
+    let base = Query {
+        size,
+        quant,
+        kv_dtype: crate::measure::parse_kv_dtype(kv).ok()?,
+        ctx: 1,
+        rows: prompt_tokens.clamp(1, 512),
+        image: false,
+        target,
+        tokenizer,
+    };
+    crate::estimate::fit::largest_ctx(&base, model_max_ctx(model), |total| total <= capacity)
+        .ok()
+        .flatten()
 }
 
 /// Finds, by bisection over the context size, the largest context each case runs at (on the
@@ -617,6 +720,13 @@ pub fn frontier(opts: &FrontierOptions) -> Result<(Vec<FrontierRow>, PathBuf)> {
         indicatif::ProgressBar::hidden()
     };
     let floor = opts.prompt_tokens + opts.gen_tokens;
+    // The memory the estimator's guess is for: the limit, or a whole GPU.
+    let capacity = opts
+        .memory_limit
+        .or_else(|| match DeviceSpec::parse(&opts.device) {
+            Ok(DeviceSpec::Cuda(n)) => crate::probe::nvml::total_memory_bytes(n as u32).ok(),
+            _ => None,
+        });
     let mut rows = Vec::new();
     for (model, quant, kv) in combos {
         let probe = |ctx: usize| -> Result<CaseResult> {
@@ -648,23 +758,33 @@ pub fn frontier(opts: &FrontierOptions) -> Result<(Vec<FrontierRow>, PathBuf)> {
             .max_ctx
             .unwrap_or_else(|| model_max_ctx(&model))
             .max(lo_ctx);
+        let guess = capacity.and_then(|cap| {
+            predicted_frontier(
+                &model,
+                quant.as_deref(),
+                &kv,
+                &opts.device,
+                cap,
+                opts.prompt_tokens,
+            )
+        });
         let mut details = BTreeMap::new();
-        let (ok, failing, probes) = bisect(lo_ctx, hi_ctx, opts.step, |ctx| {
+        let (ok, failing, probes) = bisect(lo_ctx, hi_ctx, opts.step, guess, |ctx| {
             let r = probe(ctx)?;
             let ok = r.outcome.is_ok();
             details.insert(ctx, r);
             Ok(ok)
         })?;
         let row = FrontierRow {
+            predicted_ctx: guess,
             model: model.clone(),
             quant: quant.clone(),
             kv_dtype: kv.clone(),
             memory_limit_bytes: opts.memory_limit,
             largest_ok_ctx: ok,
-            largest_ok_peak_rss_bytes: ok
+            largest_ok_peak_bytes: ok
                 .and_then(|c| details.get(&c))
-                .and_then(|r| r.metrics.as_ref())
-                .and_then(|m| m.peak_rss_bytes),
+                .and_then(CaseResult::peak_bytes),
             smallest_failing_ctx: failing,
             failure: failing
                 .and_then(|c| details.get(&c))

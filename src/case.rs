@@ -393,6 +393,11 @@ pub fn measure(
             .clone()
             .map_err(crate::Error::Unsupported)?
             .device()?;
+        // On a GPU a memory limit is a ballast: the card is filled down to the limit first.
+        let ballast = match (gpu_index, req.memory_limit_bytes) {
+            (Some(n), Some(limit)) => Some(gpu_ballast(&device, n, limit)?),
+            _ => None,
+        };
         probe.phase(Phase::Load);
         let m = load(&device, req.image.is_some())?;
         params.source = m.source.clone();
@@ -483,6 +488,7 @@ pub fn measure(
             weights: m.model.weight_bytes,
             vision_weights: m.vision.as_ref().map(|v| v.weight_bytes),
             peak_rss_bytes: None,
+            ballast_bytes: ballast.as_ref().map(|t| t.elem_count() as u64),
             memory: Vec::new(),
             energy: Vec::new(),
         })
@@ -534,13 +540,18 @@ fn fill_phases(m: &mut Metrics, host: &HostPhases, gpu: Option<&SamplerReport>, 
     }
     phases.sort();
     let repeats = req.repeats.max(1) as f64;
+    let ballast = m.ballast_bytes.unwrap_or(0);
     for p in phases {
         let g = gpu_phase(p);
         m.memory.push(PhaseMemory {
             phase: Some(p),
             host_peak_rss_bytes: host.peak.get(&p).copied(),
-            gpu_used_peak_bytes: g.and_then(|g| g.used_bytes).map(|v| v.peak as u64),
-            gpu_process_peak_bytes: g.and_then(|g| g.process_bytes).map(|v| v.peak as u64),
+            gpu_used_peak_bytes: g
+                .and_then(|g| g.used_bytes)
+                .map(|v| (v.peak as u64).saturating_sub(ballast)),
+            gpu_process_peak_bytes: g
+                .and_then(|g| g.process_bytes)
+                .map(|v| (v.peak as u64).saturating_sub(ballast)),
         });
         let gpu_j = g.and_then(|g| g.energy_j);
         let cpu_j = host.cpu_j.get(&p).copied();
@@ -566,6 +577,32 @@ fn fill_phases(m: &mut Metrics, host: &HostPhases, gpu: Option<&SamplerReport>, 
         }
     }
 }
+
+/// Fills GPU `index` down to `limit` bytes of total memory with a tensor the caller holds for
+/// the whole case: a stand-in for a smaller card (the CUDA context, created with the device, is
+/// already in use, as it would be on that card).
+fn gpu_ballast(device: &Device, index: u32, limit: u64) -> Result<candle_core::Tensor> {
+    let total = crate::probe::nvml::total_memory_bytes(index).map_err(|e| {
+        crate::Error::Unsupported(format!("a memory limit on a GPU needs NVML's total: {e}"))
+    })?;
+    if limit >= total {
+        return Err(crate::Error::Unsupported(format!(
+            "the memory limit ({:.2} GiB) is not below the card's {:.2} GiB",
+            limit as f64 / GIB,
+            total as f64 / GIB
+        )));
+    }
+    let bytes = (total - limit) as usize;
+    candle_core::Tensor::zeros(bytes, candle_core::DType::U8, device).map_err(|e| {
+        crate::Error::Unsupported(format!(
+            "could not allocate the {:.2} GiB ballast for a {:.2} GiB limit: {e}",
+            bytes as f64 / GIB,
+            limit as f64 / GIB
+        ))
+    })
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
 
 /// Warnings for figures whose spread between repeats is too wide to trust (as hyperfine warns).
 pub fn spread_warnings(m: &Metrics) -> Vec<String> {

@@ -88,6 +88,13 @@ pub enum Command {
     /// as src/estimate/gpus.toml: [[gpu]] tables with name, aliases, memory_gb, total_mib,
     /// bandwidth_gbs, bf16_tflops, tdp_w, source, total_source).
     Gpus(GpusArgs),
+    /// Measure memory bandwidth: the physical ceiling for decode speed (a decoded token reads
+    /// every weight once plus the KV cache in span, so bandwidth ÷ those bytes bounds tok/s).
+    ///
+    /// On the CPU: a multi-threaded read of a buffer far larger than the caches (and a copy); on a
+    /// CUDA device: device-to-device copies, counting bytes read plus written. Medians of
+    /// --repeats after one warm-up.
+    Bandwidth(BandwidthArgs),
     /// Render reports from result files: per machine (each GPU, or the CPU for host runs) a fit
     /// table (md, csv, HTML), charts (SVG and PNG: decode tok/s vs context, prefill tok/s vs
     /// prompt length, peak memory vs context with the capacity line and the estimator's curve,
@@ -136,6 +143,10 @@ pub struct ReportArgs {
     /// Output folder (default: the first results file's folder).
     #[arg(long, value_name = "DIR")]
     pub out: Option<std::path::PathBuf>,
+    /// Measured bandwidth (`gemma-fit bandwidth --json` output) to set decode speeds against;
+    /// default: a bandwidth.json beside the results files, if there is one.
+    #[arg(long, value_name = "FILE")]
+    pub bandwidth: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +215,25 @@ pub struct GpusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BandwidthArgs {
+    /// cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Buffer size (e.g. 1GiB); far larger than the last-level cache.
+    #[arg(long, default_value = "1GiB", value_parser = crate::suite::parse_bytes)]
+    pub size: u64,
+    /// Threads reading on the CPU (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Timed repetitions (the median is reported).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub repeats: u64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct FrontierArgs {
     /// Model specs (repeat the option for several).
     #[arg(long, short, required = true)]
@@ -214,7 +244,9 @@ pub struct FrontierArgs {
     /// KV-cache dtypes (repeat for several).
     #[arg(long, default_value = "f32")]
     pub kv_dtype: Vec<String>,
-    /// Cap on resident memory, e.g. 512MiB or 24GiB: a stand-in for a smaller card.
+    /// A smaller card's memory, e.g. 512MiB or 24GiB. On the CPU a cap on resident memory; on a
+    /// GPU a ballast fills the card down to SIZE of total memory before the model loads (use a
+    /// card's driver-reported total from `gemma-fit gpus`, e.g. 24564MiB for an RTX 4090).
     #[arg(long, value_name = "SIZE", value_parser = crate::suite::parse_bytes)]
     pub memory_limit: Option<u64>,
     /// Smallest context to try.
@@ -263,8 +295,9 @@ pub struct BenchArgs {
     /// every case once; their result files merge by concatenation).
     #[arg(long, value_name = "i/n")]
     pub shard: Option<crate::suite::Shard>,
-    /// Cap each case's resident memory (e.g. 512MiB, 24GiB): the case is stopped and recorded
-    /// as oom when its RSS passes it. Stands in for a smaller card's memory on the CPU.
+    /// A smaller card's memory (e.g. 512MiB, 24GiB). On the CPU each case is stopped and recorded
+    /// as oom when its RSS passes it; on a GPU a ballast fills the card down to SIZE of total
+    /// memory before the model loads, and its bytes are taken out of the GPU figures.
     #[arg(long, value_name = "SIZE", value_parser = crate::suite::parse_bytes)]
     pub memory_limit: Option<u64>,
     /// CPU threads per case (default: all cores).
@@ -400,8 +433,8 @@ pub struct RunArgs {
     /// that depth: memory and per-token speed at 128K in seconds, not hours of prefill).
     #[arg(long, default_value = "none", value_parser = ["none", "synthetic"])]
     pub fill_kv: String,
-    /// Recorded in the case key: the resident-memory cap the suite runner enforces on this case
-    /// (set by `bench`, not needed by hand).
+    /// Recorded in the case key: the memory limit the suite runner enforces on this case (set by
+    /// `bench`, not needed by hand). On a GPU the case itself fills the card down to it.
     #[arg(long, hide = true)]
     pub memory_limit_bytes: Option<u64>,
 }

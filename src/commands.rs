@@ -513,7 +513,7 @@ pub fn bench(args: &crate::cli::BenchArgs) -> Result<()> {
     // The report of everything the results file holds, beside it.
     if let Some(dir) = summary.results.parent() {
         let (records, _) = crate::result::read_records(&summary.results)?;
-        let pages = crate::report::write(records, dir)?;
+        let pages = crate::report::write(records, &beside_bandwidth(&[dir])?, dir)?;
         for p in pages {
             println!("report: {}", p.display());
         }
@@ -561,8 +561,8 @@ pub fn frontier(args: &crate::cli::FrontierArgs) -> Result<()> {
             r.memory_limit_bytes
                 .map_or(String::new(), |b| format!(", limit {}", mib(b)))
         );
-        let ok = match (r.largest_ok_ctx, r.largest_ok_peak_rss_bytes) {
-            (Some(c), Some(p)) => format!("largest context {c} (peak RSS {})", mib(p)),
+        let ok = match (r.largest_ok_ctx, r.largest_ok_peak_bytes) {
+            (Some(c), Some(p)) => format!("largest context {c} (peak {})", mib(p)),
             (Some(c), None) => format!("largest context {c}"),
             (None, _) => "does not run at the smallest context".into(),
         };
@@ -570,7 +570,10 @@ pub fn frontier(args: &crate::cli::FrontierArgs) -> Result<()> {
             (Some(c), Some(o)) => format!("; {c} fails ({})", outcome_word(o)),
             _ => "; the largest context tried runs".into(),
         };
-        println!("{what}: {ok}{failing} [{} probes]", r.probes);
+        let predicted = r
+            .predicted_ctx
+            .map_or(String::new(), |c| format!("; estimator: {c}"));
+        println!("{what}: {ok}{failing}{predicted} [{} probes]", r.probes);
     }
     println!("probe records in {}", results.display());
     Ok(())
@@ -641,6 +644,41 @@ pub fn fit(args: &crate::cli::FitArgs) -> Result<()> {
 }
 
 /// `gemma-fit gpus`: the catalog.
+pub fn bandwidth(args: &crate::cli::BandwidthArgs) -> Result<()> {
+    let device = crate::case::DeviceSpec::parse(&args.device)
+        .map_err(crate::Error::Unsupported)?
+        .device()?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let b = crate::probe::bandwidth::measure(&device, args.size, threads, args.repeats as usize)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&b)?);
+        return Ok(());
+    }
+    let gbs = |v: f64| v / 1e9;
+    println!(
+        "{}: {:.1} MiB buffer, {} repeats{}",
+        b.device,
+        b.buffer_bytes as f64 / (1u64 << 20) as f64,
+        b.repeats,
+        if b.threads > 0 {
+            format!(", {} threads", b.threads)
+        } else {
+            String::new()
+        }
+    );
+    if let Some(r) = b.read_bytes_per_s {
+        println!("read  {:.1} GB/s", gbs(r));
+    }
+    println!(
+        "copy  {:.1} GB/s (bytes read + written)",
+        gbs(b.copy_bytes_per_s)
+    );
+    println!("decode ceiling uses {:.1} GB/s", gbs(b.decode_bytes_per_s));
+    Ok(())
+}
+
 pub fn gpus(args: &crate::cli::GpusArgs) -> Result<()> {
     let catalog = crate::estimate::catalog::Catalog::load(&args.catalog)?;
     if args.json {
@@ -673,6 +711,16 @@ pub fn gpus(args: &crate::cli::GpusArgs) -> Result<()> {
     Ok(())
 }
 
+/// Bandwidth records in `bandwidth.json` files in `dirs`, where there are any.
+fn beside_bandwidth(dirs: &[&std::path::Path]) -> Result<Vec<crate::probe::bandwidth::Bandwidth>> {
+    let files: Vec<std::path::PathBuf> = dirs
+        .iter()
+        .map(|d| d.join("bandwidth.json"))
+        .filter(|p| p.is_file())
+        .collect();
+    Ok(crate::probe::bandwidth::read(&files)?)
+}
+
 /// `gemma-fit report`: per-machine reports and a comparison from result files.
 pub fn report(args: &crate::cli::ReportArgs) -> Result<()> {
     let (records, bad) = crate::result::read_all(&args.results)?;
@@ -686,7 +734,13 @@ pub fn report(args: &crate::cli::ReportArgs) -> Result<()> {
             .map(std::path::Path::to_path_buf)
             .unwrap_or_else(|| ".".into()),
     };
-    for p in crate::report::write(records, &out)? {
+    let bandwidths = if args.bandwidth.is_empty() {
+        let dirs: Vec<&std::path::Path> = args.results.iter().filter_map(|p| p.parent()).collect();
+        beside_bandwidth(&dirs)?
+    } else {
+        crate::probe::bandwidth::read(&args.bandwidth)?
+    };
+    for p in crate::report::write(records, &bandwidths, &out)? {
         println!("{}", p.display());
     }
     Ok(())

@@ -40,6 +40,7 @@ fn main() {
         Command::Frontier(a) => commands::frontier(a),
         Command::Fit(a) => commands::fit(a),
         Command::Gpus(a) => commands::gpus(a),
+        Command::Bandwidth(a) => commands::bandwidth(a),
         Command::Report(a) => commands::report(a),
         Command::Compare(a) => match commands::compare(a) {
             Ok(regressed) => std::process::exit(i32::from(regressed)),

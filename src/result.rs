@@ -337,6 +337,7 @@ impl DecodeSteps {
 pub struct PhaseMemory {
     pub phase: Option<Phase>,
     pub host_peak_rss_bytes: Option<u64>,
+    /// GPU figures leave out the ballast of a memory limit (`Metrics::ballast_bytes`).
     pub gpu_used_peak_bytes: Option<u64>,
     pub gpu_process_peak_bytes: Option<u64>,
 }
@@ -377,6 +378,10 @@ pub struct Metrics {
     pub vision_weights: Option<WeightBytes>,
     /// Peak resident memory of the whole process (VmHWM at the end).
     pub peak_rss_bytes: Option<u64>,
+    /// GPU memory held as ballast under a memory limit (a smaller card's stand-in), already taken
+    /// out of the GPU figures in `memory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ballast_bytes: Option<u64>,
     pub memory: Vec<PhaseMemory>,
     pub energy: Vec<PhaseEnergy>,
 }

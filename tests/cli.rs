@@ -458,3 +458,27 @@ fn fill_kv_reaches_the_depth_without_prefilling_it() {
     assert_eq!(v["key"]["fill_kv"], "synthetic");
     assert!(v["key"]["ctx"] == 4096);
 }
+
+#[test]
+fn bandwidth_measures_the_cpu_and_says_why_not_a_gpu() {
+    let out = gemma_fit()
+        .args(["bandwidth", "--size", "8MiB", "--repeats", "2"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("read ") && text.contains("GB/s"), "{text}");
+    #[cfg(not(feature = "cuda"))]
+    gemma_fit()
+        .args(["bandwidth", "--device", "cuda:0"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("without CUDA support"));
+    gemma_fit()
+        .args(["bandwidth", "--device", "tpu"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("unknown device"));
+}

@@ -258,3 +258,101 @@ fn bad_report_input_is_a_clear_error() {
         .failure()
         .stderr(predicates::str::contains("/no/such/file.jsonl"));
 }
+
+/// checks.md: each finished case against the estimator and, with a measured bandwidth beside the
+/// results, against the bandwidth limit; a case under a memory limit is a machine of its own.
+#[test]
+fn checks_set_cases_against_the_estimator_and_the_bandwidth_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = records(dir.path());
+    let bw = gemma_fit()
+        .args(["bandwidth", "--size", "16MiB", "--repeats", "2", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let rate: serde_json::Value = serde_json::from_slice(&bw).unwrap();
+    assert!(rate["decode_bytes_per_s"].as_f64().unwrap() > 1e8, "{rate}");
+    std::fs::write(dir.path().join("bandwidth.json"), &bw).unwrap();
+
+    // Without the limited case: one machine, the report in OUT itself.
+    let out = dir.path().join("one");
+    gemma_fit()
+        .arg("report")
+        .args(&files)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let checks = std::fs::read_to_string(out.join("checks.md")).unwrap();
+    assert!(checks.contains("## Estimator error"), "{checks}");
+    assert!(checks.contains("Measured bandwidth"), "{checks}");
+    // Two finished cases, each in both tables (the failed one in neither).
+    let (estimator, limits) = checks.split_once("## Decode against").unwrap();
+    let rows = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("| 270m q8_0 kv f32 ctx"))
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(rows(estimator).len(), 2, "{checks}");
+    assert_eq!(rows(limits).len(), 2, "{checks}");
+    for row in rows(limits) {
+        let share: f64 = row
+            .rsplit('|')
+            .nth(1)
+            .unwrap()
+            .trim()
+            .trim_end_matches('%')
+            .parse()
+            .unwrap();
+        assert!(share > 0.0 && share < 1000.0, "{row}");
+    }
+    assert!(std::fs::read_to_string(out.join("index.html"))
+        .unwrap()
+        .contains("Decode against the memory-bandwidth limit"));
+
+    // A case recorded under a memory limit goes to a machine of its own.
+    let limited = dir.path().join("limited.json");
+    gemma_fit()
+        .args([
+            "run",
+            "-m",
+            "synthetic:270m",
+            "--quant",
+            "q8_0",
+            "--ctx",
+            "256",
+            "--prompt-tokens",
+            "16",
+            "--gen",
+            "2",
+            "--memory-limit-bytes",
+            "2147483648",
+            "--out",
+        ])
+        .arg(&limited)
+        .assert()
+        .success();
+    files.push(limited);
+    let out = dir.path().join("two");
+    gemma_fit()
+        .arg("report")
+        .args(&files)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let limited_dir = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains("limited-to-2-0-gib")
+        })
+        .expect("a folder for the limited machine");
+    let table = std::fs::read_to_string(limited_dir.path().join("fit-table.md")).unwrap();
+    assert!(table.contains("limited to 2.0 GiB"), "{table}");
+}

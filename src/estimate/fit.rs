@@ -160,14 +160,26 @@ fn query(
     }
 }
 
-/// The largest context whose prediction fits (≤ 90%), by bisection (memory grows with context).
+/// The largest context whose prediction fits (≤ 90%).
 fn max_ctx_fits(base: &Query, max_position: usize, cap: &Capacity) -> Result<Option<usize>> {
+    largest_ctx(base, max_position, |total| {
+        Verdict::of(total, cap.total_bytes) == Verdict::Fits
+    })
+}
+
+/// The largest context in 1..=`max_position` whose predicted total satisfies `fits`, by bisection
+/// (memory grows with context); None when not even one position does.
+pub fn largest_ctx(
+    base: &Query,
+    max_position: usize,
+    fits: impl Fn(u64) -> bool,
+) -> Result<Option<usize>> {
     let fits = |ctx: usize| -> Result<bool> {
         let p = predict(&Query {
             ctx,
             ..base.clone()
         })?;
-        Ok(Verdict::of(p.breakdown.total(), cap.total_bytes) == Verdict::Fits)
+        Ok(fits(p.breakdown.total()))
     };
     if !fits(1)? {
         return Ok(None);

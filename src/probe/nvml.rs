@@ -93,6 +93,13 @@ impl GpuReport {
     }
 }
 
+/// Total memory of GPU `index` as the driver reports it.
+pub fn total_memory_bytes(index: u32) -> Result<u64, String> {
+    let nvml = Nvml::init().map_err(|e| explain(&e))?;
+    let dev = nvml.device_by_index(index).map_err(|e| explain(&e))?;
+    Ok(dev.memory_info().map_err(|e| explain(&e))?.total)
+}
+
 /// NVML readings of one GPU as a [`SampleSource`] for the phase sampler.
 pub struct NvmlSource {
     nvml: Nvml,

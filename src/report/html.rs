@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::estimate::{predict, Query};
 use crate::report::charts::{Chart, LineChart, Series, Style};
-use crate::report::{export, fit_table, put, Machine, Variant, GIB};
+use crate::report::{checks, export, fit_table, put, Machine, Variant, GIB};
 use crate::result::CaseResult;
 
 /// Escapes text for HTML.
@@ -252,6 +252,7 @@ pub fn machine_report(m: &Machine, dir: &Path) -> crate::Result<PathBuf> {
         &format!("# Fit table — {}\n\n{}", m.name, table.markdown()),
     )?;
     put(dir, "fit-table.csv", &table.csv()?)?;
+    put(dir, "checks.md", &checks::markdown(m))?;
     let rows: Vec<export::LlamaBenchRow> = m
         .records
         .iter()
@@ -290,6 +291,7 @@ pub fn machine_report(m: &Machine, dir: &Path) -> crate::Result<PathBuf> {
          <h2>Fit table</h2>\n{table}\
          <p>Cells: measured peak memory · decode tok/s; a failure's recorded reason; <i>predicted</i> by the estimator where nothing was measured. \
          <a href=\"fit-table.md\">fit-table.md</a> · <a href=\"fit-table.csv\">fit-table.csv</a></p>\n\
+         {checks}<p><a href=\"checks.md\">checks.md</a></p>\n\
          <h2>Charts</h2>\n{figures}\
          <h2>Exports</h2>\n<p><a href=\"llama-bench.json\">llama-bench.json</a> · <a href=\"llama-bench.csv\">llama-bench.csv</a> (a prefill row and a decode row per case, llama-bench's field names) · \
          <a href=\"bmf.json\">bmf.json</a> (Bencher Metric Format) · <a href=\"benchmark-action.json\">benchmark-action.json</a> (github-action-benchmark, bigger is better)</p>\n\
@@ -298,6 +300,7 @@ pub fn machine_report(m: &Machine, dir: &Path) -> crate::Result<PathBuf> {
         n = m.records.len(),
         what = if m.on_gpu { "GPU process peak (NVML)" } else { "process's peak RSS" },
         table = table.html(),
+        checks = checks::html(m),
         env = environment_html(m),
     );
     put(dir, "index.html", &html)?;

@@ -1,9 +1,10 @@
 //! Reports from result records: per machine (a GPU, or a CPU when cases ran on the host) a fit
 //! table, charts, exports and a self-contained HTML page (`index.html`); across machines a
-//! comparison. One file per output: `fit_table.rs`, `charts.rs`, `html.rs`, `compare.rs`,
-//! `export.rs`.
+//! comparison. One file per output: `fit_table.rs`, `charts.rs`, `checks.rs` (estimator error and
+//! decode against the bandwidth limit), `html.rs`, `compare.rs`, `export.rs`.
 
 pub mod charts;
+pub mod checks;
 pub mod compare;
 pub mod export;
 pub mod fit_table;
@@ -17,8 +18,14 @@ use crate::result::{newest_per_key, CaseResult, Environment};
 /// The cases one machine ran.
 #[derive(Debug, Clone)]
 pub struct Machine {
-    /// The GPU's name, or the CPU model for cases on the host.
+    /// The GPU's name, or the CPU model for cases on the host; with a memory limit, followed by
+    /// it (a smaller card's stand-in is a machine of its own).
     pub name: String,
+    /// The GPU's name or the CPU model alone.
+    pub hardware: String,
+    pub memory_limit_bytes: Option<u64>,
+    /// The measured memory bandwidth of the hardware, when given (`gemma-fit bandwidth`).
+    pub bandwidth: Option<crate::probe::bandwidth::Bandwidth>,
     pub slug: String,
     pub on_gpu: bool,
     /// The environment of the newest record (tool version, commit, drivers...).
@@ -37,11 +44,16 @@ pub fn machines(records: Vec<CaseResult>) -> Vec<Machine> {
             .gpu
             .as_ref()
             .filter(|_| r.key.device_kind != "cpu");
-        let name = gpu.map_or_else(|| r.environment.cpu_model.clone(), |g| g.name.clone());
+        let hardware = gpu.map_or_else(|| r.environment.cpu_model.clone(), |g| g.name.clone());
+        let limit = r.key.memory_limit_bytes;
+        let name = match limit {
+            Some(l) => format!("{hardware}, limited to {:.1} GiB", l as f64 / GIB),
+            None => hardware.clone(),
+        };
         let on_gpu = gpu.is_some();
-        let capacity = gpu.map_or(Some(r.environment.ram_total_bytes), |g| {
+        let capacity = limit.or(gpu.map_or(Some(r.environment.ram_total_bytes), |g| {
             g.memory_total_bytes
-        });
+        }));
         match out
             .iter_mut()
             .find(|m| m.name == name && m.on_gpu == on_gpu)
@@ -61,6 +73,9 @@ pub fn machines(records: Vec<CaseResult>) -> Vec<Machine> {
             None => out.push(Machine {
                 slug: crate::bench::slug(&name),
                 name,
+                hardware,
+                memory_limit_bytes: limit,
+                bandwidth: None,
                 on_gpu,
                 environment: r.environment.clone(),
                 capacity_bytes: capacity,
@@ -123,8 +138,22 @@ impl Variant {
 
 /// Writes the report of `records` under `out`: one machine's report in `out` itself, several
 /// machines each in `out/<machine>/` with a comparison in `out`. Returns the pages written.
-pub fn write(records: Vec<CaseResult>, out: &Path) -> Result<Vec<PathBuf>> {
-    let machines = machines(records);
+///
+/// `bandwidths` (from `gemma-fit bandwidth --json`) go to the machines of the same hardware: they
+/// give the decode-speed limit each case is set against.
+pub fn write(
+    records: Vec<CaseResult>,
+    bandwidths: &[crate::probe::bandwidth::Bandwidth],
+    out: &Path,
+) -> Result<Vec<PathBuf>> {
+    let mut machines = machines(records);
+    for m in &mut machines {
+        m.bandwidth = bandwidths
+            .iter()
+            .rev()
+            .find(|b| b.machine == m.hardware && (b.device == "cpu") != m.on_gpu)
+            .cloned();
+    }
     if machines.is_empty() {
         return Err(Error::Unsupported("no result records to report".into()));
     }

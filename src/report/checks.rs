@@ -1,0 +1,221 @@
+//! Each measured case of a machine against two references: the estimator's prediction of its
+//! peak memory (the error), and the memory-bandwidth limit on its decode speed (the bytes one
+//! decoded token reads, weights plus the KV cache in span at the mean decode depth, ÷ the
+//! machine's measured bandwidth from `gemma-fit bandwidth`).
+
+use serde::Serialize;
+
+use crate::estimate::fit::{self, ctx_label};
+use crate::model::plan::kv_bytes_read_per_token;
+use crate::report::html::escape;
+use crate::report::{Machine, Variant};
+use crate::result::CaseResult;
+
+/// A decode speed beside its bandwidth limit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecodeLimit {
+    pub case: String,
+    /// Mean KV-cache depth over the decoded tokens.
+    pub depth: usize,
+    pub decode_tok_per_s: f64,
+    /// Resident text weights plus the KV cache read at `depth`.
+    pub bytes_per_token: u64,
+    pub limit_tok_per_s: f64,
+    /// decode ÷ limit.
+    pub share_of_limit: f64,
+}
+
+fn label(r: &CaseResult) -> String {
+    let k = &r.key;
+    format!(
+        "{} ctx {} p{}+g{}{}",
+        Variant::of(r).label(),
+        ctx_label(k.ctx),
+        k.prompt_tokens,
+        k.gen_tokens,
+        if k.fill_kv.is_some() { " (filled)" } else { "" }
+    )
+}
+
+/// The finished cases of `m` that decoded, against `m`'s bandwidth (none without one).
+pub fn decode_limits(m: &Machine) -> Vec<DecodeLimit> {
+    let Some(bw) = &m.bandwidth else {
+        return Vec::new();
+    };
+    let mut out: Vec<(Variant, usize, DecodeLimit)> = m
+        .records
+        .iter()
+        .filter_map(|r| {
+            Some((
+                Variant::of(r),
+                r.key.ctx,
+                decode_limit(r, bw.decode_bytes_per_s)?,
+            ))
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    out.into_iter().map(|(_, _, d)| d).collect()
+}
+
+fn decode_limit(r: &CaseResult, bytes_per_s: f64) -> Option<DecodeLimit> {
+    let m = r.metrics.as_ref().filter(|_| r.outcome.is_ok())?;
+    let decode = m.decode_tok_per_s.median;
+    if r.key.gen_tokens == 0 || decode <= 0.0 || bytes_per_s <= 0.0 {
+        return None;
+    }
+    let cfg = crate::estimate::preset(r.key.size.as_deref()?).ok()?.config;
+    let kv = crate::measure::parse_kv_dtype(&r.key.kv_dtype).ok()?;
+    let depth = m.fill_depth + m.prompt_positions + r.key.gen_tokens / 2;
+    let bytes = m.weights.resident_weight_bytes + kv_bytes_read_per_token(&cfg, depth, kv);
+    let limit = bytes_per_s / bytes as f64;
+    Some(DecodeLimit {
+        case: label(r),
+        depth,
+        decode_tok_per_s: decode,
+        bytes_per_token: bytes,
+        limit_tok_per_s: limit,
+        share_of_limit: decode / limit,
+    })
+}
+
+/// A table as markdown and as HTML.
+struct Table {
+    header: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    fn markdown(&self) -> String {
+        let mut s = format!("| {} |\n|", self.header.join(" | "));
+        s.push_str(&"---|".repeat(self.header.len()));
+        s.push('\n');
+        for r in &self.rows {
+            let cells: Vec<String> = r.iter().map(|c| c.replace('|', "\\|")).collect();
+            s.push_str(&format!("| {} |\n", cells.join(" | ")));
+        }
+        s
+    }
+
+    fn html(&self) -> String {
+        let mut s = String::from("<table>\n<tr>");
+        for h in &self.header {
+            s.push_str(&format!("<th>{}</th>", escape(h)));
+        }
+        s.push_str("</tr>\n");
+        for r in &self.rows {
+            s.push_str("<tr>");
+            for c in r {
+                s.push_str(&format!("<td>{}</td>", escape(c)));
+            }
+            s.push_str("</tr>\n");
+        }
+        s.push_str("</table>\n");
+        s
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1}", b as f64 / (1u64 << 20) as f64)
+}
+
+fn estimator_table(m: &Machine) -> Table {
+    let (compared, _) = fit::compare(&m.records);
+    let pct = |e: f64| format!("{:+.1}%", 100.0 * e);
+    Table {
+        header: vec![
+            "case",
+            "measured MiB",
+            "predicted MiB",
+            "error",
+            "non-weight measured MiB",
+            "non-weight predicted MiB",
+            "non-weight error",
+        ],
+        rows: compared
+            .iter()
+            .map(|c| {
+                vec![
+                    c.case.clone(),
+                    mib(c.measured_peak_bytes),
+                    mib(c.predicted_bytes),
+                    pct(c.error),
+                    mib(c.measured_non_weight_bytes),
+                    mib(c.predicted_non_weight_bytes),
+                    pct(c.non_weight_error),
+                ]
+            })
+            .collect(),
+    }
+}
+
+fn limit_table(limits: &[DecodeLimit]) -> Table {
+    Table {
+        header: vec![
+            "case",
+            "mean depth",
+            "decode tok/s",
+            "MiB read per token",
+            "limit tok/s",
+            "% of limit",
+        ],
+        rows: limits
+            .iter()
+            .map(|d| {
+                vec![
+                    d.case.clone(),
+                    d.depth.to_string(),
+                    format!("{:.1}", d.decode_tok_per_s),
+                    mib(d.bytes_per_token),
+                    format!("{:.1}", d.limit_tok_per_s),
+                    format!("{:.0}%", 100.0 * d.share_of_limit),
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// What the figures are measured against, in words.
+fn bandwidth_sentence(m: &Machine) -> String {
+    match &m.bandwidth {
+        Some(b) => format!(
+            "Measured bandwidth {:.1} GB/s ({}; `gemma-fit bandwidth`, {} MiB buffer, median of {}).",
+            b.decode_bytes_per_s / 1e9,
+            if b.device == "cpu" {
+                format!("read with {} threads", b.threads)
+            } else {
+                "device-to-device copy, bytes read + written".to_string()
+            },
+            b.buffer_bytes >> 20,
+            b.repeats
+        ),
+        None => "No bandwidth measurement was given (`gemma-fit bandwidth --json > bandwidth.json` beside the results, or `report --bandwidth FILE`).".into(),
+    }
+}
+
+const ESTIMATOR_NOTE: &str = "Predicted by `gemma-fit fit`'s estimator for the same case; error = (predicted − measured) ÷ measured. Non-weight: the peak less the resident weights.";
+const LIMIT_NOTE: &str = "Limit = bandwidth ÷ bytes a decoded token reads (resident text weights plus the KV cache in span at the mean decode depth).";
+
+/// `checks.md` for the machine's folder.
+pub fn markdown(m: &Machine) -> String {
+    let limits = decode_limits(m);
+    format!(
+        "# Measured against the estimator and the bandwidth limit — {}\n\n## Estimator error\n\n{ESTIMATOR_NOTE}\n\n{}\n## Decode against the memory-bandwidth limit\n\n{} {LIMIT_NOTE}\n\n{}",
+        m.name,
+        estimator_table(m).markdown(),
+        bandwidth_sentence(m),
+        if limits.is_empty() { String::new() } else { limit_table(&limits).markdown() }
+    )
+}
+
+/// The same, as sections of the HTML page.
+pub fn html(m: &Machine) -> String {
+    let limits = decode_limits(m);
+    format!(
+        "<h2>Estimator error</h2>\n<p>{}</p>\n{}<h2>Decode against the memory-bandwidth limit</h2>\n<p>{} {}</p>\n{}",
+        escape(ESTIMATOR_NOTE),
+        estimator_table(m).html(),
+        escape(&bandwidth_sentence(m)),
+        escape(LIMIT_NOTE),
+        if limits.is_empty() { String::new() } else { limit_table(&limits).html() }
+    )
+}
