@@ -210,6 +210,7 @@ fn child_args(req: &CaseRequest, out: &Path, threads: Option<usize>) -> Vec<Stri
         "--memory-limit-bytes",
         req.memory_limit_bytes.map(|b| b.to_string()),
     );
+    opt("--fill-kv", req.fill_kv.then(|| "synthetic".to_string()));
     a
 }
 
@@ -490,6 +491,47 @@ mod tests {
             bisect(256, 1024, 256, None, |_| Ok(false)).unwrap(),
             (None, Some(256), 1)
         );
+    }
+
+    /// Every field of a request reaches the child (a suite's fill_kv once did not).
+    #[test]
+    fn the_child_gets_the_whole_request() {
+        let case = SuiteCase {
+            model: "synthetic:1b".into(),
+            quant: Some("q8_0".into()),
+            kv_dtype: "bf16".into(),
+            ctx: 8192,
+            prompt_tokens: 64,
+            gen_tokens: 4,
+            prefill_chunk: 256,
+            image: Some("synthetic".into()),
+            fill_kv: true,
+        };
+        let req = request_on("cuda:1", &case, Some(1 << 30));
+        let args = child_args(&req, Path::new("/tmp/x.json"), Some(3)).join(" ");
+        for want in [
+            "--model synthetic:1b",
+            "--quant q8_0",
+            "--kv-dtype bf16",
+            "--ctx 8192",
+            "--prompt-tokens 64",
+            "--gen 4",
+            "--prefill-chunk 256",
+            "--image synthetic",
+            "--device cuda:1",
+            "--threads 3",
+            "--memory-limit-bytes 1073741824",
+            "--fill-kv synthetic",
+            "--out /tmp/x.json",
+        ] {
+            assert!(args.contains(want), "{want} missing from {args}");
+        }
+        let plain = SuiteCase {
+            fill_kv: false,
+            ..case
+        };
+        let args = child_args(&request_on("cpu", &plain, None), Path::new("x"), None).join(" ");
+        assert!(!args.contains("--fill-kv"), "{args}");
     }
 
     #[test]
