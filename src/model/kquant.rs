@@ -1,6 +1,7 @@
-//! Q4_K weights × Q8_K activations for any number of activation rows: ggml's (and candle's)
-//! per-block arithmetic, with one weight row's unpacking (scales, mins, 4-bit halves) shared by
-//! a tile of activation rows. Every output is computed by the same operations in the same order
+//! Q4_K weights × Q8_K activations for several activation rows: ggml's (and candle's)
+//! per-block arithmetic, with one weight row's unpacking (scales, mins, 4-bit halves) shared by a
+//! tile of activation rows. (The same for Q6_K measured no faster than candle's per-element dot
+//! product, `benches/kernels.rs`, so Q6_K keeps that.) Every output is computed by the same operations in the same order
 //! as candle's `vec_dot` for that pair of rows, so decode and prefill agree bit for bit and
 //! agree with candle exactly.
 //!
@@ -27,45 +28,69 @@ pub fn matmul_q4k(
     n: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    if w.len() != n * kb * Q4K_BYTES || xq.len() != m * kb * Q8K_BYTES || out.len() != m * n {
+    matmul(
+        w,
+        Q4K_BYTES,
+        xq,
+        m,
+        kb,
+        n,
+        out,
+        |wr, x: [&[u8]; 4], vnni| {
+            #[cfg(target_arch = "x86_64")]
+            if vnni {
+                // SAFETY: the CPU has these features (checked at run time).
+                return unsafe { tile_vnni::<4>(wr, x, kb) };
+            }
+            let _ = vnni;
+            let [a, b] = tile::<2, false>(wr, [x[0], x[1]], kb);
+            let [c, d] = tile::<2, false>(wr, [x[2], x[3]], kb);
+            [a, b, c, d]
+        },
+        |wr, x| tile::<1, false>(wr, [x], kb)[0],
+    )
+}
+
+/// Every output column in turn (a worker's weight rows are one sequential stream), four
+/// activation rows at a time (`four`), then one at a time (`one`).
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    w: &[u8],
+    block_bytes: usize,
+    xq: &[u8],
+    m: usize,
+    kb: usize,
+    n: usize,
+    out: &mut [f32],
+    four: impl Fn(&[u8], [&[u8]; 4], bool) -> [f32; 4] + Sync,
+    one: impl Fn(&[u8], &[u8]) -> f32 + Sync,
+) -> Result<()> {
+    if w.len() != n * kb * block_bytes || xq.len() != m * kb * Q8K_BYTES || out.len() != m * n {
         candle_core::bail!(
-            "q4k-matmul: buffers do not match [{m}, {}] x [{n}, {}]ᵀ",
+            "k-quant matmul: buffers do not match [{m}, {}] x [{n}, {}]ᵀ",
             kb * 256,
             kb * 256
         );
     }
     let out = SendPtr(out.as_mut_ptr());
-    let w_row = kb * Q4K_BYTES;
+    let w_row = kb * block_bytes;
     let x_row = kb * Q8K_BYTES;
     let vnni = crate::model::qmatmul::has_vnni();
     candle_core::utils::barrier_pool().execute_chunked(n, |cols| {
         for j in cols {
             let wr = &w[j * w_row..(j + 1) * w_row];
             let xr = |r: usize| &xq[r * x_row..(r + 1) * x_row];
-            let put = |r0: usize, sums: &[f32]| {
-                for (i, &v) in sums.iter().enumerate() {
-                    // SAFETY: output column j is written by this work item only.
-                    unsafe { *out.get().add((r0 + i) * n + j) = v };
-                }
-            };
+            // SAFETY (both writes): output column j is written by this work item only.
             let mut r = 0;
-            #[cfg(target_arch = "x86_64")]
-            if vnni {
-                while r + 4 <= m {
-                    // SAFETY: the CPU has these features (checked at run time).
-                    put(r, &unsafe {
-                        tile_vnni::<4>(wr, std::array::from_fn(|i| xr(r + i)), kb)
-                    });
-                    r += 4;
+            while r + 4 <= m {
+                let sums = four(wr, std::array::from_fn(|i| xr(r + i)), vnni);
+                for (i, v) in sums.into_iter().enumerate() {
+                    unsafe { *out.get().add((r + i) * n + j) = v };
                 }
-            }
-            let _ = vnni;
-            while r + 2 <= m {
-                put(r, &tile::<2, false>(wr, [xr(r), xr(r + 1)], kb));
-                r += 2;
+                r += 4;
             }
             while r < m {
-                put(r, &tile::<1, false>(wr, [xr(r)], kb));
+                unsafe { *out.get().add(r * n + j) = one(wr, xr(r)) };
                 r += 1;
             }
         }
@@ -233,13 +258,19 @@ mod tests {
     use candle_core::quantized::{GgmlDType, QTensor};
     use candle_core::{Device, Tensor};
 
+    type Kernel = fn(&[u8], &[u8], usize, usize, usize, &mut [f32]) -> candle_core::Result<()>;
+
     /// Exactly candle's `vec_dot` for every (activation row, weight row), whatever the number of
     /// rows in the tile.
     #[test]
     fn tiles_equal_candles_vec_dot() {
+        check::<BlockQ4K>(GgmlDType::Q4K, matmul_q4k);
+    }
+
+    fn check<T: GgmlType<VecDotType = BlockQ8K>>(dtype: GgmlDType, kernel: Kernel) {
         for (m, k, n) in [(1, 256, 7), (5, 2048, 9), (8, 512, 3)] {
             let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
-            let q = QTensor::quantize(&w, GgmlDType::Q4K).unwrap();
+            let q = QTensor::quantize(&w, dtype).unwrap();
             let data = q.data().unwrap();
             let x: Vec<f32> = Tensor::randn(0f32, 1.0, (m * k,), &Device::Cpu)
                 .unwrap()
@@ -253,17 +284,16 @@ mod tests {
             // SAFETY: ggml blocks are plain repr(C) data of these sizes.
             let (wb, xb) = unsafe {
                 (
-                    std::slice::from_raw_parts(data.as_ptr() as *const BlockQ4K, n * kb),
+                    std::slice::from_raw_parts(data.as_ptr() as *const T, n * kb),
                     std::slice::from_raw_parts(xq.as_ptr() as *const u8, m * kb * Q8K_BYTES),
                 )
             };
             let mut out = vec![0f32; m * n];
-            matmul_q4k(&data, xb, m, kb, n, &mut out).unwrap();
+            kernel(&data, xb, m, kb, n, &mut out).unwrap();
             for r in 0..m {
                 for j in 0..n {
-                    let want =
-                        BlockQ4K::vec_dot(k, &wb[j * kb..(j + 1) * kb], &xq[r * kb..(r + 1) * kb]);
-                    assert_eq!(out[r * n + j], want, "m {m} k {k}: ({r}, {j})");
+                    let want = T::vec_dot(k, &wb[j * kb..(j + 1) * kb], &xq[r * kb..(r + 1) * kb]);
+                    assert_eq!(out[r * n + j], want, "{dtype:?} m {m} k {k}: ({r}, {j})");
                 }
             }
         }

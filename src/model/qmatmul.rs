@@ -11,13 +11,15 @@
 //! Q8_0 (most of Gemma 3 270M's Q4_K_M weights once Q5_0 is repacked, and its tied output
 //! projection) has a tiled AVX2 kernel for several activation rows (four weight rows × two
 //! activation rows per tile share their loads; 4 × 4 with AVX-512 VNNI) and a one-stream-per-worker
-//! kernel for a single row (decode), bit-identical per output. Q4_K has a kernel of its own
-//! (`kquant.rs`: a weight row's unpacking shared by a tile of activation rows); Q6_K uses
-//! candle's per-element dot product. Work is split across candle's worker pool.
+//! kernel for a single row (decode), bit-identical per output. Q4_K has tiles of its own for
+//! several rows (`kquant.rs`: a weight row's unpacking shared by four activation rows, each
+//! output equal to candle's dot product, which single rows use); Q6_K uses candle's dot product. Work is split across candle's worker pool.
 
 use candle_core::quantized::k_quants::{self, GgmlType};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
+
+use crate::model::kquant;
 
 /// Weight formats these kernels handle.
 pub fn supports(dtype: GgmlDType) -> bool {
@@ -63,7 +65,15 @@ impl CustomOp1 for QMatmul<'_> {
             GgmlDType::Q4K if m == 1 => {
                 matmul_vec_dot::<k_quants::BlockQ4K>(&data, x, m, k, n, &mut out)?
             }
-            GgmlDType::Q4K => matmul_q4k(&data, x, m, k, n, &mut out)?,
+            GgmlDType::Q4K => matmul_kquant::<k_quants::BlockQ4K>(
+                &data,
+                x,
+                m,
+                k,
+                n,
+                &mut out,
+                kquant::matmul_q4k,
+            )?,
             GgmlDType::Q6K => matmul_vec_dot::<k_quants::BlockQ6K>(&data, x, m, k, n, &mut out)?,
             GgmlDType::F32 => matmul_dense::<f32>(&data, x, m, k, n, &mut out)?,
             GgmlDType::F16 => matmul_dense::<half::f16>(&data, x, m, k, n, &mut out)?,
@@ -194,17 +204,24 @@ fn matmul_dense<T: GgmlType>(
     Ok(())
 }
 
-/// Q4_K weights × Q8_K activations (`kquant.rs`).
-fn matmul_q4k(w: &[u8], x: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) -> Result<()> {
-    use crate::model::kquant::{matmul_q4k, Q4K_BYTES, Q8K_BYTES};
-    if !w.len().is_multiple_of(Q4K_BYTES) {
-        candle_core::bail!("q-matmul: Q4_K weight of {} bytes", w.len());
-    }
-    check(k, 256, w.len() / Q4K_BYTES, n)?;
-    let xq = quantize_rows::<k_quants::BlockQ4K>(x, m, k);
+/// K-quant weights × Q8_K activations through a `kquant.rs` kernel.
+fn matmul_kquant<T: GgmlType<VecDotType = k_quants::BlockQ8K>>(
+    w: &[u8],
+    x: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    out: &mut [f32],
+    kernel: impl Fn(&[u8], &[u8], usize, usize, usize, &mut [f32]) -> Result<()>,
+) -> Result<()> {
+    let w_blocks = blocks::<T>(w)?.len();
+    check(k, T::BLCK_SIZE, w_blocks, n)?;
+    let xq = quantize_rows::<T>(x, m, k);
     // SAFETY: BlockQ8K is repr(C) { f32, [i8; 256], [i16; 16] }, 292 bytes (asserted by candle).
-    let xq = unsafe { std::slice::from_raw_parts(xq.as_ptr() as *const u8, xq.len() * Q8K_BYTES) };
-    matmul_q4k(w, xq, m, k / 256, n, out)
+    let xq = unsafe {
+        std::slice::from_raw_parts(xq.as_ptr() as *const u8, xq.len() * kquant::Q8K_BYTES)
+    };
+    kernel(w, xq, m, k / T::BLCK_SIZE, n, out)
 }
 
 const Q8_0_BYTES: usize = 34;
@@ -285,7 +302,7 @@ fn gemv_row<const VNNI: bool>(w: &[u8], x: &[u8], xd: &[f32]) -> f32 {
     // SAFETY: the build enables AVX2/FMA/F16C; every load reads inside a block of the row.
     unsafe {
         let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
+        let mut acc = [_mm256_setzero_ps(); 2];
         for (b, &xdb) in xd.iter().enumerate() {
             let o = b * Q8_0_BYTES;
             let wq = _mm256_loadu_si256(w.as_ptr().add(o + 2) as *const __m256i);
@@ -300,9 +317,9 @@ fn gemv_row<const VNNI: bool>(w: &[u8], x: &[u8], xd: &[f32]) -> f32 {
             let bits = u16::from_le_bytes([*w.get_unchecked(o), *w.get_unchecked(o + 1)]);
             let wd = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)));
             let d = _mm256_set1_ps(wd * xdb);
-            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc);
+            acc[b & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc[b & 1]);
         }
-        hsum(acc)
+        hsum(_mm256_add_ps(acc[0], acc[1]))
     }
 }
 
@@ -314,7 +331,7 @@ fn gemv_row<const VNNI: bool>(w: &[u8], x: &[u8], xd: &[f32]) -> f32 {
     target_feature = "f16c"
 )))]
 fn gemv_row<const VNNI: bool>(w: &[u8], x: &[u8], xd: &[f32]) -> f32 {
-    dot_tile::<1, 1, false>([w], [x], xd.len())[0][0]
+    dot_tile::<1, 1>([w], [x], xd.len())[0][0]
 }
 
 struct Q8Job<'a> {
@@ -380,11 +397,17 @@ impl Q8Job<'_> {
     #[inline(always)]
     fn tile<const C: usize, const R: usize, const VNNI: bool>(&self, j0: usize, r0: usize) {
         let row_bytes = self.kb * Q8_0_BYTES;
-        let sums = dot_tile::<C, R, VNNI>(
-            std::array::from_fn(|c| &self.w[(j0 + c) * row_bytes..(j0 + c + 1) * row_bytes]),
-            std::array::from_fn(|r| &self.x[(r0 + r) * row_bytes..(r0 + r + 1) * row_bytes]),
-            self.kb,
-        );
+        let w = std::array::from_fn(|c| &self.w[(j0 + c) * row_bytes..(j0 + c + 1) * row_bytes]);
+        let x = std::array::from_fn(|r| &self.x[(r0 + r) * row_bytes..(r0 + r + 1) * row_bytes]);
+        #[cfg(target_arch = "x86_64")]
+        let sums = if VNNI {
+            // SAFETY: VNNI is only set inside `columns_vnni` (features checked at run time).
+            unsafe { dot_tile_512::<C, R>(w, x, self.kb) }
+        } else {
+            dot_tile::<C, R>(w, x, self.kb)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let sums = dot_tile::<C, R>(w, x, self.kb);
         for (r, row) in sums.iter().enumerate() {
             for (c, &v) in row.iter().enumerate() {
                 // SAFETY: each (row, column) is written by exactly one tile of one work item.
@@ -415,16 +438,80 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
+/// [`dot_tile`] with AVX-512 VNNI: two blocks per 512-bit register (the even block in the low
+/// half, the odd one in the high half, so the two halves of an accumulator are exactly the even
+/// and odd accumulators of the 256-bit kernels). Activations enter as unsigned bytes (x + 128)
+/// and the excess 128·Σw is the dot product's starting value, so one `vpdpbusd` gives the exact
+/// signed sums (no sign juggling); scales are multiplied as vectors. The same operations on the
+/// same values as [`dot_tile`] and [`gemv_row`], output for output.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn dot_tile_512<const C: usize, const R: usize>(
+    w: [&[u8]; C],
+    x: [&[u8]; R],
+    kb: usize,
+) -> [[f32; C]; R] {
+    use std::arch::x86_64::*;
+    // Two blocks' 32 values into one register; `None` (past the last block) is zero.
+    unsafe fn pair(row: &[u8], o0: usize, o1: Option<usize>) -> __m512i {
+        let lo = _mm256_loadu_si256(row.as_ptr().add(o0 + 2) as *const __m256i);
+        match o1 {
+            Some(o1) => _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(lo),
+                _mm256_loadu_si256(row.as_ptr().add(o1 + 2) as *const __m256i),
+            ),
+            None => _mm512_zextsi256_si512(lo),
+        }
+    }
+    // The two blocks' scales, each in its half (0 past the last block).
+    unsafe fn scales(row: &[u8], o0: usize, o1: Option<usize>) -> __m512 {
+        let h = |o: usize| u16::from_le_bytes([row[o], row[o + 1]]) as i16;
+        let two = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, 0, 0, o1.map_or(0, h), h(o0)));
+        let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(two))
+    }
+    let s80 = _mm512_set1_epi8(0x80u8 as i8);
+    let zero = _mm512_setzero_si512();
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    for b in (0..kb).step_by(2) {
+        let o0 = b * Q8_0_BYTES;
+        let o1 = (b + 1 < kb).then_some(o0 + Q8_0_BYTES);
+        let wq: [__m512i; C] = std::array::from_fn(|c| pair(w[c], o0, o1));
+        let base: [__m512i; C] =
+            std::array::from_fn(|c| _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, s80, wq[c])));
+        let wd: [__m512; C] = std::array::from_fn(|c| scales(w[c], o0, o1));
+        for r in 0..R {
+            let xu = _mm512_xor_si512(pair(x[r], o0, o1), s80);
+            let xd = scales(x[r], o0, o1);
+            for c in 0..C {
+                let sums = _mm512_dpbusd_epi32(base[c], xu, wq[c]);
+                let d = _mm512_mul_ps(wd[c], xd);
+                acc[r][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sums), acc[r][c]);
+            }
+        }
+    }
+    let mut out = [[0f32; C]; R];
+    for r in 0..R {
+        for c in 0..C {
+            let a = acc[r][c];
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
+            out[r][c] = hsum(_mm256_add_ps(_mm512_castps512_ps256(a), hi));
+        }
+    }
+    out
+}
+
 /// Σ over blocks of d_w·d_x·Σ(q_w·q_x), for C weight rows × R activation rows (ggml's Q8_0 dot
-/// product: integer pair sums in eight lanes, one fused multiply-add per block, then a
-/// horizontal sum).
+/// product: integer sums in eight lanes per block, one fused multiply-add per block into an
+/// accumulator for the even blocks or one for the odd ones, then their sum, summed across lanes).
+/// Every kernel of this file keeps exactly this order per output.
 #[cfg(all(
     target_arch = "x86_64",
     target_feature = "avx2",
     target_feature = "fma"
 ))]
 #[inline(always)]
-fn dot_tile<const C: usize, const R: usize, const VNNI: bool>(
+fn dot_tile<const C: usize, const R: usize>(
     w: [&[u8]; C],
     x: [&[u8]; R],
     kb: usize,
@@ -434,7 +521,7 @@ fn dot_tile<const C: usize, const R: usize, const VNNI: bool>(
     // block inside its row slice.
     unsafe {
         let ones = _mm256_set1_epi16(1);
-        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        let mut acc = [[[_mm256_setzero_ps(); 2]; C]; R];
         for b in 0..kb {
             let o = b * Q8_0_BYTES;
             let wq: [__m256i; C] = std::array::from_fn(|c| {
@@ -447,21 +534,17 @@ fn dot_tile<const C: usize, const R: usize, const VNNI: bool>(
                 let xd = f16_at(x[r], o);
                 for c in 0..C {
                     let signed = _mm256_sign_epi8(xq, wq[c]);
-                    // The same exact integer sums either way: VNNI does both steps in one.
-                    let sums = if VNNI {
-                        _mm256_dpbusd_epi32(_mm256_setzero_si256(), wabs[c], signed)
-                    } else {
-                        _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[c], signed), ones)
-                    };
+                    let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[c], signed), ones);
                     let q = _mm256_cvtepi32_ps(sums);
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(wd[c] * xd), q, acc[r][c]);
+                    let a = &mut acc[r][c][b & 1];
+                    *a = _mm256_fmadd_ps(_mm256_set1_ps(wd[c] * xd), q, *a);
                 }
             }
         }
         let mut out = [[0f32; C]; R];
         for r in 0..R {
             for c in 0..C {
-                out[r][c] = hsum(acc[r][c]);
+                out[r][c] = hsum(_mm256_add_ps(acc[r][c][0], acc[r][c][1]));
             }
         }
         out
@@ -488,7 +571,7 @@ unsafe fn hsum(x: std::arch::x86_64::__m256) -> f32 {
     target_feature = "avx2",
     target_feature = "fma"
 )))]
-fn dot_tile<const C: usize, const R: usize, const VNNI: bool>(
+fn dot_tile<const C: usize, const R: usize>(
     w: [&[u8]; C],
     x: [&[u8]; R],
     kb: usize,
@@ -544,7 +627,16 @@ mod tests {
             GgmlDType::F16,
             GgmlDType::BF16,
         ] {
-            for (m, k, n) in [(1, 512, 300), (3, 768, 66), (17, 256, 5)] {
+            // Q8_0 also with an odd number of blocks per row (the 512-bit kernel pairs them).
+            let odd: &[(usize, usize, usize)] = if dtype == GgmlDType::Q8_0 {
+                &[(9, 96, 13), (1, 96, 5)]
+            } else {
+                &[]
+            };
+            for &(m, k, n) in [(1, 512, 300), (3, 768, 66), (17, 256, 5)]
+                .iter()
+                .chain(odd)
+            {
                 let w = Tensor::randn(0f32, 1.0, (n, k), &dev).unwrap();
                 let q = QTensor::quantize(&w, dtype).unwrap();
                 let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
