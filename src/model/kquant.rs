@@ -28,27 +28,21 @@ pub fn matmul_q4k(
     n: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    matmul(
-        w,
-        Q4K_BYTES,
-        xq,
-        m,
-        kb,
-        n,
-        out,
-        |wr, x: [&[u8]; 4], vnni| {
-            #[cfg(target_arch = "x86_64")]
-            if vnni {
-                // SAFETY: the CPU has these features (checked at run time).
-                return unsafe { tile_vnni::<4>(wr, x, kb) };
-            }
-            let _ = vnni;
-            let [a, b] = tile::<2, false>(wr, [x[0], x[1]], kb);
-            let [c, d] = tile::<2, false>(wr, [x[2], x[3]], kb);
-            [a, b, c, d]
-        },
-        |wr, x| tile::<1, false>(wr, [x], kb)[0],
-    )
+    let one = |wr: &[u8], x: &[u8]| tile::<1, false>(wr, [x], kb)[0];
+    #[cfg(target_arch = "x86_64")]
+    if crate::model::qmatmul::has_vnni() {
+        let four = |wr: &[u8], x: [&[u8]; 4]| {
+            // SAFETY: the CPU has these features (checked at run time).
+            unsafe { tile_vnni::<4>(wr, x, kb) }
+        };
+        return matmul(w, Q4K_BYTES, xq, m, kb, n, out, four, one);
+    }
+    let four = |wr: &[u8], x: [&[u8]; 4]| {
+        let [a, b] = tile::<2, false>(wr, [x[0], x[1]], kb);
+        let [c, d] = tile::<2, false>(wr, [x[2], x[3]], kb);
+        [a, b, c, d]
+    };
+    matmul(w, Q4K_BYTES, xq, m, kb, n, out, four, one)
 }
 
 /// Every output column in turn (a worker's weight rows are one sequential stream), four
@@ -62,7 +56,7 @@ fn matmul(
     kb: usize,
     n: usize,
     out: &mut [f32],
-    four: impl Fn(&[u8], [&[u8]; 4], bool) -> [f32; 4] + Sync,
+    four: impl Fn(&[u8], [&[u8]; 4]) -> [f32; 4] + Sync,
     one: impl Fn(&[u8], &[u8]) -> f32 + Sync,
 ) -> Result<()> {
     if w.len() != n * kb * block_bytes || xq.len() != m * kb * Q8K_BYTES || out.len() != m * n {
@@ -75,7 +69,6 @@ fn matmul(
     let out = SendPtr(out.as_mut_ptr());
     let w_row = kb * block_bytes;
     let x_row = kb * Q8K_BYTES;
-    let vnni = crate::model::qmatmul::has_vnni();
     candle_core::utils::barrier_pool().execute_chunked(n, |cols| {
         for j in cols {
             let wr = &w[j * w_row..(j + 1) * w_row];
@@ -83,7 +76,7 @@ fn matmul(
             // SAFETY (both writes): output column j is written by this work item only.
             let mut r = 0;
             while r + 4 <= m {
-                let sums = four(wr, std::array::from_fn(|i| xr(r + i)), vnni);
+                let sums = four(wr, std::array::from_fn(|i| xr(r + i)));
                 for (i, v) in sums.into_iter().enumerate() {
                     unsafe { *out.get().add((r + i) * n + j) = v };
                 }

@@ -9,11 +9,12 @@
 //! numbers follow llama.cpp's closely enough to reproduce its greedy tokens.
 //!
 //! Q8_0 (most of Gemma 3 270M's Q4_K_M weights once Q5_0 is repacked, and its tied output
-//! projection) has a tiled AVX2 kernel for several activation rows (four weight rows × two
-//! activation rows per tile share their loads; 4 × 4 with AVX-512 VNNI) and a one-stream-per-worker
-//! kernel for a single row (decode), bit-identical per output. Q4_K has tiles of its own for
-//! several rows (`kquant.rs`: a weight row's unpacking shared by four activation rows, each
-//! output equal to candle's dot product, which single rows use); Q6_K uses candle's dot product. Work is split across candle's worker pool.
+//! projection) has tiled kernels for several activation rows (four weight rows × two activation
+//! rows per tile share their loads with AVX2; 4 × 4 tiles, two blocks per register, with AVX-512
+//! VNNI) and a one-stream-per-worker kernel for a single row (decode), bit-identical per output.
+//! Q4_K has tiles of its own for several rows (`kquant.rs`: a weight row's unpacking shared by
+//! four activation rows, each output equal to candle's dot product, which single rows use); Q6_K
+//! uses candle's dot product. Work is split across candle's worker pool.
 
 use candle_core::quantized::k_quants::{self, GgmlType};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -260,8 +261,8 @@ fn gemv_q8_0(w: &[u8], xq: &[u8], kb: usize, n: usize, out: &mut [f32]) {
     let xd: Vec<f32> = (0..kb).map(|b| f16_at(xq, b * Q8_0_BYTES)).collect();
     let row_bytes = kb * Q8_0_BYTES;
     let out = SendPtr(out.as_mut_ptr());
+    #[cfg(target_arch = "x86_64")]
     let vnni = has_vnni();
-    let _ = vnni; // (no VNNI path off x86)
     candle_core::utils::barrier_pool().execute_chunked(n, |range| {
         for j in range {
             let row = &w[j * row_bytes..(j + 1) * row_bytes];
