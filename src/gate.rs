@@ -142,7 +142,8 @@ fn samples(s: &Stat) -> Vec<f64> {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// The median (the mean of the middle two for an even count); sorts `v`.
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {

@@ -10,7 +10,13 @@
 
 use candle_core::Result;
 
-use crate::model::qmatmul::SendPtr;
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
+use crate::model::qmatmul::hsum;
+use crate::model::qmatmul::{f16_at, SendPtr};
 
 /// Bytes of a Q4_K block (256 values): d, dmin (f16), 12 bytes of 6-bit scales and mins, 128 of
 /// 4-bit values.
@@ -95,10 +101,6 @@ fn matmul(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile_vnni<const R: usize>(w: &[u8], x: [&[u8]; R], kb: usize) -> [f32; R] {
     tile::<R, true>(w, x, kb)
-}
-
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
 /// The 6-bit scales and mins of a Q4_K block as 8 + 8 bytes (ggml's `utmp` shuffle).
@@ -187,25 +189,9 @@ fn tile<const R: usize, const VNNI: bool>(w: &[u8], x: [&[u8]; R], kb: usize) ->
         std::array::from_fn(|r| {
             let m = _mm_add_ps(acc_m[r], _mm_movehl_ps(acc_m[r], acc_m[r]));
             let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-            hsum8(acc[r]) + _mm_cvtss_f32(m)
+            hsum(acc[r]) + _mm_cvtss_f32(m)
         })
     }
-}
-
-/// candle's `hsum_float_8`.
-#[cfg(all(
-    target_arch = "x86_64",
-    target_feature = "avx2",
-    target_feature = "fma"
-))]
-#[inline(always)]
-unsafe fn hsum8(x: std::arch::x86_64::__m256) -> f32 {
-    use std::arch::x86_64::*;
-    let res = _mm256_extractf128_ps(x, 1);
-    let res = _mm_add_ps(res, _mm256_castps256_ps128(x));
-    let res = _mm_add_ps(res, _mm_movehl_ps(res, res));
-    let res = _mm_add_ss(res, _mm_movehdup_ps(res));
-    _mm_cvtss_f32(res)
 }
 
 /// Portable version: ggml's scalar arithmetic (the same integer sums; float order may differ

@@ -435,7 +435,7 @@ pub(crate) fn has_vnni() -> bool {
     false
 }
 
-fn f16_at(b: &[u8], i: usize) -> f32 {
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
@@ -557,8 +557,9 @@ fn dot_tile<const C: usize, const R: usize>(
     target_feature = "avx2",
     target_feature = "fma"
 ))]
+/// Sum of the eight lanes (candle's `hsum_float_8`: the same operations in the same order).
 #[inline(always)]
-unsafe fn hsum(x: std::arch::x86_64::__m256) -> f32 {
+pub(crate) unsafe fn hsum(x: std::arch::x86_64::__m256) -> f32 {
     use std::arch::x86_64::*;
     let mut res = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
     res = _mm_add_ps(res, _mm_movehl_ps(res, res));

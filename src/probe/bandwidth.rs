@@ -11,6 +11,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
+use crate::gate::median;
 
 /// One bandwidth measurement.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -29,16 +30,6 @@ pub struct Bandwidth {
     pub copy_bytes_per_s: f64,
     /// What the figure for decode uses: the read figure on the CPU, the copy figure on a GPU.
     pub decode_bytes_per_s: f64,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// Measures `device` with a buffer of `bytes` (at least 1 MiB), `repeats` times after one warm-up.
@@ -81,17 +72,17 @@ fn cpu(bytes: u64, threads: usize, repeats: usize) -> Bandwidth {
     };
     read_once(&src);
     copy_once(&src, &mut dst);
-    let read: Vec<f64> = (0..repeats).map(|_| read_once(&src)).collect();
-    let copy: Vec<f64> = (0..repeats).map(|_| copy_once(&src, &mut dst)).collect();
-    let read = median(read);
+    let mut read: Vec<f64> = (0..repeats).map(|_| read_once(&src)).collect();
+    let mut copy: Vec<f64> = (0..repeats).map(|_| copy_once(&src, &mut dst)).collect();
+    let read = median(&mut read);
     Bandwidth {
-        machine: crate::case::environment(None).cpu_model,
+        machine: crate::probe::host::HostInfo::read().cpu_model,
         device: "cpu".into(),
         buffer_bytes: (words * 8) as u64,
         threads,
         repeats,
         read_bytes_per_s: Some(read),
-        copy_bytes_per_s: median(copy),
+        copy_bytes_per_s: median(&mut copy),
         decode_bytes_per_s: read,
     }
 }
@@ -131,7 +122,8 @@ fn gpu(device: &Device, bytes: u64, repeats: usize) -> Result<Bandwidth> {
         Ok(2.0 * bytes as f64 / s)
     };
     copy_once()?;
-    let copy = median((0..repeats).map(|_| copy_once()).collect::<Result<_>>()?);
+    let mut copy: Vec<f64> = (0..repeats).map(|_| copy_once()).collect::<Result<_>>()?;
+    let copy = median(&mut copy);
     Ok(Bandwidth {
         machine,
         device: format!("{device:?}"),
@@ -174,8 +166,8 @@ mod tests {
     fn lane_sum_is_the_sum() {
         let v: Vec<u64> = (0..1003).collect();
         assert_eq!(sum(&v), 1003 * 1002 / 2);
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
     }
 
     #[test]
