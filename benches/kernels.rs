@@ -3,12 +3,16 @@
 //! the tied output projection (262,144 × 640, Q8_0) and a feed-forward matrix (2,048 × 640, Q8_0
 //! as the Q5_0 weights are held, and Q4_K / Q6_K at 640 × 2,048).
 //!
+//! Q8_0 matrices also run through the repacked kernel (`model::q8pack`, `packed_m*`) where the CPU
+//! has AVX-512 VNNI: what the engine uses for the layers' Q8_0 weights there.
+//!
 //! `cargo bench --bench kernels`. Each kernel's agreement with candle's result is a unit test in
-//! `src/model/qmatmul.rs`.
+//! `src/model/qmatmul.rs`, `kquant.rs` and `q8pack.rs`.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use gemma_fit::model::q8pack::{PackedMatmul, PackedQ8};
 use gemma_fit::model::qmatmul::QMatmul;
 
 fn bench(c: &mut Criterion) {
@@ -23,6 +27,7 @@ fn bench(c: &mut Criterion) {
         let w = Tensor::randn(0f32, 0.02, (n, k), &dev).unwrap();
         let q = QTensor::quantize(&w, dtype).unwrap();
         let theirs = QMatMul::from_qtensor(QTensor::quantize(&w, dtype).unwrap()).unwrap();
+        let packed = PackedQ8::applies(dtype, n, true).then(|| PackedQ8::pack(&q).unwrap());
         drop(w);
         let mut group = c.benchmark_group(format!("kernels/{name}"));
         group.sample_size(20);
@@ -35,6 +40,11 @@ fn bench(c: &mut Criterion) {
             group.bench_function(format!("candle_m{m}"), |b| {
                 b.iter(|| theirs.forward(&x).unwrap())
             });
+            if let Some(p) = &packed {
+                group.bench_function(format!("packed_m{m}"), |b| {
+                    b.iter(|| x.apply_op1_no_bwd(&PackedMatmul(p)).unwrap())
+                });
+            }
         }
         group.finish();
     }

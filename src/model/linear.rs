@@ -11,11 +11,14 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, GgmlDType as G, QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor};
 
+use crate::model::q8pack::{PackedMatmul, PackedQ8};
 use crate::model::qmatmul;
 
 pub enum Linear {
     /// Our kernels (`qmatmul.rs`), on the weight as loaded.
     Ours(Arc<QTensor>),
+    /// A Q8_0 weight repacked for AVX-512 VNNI (`q8pack.rs`), the loaded tensor freed.
+    Packed(PackedQ8),
     /// A dense weight off the CPU, as a plain tensor of its own width (the loaded tensor is
     /// freed unless something else, such as the tied embedding's lookup, holds it).
     Dense(Tensor),
@@ -35,7 +38,11 @@ fn dense_dtype(dtype: GgmlDType) -> Option<DType> {
 impl Linear {
     pub fn new(weight: Arc<QTensor>) -> Result<Self> {
         let on_cpu = weight.device().is_cpu();
-        if Self::ours(weight.dtype(), on_cpu) {
+        let (n, _) = weight.shape().dims2()?;
+        // Only a weight nothing else holds (a tied embedding's lookup reads the loaded one).
+        if PackedQ8::applies(weight.dtype(), n, on_cpu) && Arc::strong_count(&weight) == 1 {
+            Ok(Linear::Packed(PackedQ8::pack(&weight)?))
+        } else if Self::ours(weight.dtype(), on_cpu) {
             Ok(Linear::Ours(weight))
         } else if dense_dtype(weight.dtype()).is_some() {
             Self::dense(&weight)
@@ -114,6 +121,10 @@ impl Linear {
                 .to_dtype(candle_core::DType::F32)?
                 .contiguous()?
                 .apply_op1_no_bwd(&qmatmul::QMatmul { weight }),
+            Linear::Packed(w) => x
+                .to_dtype(candle_core::DType::F32)?
+                .contiguous()?
+                .apply_op1_no_bwd(&PackedMatmul(w)),
         }
     }
 }

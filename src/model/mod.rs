@@ -18,6 +18,7 @@ pub mod linear;
 pub mod ops;
 pub mod plan;
 pub mod presets;
+pub mod q8pack;
 pub mod qmatmul;
 pub mod rope;
 pub mod safetensors;

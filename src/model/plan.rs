@@ -67,8 +67,9 @@ pub struct MemoryPlan {
     /// encode, whichever is larger (they never overlap).
     pub workspace: u64,
     /// The most a load holds at once: the embedding (read first) with what its products derive
-    /// from it, and the transient of building them. At most the weights, except where that
-    /// transient is large (dense weights off the CPU are widened to f32 on the way).
+    /// from it, and the transient of building them; or, where Q8_0 matrices are repacked on the
+    /// CPU, all the weights and one matrix's second copy. At most the weights, except for such
+    /// transients (dense weights off the CPU are widened to f32 on the way).
     pub load_peak: u64,
 }
 
@@ -172,8 +173,20 @@ pub fn plan(
                 transient => t.file_bytes + transient + t.resident_bytes,
             }
         });
+    // A Q8_0 matrix repacked at load (`q8pack.rs`) is held twice while it is copied: at the
+    // last layer, on top of everything else.
+    let repack = text
+        .iter()
+        .filter(|t| t.shape.len() == 2 && t.name != "token_embd.weight")
+        .filter(|t| {
+            let held = crate::model::weights::resident_type(t.file_type, shape.on_cpu);
+            crate::model::q8pack::PackedQ8::applies(held, t.shape[0], shape.on_cpu)
+        })
+        .map(|t| t.resident_bytes)
+        .max()
+        .map_or(0, |b| weights + b);
     MemoryPlan {
-        load_peak,
+        load_peak: load_peak.max(repack),
         weights,
         file_weights: text.iter().map(|t| t.file_bytes).sum(),
         vision_weights: vision_bytes,
@@ -216,6 +229,20 @@ mod tests {
             .unwrap();
         assert_eq!(gate.file_type, GgmlDType::Q5_0);
         assert_eq!(gate.resident_bytes * 22, gate.file_bytes * 34);
+        let shape = RunShape {
+            ctx: 1024,
+            kv_dtype: DType::F32,
+            rows: 1,
+            image: false,
+            on_cpu: true,
+        };
+        let p = plan(&cfg, None, q, shape);
+        if crate::model::qmatmul::has_vnni() {
+            // The largest repacked Q8_0 matrix (ffn_gate/ffn_up) is held twice at the end.
+            assert_eq!(p.load_peak, p.weights + gate.resident_bytes);
+        } else {
+            assert!(p.load_peak < p.weights);
+        }
         let cuda = text_tensors(&cfg, q, false);
         assert!(cuda.iter().all(|t| t.resident_bytes == t.file_bytes));
 

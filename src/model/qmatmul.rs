@@ -112,7 +112,7 @@ fn blocks<T: GgmlType>(bytes: &[u8]) -> Result<&[T]> {
 }
 
 /// Quantizes each activation row to the dot-product type of `T`, rows in parallel.
-fn quantize_rows<T: GgmlType>(x: &[f32], m: usize, k: usize) -> Vec<T::VecDotType> {
+pub(crate) fn quantize_rows<T: GgmlType>(x: &[f32], m: usize, k: usize) -> Vec<T::VecDotType> {
     let kb = k / T::BLCK_SIZE;
     let mut xq = vec![T::VecDotType::zeros(); m * kb];
     if m == 1 {
@@ -225,7 +225,7 @@ fn matmul_kquant<T: GgmlType<VecDotType = k_quants::BlockQ8K>>(
     kernel(w, xq, m, k / T::BLCK_SIZE, n, out)
 }
 
-const Q8_0_BYTES: usize = 34;
+pub(crate) const Q8_0_BYTES: usize = 34;
 
 /// Q8_0 weights × Q8_0 activations.
 fn matmul_q8_0(w: &[u8], x: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) -> Result<()> {
