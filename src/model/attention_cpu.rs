@@ -16,31 +16,32 @@ use crate::model::qmatmul::SendPtr;
 
 /// An element type the cache may hold.
 trait CacheElem: Copy + Send + Sync {
-    /// The row as f32: borrowed when it already is, else converted into `buf`.
-    fn row<'a>(src: &'a [Self], buf: &'a mut [f32]) -> &'a [f32];
+    /// The slice itself when it already is f32.
+    fn as_f32(src: &[Self]) -> Option<&[f32]>;
+    fn widen(self) -> f32;
 }
 impl CacheElem for f32 {
-    #[inline(always)]
-    fn row<'a>(src: &'a [f32], _: &'a mut [f32]) -> &'a [f32] {
-        src
+    fn as_f32(src: &[f32]) -> Option<&[f32]> {
+        Some(src)
+    }
+    fn widen(self) -> f32 {
+        self
     }
 }
 impl CacheElem for f16 {
-    #[inline(always)]
-    fn row<'a>(src: &'a [f16], buf: &'a mut [f32]) -> &'a [f32] {
-        for (d, s) in buf.iter_mut().zip(src) {
-            *d = s.to_f32();
-        }
-        buf
+    fn as_f32(_: &[f16]) -> Option<&[f32]> {
+        None
+    }
+    fn widen(self) -> f32 {
+        self.to_f32()
     }
 }
 impl CacheElem for bf16 {
-    #[inline(always)]
-    fn row<'a>(src: &'a [bf16], buf: &'a mut [f32]) -> &'a [f32] {
-        for (d, s) in buf.iter_mut().zip(src) {
-            *d = s.to_f32();
-        }
-        buf
+    fn as_f32(_: &[bf16]) -> Option<&[f32]> {
+        None
+    }
+    fn widen(self) -> f32 {
+        self.to_f32()
     }
 }
 
@@ -155,31 +156,29 @@ fn run<T: CacheElem>(c: &Chunk, ck: &[T], cv: &[T], cache: &LayerCache, d: &Dims
     let work = |items: std::ops::Range<usize>| {
         let mut scores: Vec<Vec<f32>> = vec![Vec::new(); group];
         let mut acc = vec![0f32; group * hd];
-        let mut buf = vec![0f32; hd];
+        let (mut kbuf, mut vbuf) = (Vec::new(), Vec::new());
         for item in items {
             let (kvh, i) = (item / d.n, item % d.n);
             let heads = kvh * group..(kvh + 1) * group;
             let qpos = d.pos + i;
             let seen = d.visible(qpos);
-            let q = |h: usize| &c.q[(h * d.n + i) * hd..(h * d.n + i + 1) * hd];
-            let cached = seen.start..d.pos.min(seen.end); // positions before the chunk, from the cache
-            let fresh = seen.start.max(d.pos)..seen.end; // positions in the chunk
-            let cache_row = |p: usize| (kvh * cap + slot(p)) * hd;
-            let chunk_row = |p: usize| (kvh * d.n + p - d.pos) * hd;
-            scores.iter_mut().for_each(Vec::clear);
-            let mut score = |k: &[f32]| {
-                for (s, h) in scores.iter_mut().zip(heads.clone()) {
-                    s.push(dot(q(h), k));
-                }
+            let qs: Vec<&[f32]> = heads
+                .clone()
+                .map(|h| &c.q[(h * d.n + i) * hd..(h * d.n + i + 1) * hd])
+                .collect();
+            let rows = Rows {
+                cached: seen.start..d.pos.min(seen.end), // positions before the chunk
+                fresh: seen.start.max(d.pos)..seen.end,  // positions in the chunk
+                cache_row: |p: usize| (kvh * cap + slot(p)) * hd,
+                chunk_row: |p: usize| (kvh * d.n + p - d.pos) * hd,
+                hd,
             };
-            for p in cached.clone() {
-                let o = cache_row(p);
-                score(T::row(&ck[o..o + hd], &mut buf));
+            let keys = rows.gather(ck, c.k, &mut kbuf);
+            for s in scores.iter_mut() {
+                s.clear();
+                s.resize(keys.len(), 0.0);
             }
-            for p in fresh.clone() {
-                let o = chunk_row(p);
-                score(&c.k[o..o + hd]);
-            }
+            score(&qs, &keys, &mut scores);
             // Softmax per head: the scores become weights.
             for s in scores.iter_mut() {
                 let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -191,23 +190,9 @@ fn run<T: CacheElem>(c: &Chunk, ck: &[T], cv: &[T], cache: &LayerCache, d: &Dims
                 let sum: f32 = lanes.iter().sum();
                 s.iter_mut().for_each(|v| *v /= sum);
             }
+            let values = rows.gather(cv, c.v, &mut vbuf);
             acc.fill(0.0);
-            let mut mix = |j: usize, v: &[f32]| {
-                for (g, a) in acc.chunks_exact_mut(hd).enumerate() {
-                    axpy(scores[g][j], v, a);
-                }
-            };
-            let mut j = 0;
-            for p in cached {
-                let o = cache_row(p);
-                mix(j, T::row(&cv[o..o + hd], &mut buf));
-                j += 1;
-            }
-            for p in fresh {
-                let o = chunk_row(p);
-                mix(j, &c.v[o..o + hd]);
-                j += 1;
-            }
+            mix(&scores, &values, &mut acc);
             for (g, h) in heads.enumerate() {
                 let dst = (i * d.heads + h) * hd;
                 for (e, &a) in acc[g * hd..(g + 1) * hd].iter().enumerate() {
@@ -226,11 +211,92 @@ fn run<T: CacheElem>(c: &Chunk, ck: &[T], cv: &[T], cache: &LayerCache, d: &Dims
     out
 }
 
-/// Dot product in a fixed order (vectorizes; the same result for the same inputs).
-#[inline(always)]
+/// The key (or value) rows one query sees, in position order: those before the chunk from the
+/// cache, then the chunk's own.
+struct Rows<C, F> {
+    cached: std::ops::Range<usize>,
+    fresh: std::ops::Range<usize>,
+    /// Offset of a cached position's row in the cache.
+    cache_row: C,
+    /// Offset of a chunk position's row in the chunk.
+    chunk_row: F,
+    hd: usize,
+}
+
+impl<C: Fn(usize) -> usize, F: Fn(usize) -> usize> Rows<C, F> {
+    /// The rows as f32 slices: borrowed where the cache holds f32, else widened into `buf`.
+    fn gather<'a, T: CacheElem>(
+        &self,
+        cache: &'a [T],
+        chunk: &'a [f32],
+        buf: &'a mut Vec<f32>,
+    ) -> Vec<&'a [f32]> {
+        let hd = self.hd;
+        let mut rows = Vec::with_capacity(self.cached.len() + self.fresh.len());
+        match T::as_f32(cache) {
+            Some(c) => rows.extend(self.cached.clone().map(|p| &c[(self.cache_row)(p)..][..hd])),
+            None => {
+                buf.clear();
+                for p in self.cached.clone() {
+                    let o = (self.cache_row)(p);
+                    buf.extend(cache[o..o + hd].iter().map(|&v| v.widen()));
+                }
+                rows.extend(buf.chunks_exact(hd));
+            }
+        }
+        rows.extend(
+            self.fresh
+                .clone()
+                .map(|p| &chunk[(self.chunk_row)(p)..][..hd]),
+        );
+        rows
+    }
+}
+
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// `out[h][j]` = q_h · key_j, each by [`dot`]'s arithmetic.
+fn score(qs: &[&[f32]], keys: &[&[f32]], out: &mut [Vec<f32>]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() && qs[0].len().is_multiple_of(32) {
+        // SAFETY: AVX-512F checked; rows are whole multiples of 32.
+        return unsafe { x86::score(qs, keys, out) };
+    }
+    for (q, o) in qs.iter().zip(out.iter_mut()) {
+        for (k, s) in keys.iter().zip(o.iter_mut()) {
+            *s = dot(q, k);
+        }
+    }
+}
+
+/// `acc[h]` += Σ_j w[h][j] · value_j, j in order, element by element (one fused multiply-add
+/// each): the same bits however the work is tiled.
+fn mix(w: &[Vec<f32>], values: &[&[f32]], acc: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() && acc.len().is_multiple_of(32 * w.len()) {
+        // SAFETY: AVX-512F checked; rows are whole multiples of 32.
+        return unsafe { x86::mix(w, values, acc) };
+    }
+    let hd = acc.len() / w.len();
+    for (j, v) in values.iter().enumerate() {
+        for (wh, a) in w.iter().zip(acc.chunks_exact_mut(hd)) {
+            for (a, &x) in a.iter_mut().zip(v.iter()) {
+                *a = wh[j].mul_add(x, *a);
+            }
+        }
+    }
+}
+
+/// Dot product in a fixed order: 32 lanes of fused multiply-adds (so the loop is not bound by
+/// their latency), then the lanes summed in order. (A tree sum of the lanes is cheaper in
+/// registers, but moves the last bits enough that the teacher-forced llama.cpp check of
+/// `tests/engine.rs` fails by a hair: those bits are what the reference checks validated.)
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // 32 lanes: four independent chains of fused multiply-adds, so the loop is not bound by
-    // their latency (head_dim is a multiple of 32 in every Gemma 3 size).
     let mut lanes = [0f32; 32];
     let (mut ca, mut cb) = (a.chunks_exact(32), b.chunks_exact(32));
     for (x, y) in (&mut ca).zip(&mut cb) {
@@ -247,10 +313,126 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-#[inline(always)]
-fn axpy(w: f32, x: &[f32], acc: &mut [f32]) {
-    for (a, &v) in acc.iter_mut().zip(x) {
-        *a = w.mul_add(v, *a);
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// [`super::score`] with up to 4 heads × 2 keys per step, each (head, key) in two registers
+    /// (lanes 0–15 and 16–31 of [`super::dot`]).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn score(qs: &[&[f32]], keys: &[&[f32]], out: &mut [Vec<f32>]) {
+        for h0 in (0..qs.len()).step_by(4) {
+            match qs.len() - h0 {
+                1 => heads::<1>(qs, keys, out, h0),
+                2 => heads::<2>(qs, keys, out, h0),
+                3 => heads::<3>(qs, keys, out, h0),
+                _ => heads::<4>(qs, keys, out, h0),
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn heads<const H: usize>(
+        qs: &[&[f32]],
+        keys: &[&[f32]],
+        out: &mut [Vec<f32>],
+        h0: usize,
+    ) {
+        let mut j = 0;
+        while j + 2 <= keys.len() {
+            tile::<H, 2>(qs, keys, out, h0, j);
+            j += 2;
+        }
+        if j < keys.len() {
+            tile::<H, 1>(qs, keys, out, h0, j);
+        }
+    }
+
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const H: usize, const K: usize>(
+        qs: &[&[f32]],
+        keys: &[&[f32]],
+        out: &mut [Vec<f32>],
+        h0: usize,
+        j0: usize,
+    ) {
+        let hd = qs[h0].len();
+        let mut acc = [[[_mm512_setzero_ps(); 2]; K]; H];
+        for o in (0..hd).step_by(32) {
+            let mut k = [[_mm512_setzero_ps(); 2]; K];
+            for t in 0..K {
+                let p = keys[j0 + t].as_ptr().add(o);
+                k[t] = [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))];
+            }
+            for h in 0..H {
+                let p = qs[h0 + h].as_ptr().add(o);
+                let q = [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))];
+                for t in 0..K {
+                    acc[h][t][0] = _mm512_fmadd_ps(q[0], k[t][0], acc[h][t][0]);
+                    acc[h][t][1] = _mm512_fmadd_ps(q[1], k[t][1], acc[h][t][1]);
+                }
+            }
+        }
+        for h in 0..H {
+            for t in 0..K {
+                out[h0 + h][j0 + t] = reduce(acc[h][t]);
+            }
+        }
+    }
+
+    /// The lanes summed in order, as [`super::dot`] does.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn reduce(a: [__m512; 2]) -> f32 {
+        let mut lanes = [0f32; 32];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), a[0]);
+        _mm512_storeu_ps(lanes.as_mut_ptr().add(16), a[1]);
+        lanes.iter().sum()
+    }
+
+    /// [`super::mix`] with up to 4 heads × 32 elements held in registers across every value row.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn mix(w: &[Vec<f32>], values: &[&[f32]], acc: &mut [f32]) {
+        for h0 in (0..w.len()).step_by(4) {
+            match w.len() - h0 {
+                1 => mix_heads::<1>(w, values, acc, h0),
+                2 => mix_heads::<2>(w, values, acc, h0),
+                3 => mix_heads::<3>(w, values, acc, h0),
+                _ => mix_heads::<4>(w, values, acc, h0),
+            }
+        }
+    }
+
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn mix_heads<const H: usize>(
+        w: &[Vec<f32>],
+        values: &[&[f32]],
+        acc: &mut [f32],
+        h0: usize,
+    ) {
+        let hd = acc.len() / w.len();
+        for o in (0..hd).step_by(32) {
+            let mut a = [[_mm512_setzero_ps(); 2]; H];
+            for h in 0..H {
+                let p = acc.as_ptr().add((h0 + h) * hd + o);
+                a[h] = [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))];
+            }
+            for (j, v) in values.iter().enumerate() {
+                let p = v.as_ptr().add(o);
+                let x = [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))];
+                for h in 0..H {
+                    let s = _mm512_set1_ps(*w[h0 + h].get_unchecked(j));
+                    a[h][0] = _mm512_fmadd_ps(s, x[0], a[h][0]);
+                    a[h][1] = _mm512_fmadd_ps(s, x[1], a[h][1]);
+                }
+            }
+            for h in 0..H {
+                let p = acc.as_mut_ptr().add((h0 + h) * hd + o);
+                _mm512_storeu_ps(p, a[h][0]);
+                _mm512_storeu_ps(p.add(16), a[h][1]);
+            }
+        }
     }
 }
 

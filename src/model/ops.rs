@@ -46,9 +46,18 @@ impl CustomOp2 for GeluTanhMul {
         };
         let (a, b) = (&a[a0..a1], &b[b0..b1]);
         let mut out = vec![0f32; a.len()];
-        for ((o, &g), &u) in out.iter_mut().zip(a).zip(b) {
-            *o = gelu_tanh(g) * u;
-        }
+        // In blocks across candle's worker pool (a prefill chunk's [512, ffn] is megabytes).
+        const BLOCK: usize = 4096;
+        let dst = crate::model::qmatmul::SendPtr(out.as_mut_ptr());
+        candle_core::utils::barrier_pool().execute_chunked(a.len().div_ceil(BLOCK), |blocks| {
+            let span = blocks.start * BLOCK..(blocks.end * BLOCK).min(a.len());
+            // SAFETY: each work item writes only its own span of `out`.
+            let o =
+                unsafe { std::slice::from_raw_parts_mut(dst.get().add(span.start), span.len()) };
+            for ((o, &g), &u) in o.iter_mut().zip(&a[span.clone()]).zip(&b[span]) {
+                *o = gelu_tanh(g) * u;
+            }
+        });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
