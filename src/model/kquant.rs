@@ -104,7 +104,7 @@ unsafe fn tile_vnni<const R: usize>(w: &[u8], x: [&[u8]; R], kb: usize) -> [f32;
 }
 
 /// The 6-bit scales and mins of a Q4_K block as 8 + 8 bytes (ggml's `utmp` shuffle).
-fn scales_and_mins(sc: &[u8]) -> [u32; 4] {
+pub(crate) fn scales_and_mins(sc: &[u8]) -> [u32; 4] {
     const KMASK1: u32 = 0x3f3f3f3f;
     const KMASK2: u32 = 0x0f0f0f0f;
     const KMASK3: u32 = 0x03030303;

@@ -173,14 +173,14 @@ pub fn plan(
                 transient => t.file_bytes + transient + t.resident_bytes,
             }
         });
-    // A Q8_0 matrix repacked at load (`q8pack.rs`) is held twice while it is copied: at the
-    // last layer, on top of everything else.
+    // A matrix repacked at load (`q8pack.rs`, `q4kpack.rs`) is held twice while it is copied:
+    // at the last layer, on top of everything else.
     let repack = text
         .iter()
         .filter(|t| t.shape.len() == 2 && t.name != "token_embd.weight")
         .filter(|t| {
             let held = crate::model::weights::resident_type(t.file_type, shape.on_cpu);
-            crate::model::q8pack::PackedQ8::applies(held, t.shape[0], shape.on_cpu)
+            Linear::repacks(held, t.shape[0], shape.on_cpu)
         })
         .map(|t| t.resident_bytes)
         .max()
@@ -238,7 +238,7 @@ mod tests {
         };
         let p = plan(&cfg, None, q, shape);
         if crate::model::qmatmul::has_vnni() {
-            // The largest repacked Q8_0 matrix (ffn_gate/ffn_up) is held twice at the end.
+            // The largest repacked matrix (ffn_gate/ffn_up, Q8_0) is held twice at the end.
             assert_eq!(p.load_peak, p.weights + gate.resident_bytes);
         } else {
             assert!(p.load_peak < p.weights);
