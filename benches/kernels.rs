@@ -3,17 +3,18 @@
 //! the tied output projection (262,144 × 640, Q8_0) and a feed-forward matrix (2,048 × 640, Q8_0
 //! as the Q5_0 weights are held, and Q4_K / Q6_K at 640 × 2,048).
 //!
-//! Q8_0 and Q4_K matrices also run through the repacked kernels (`model::q8pack`,
-//! `model::q4kpack`: `packed_m*`) where the CPU has AVX-512 VNNI: what the engine uses for the
-//! layers' Q8_0 and Q4_K weights there.
+//! Q8_0, Q4_K and Q6_K matrices also run through the repacked kernels (`model::q8pack`,
+//! `model::q4kpack`, `model::q6kpack`: `packed_m*`) where the CPU has AVX-512 VNNI: what the
+//! engine uses for the layers' weights there.
 //!
 //! `cargo bench --bench kernels`. Each kernel's agreement with candle's result is a unit test in
-//! `src/model/qmatmul.rs`, `kquant.rs`, `q8pack.rs` and `q4kpack.rs`.
+//! `src/model/qmatmul.rs`, `kquant.rs`, `q8pack.rs`, `q4kpack.rs` and `q6kpack.rs`.
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gemma_fit::model::q4kpack::{self, PackedQ4K};
+use gemma_fit::model::q6kpack::{self, PackedQ6K};
 use gemma_fit::model::q8pack::{self, PackedQ8};
 use gemma_fit::model::qmatmul::QMatmul;
 
@@ -31,6 +32,7 @@ fn bench(c: &mut Criterion) {
         let theirs = QMatMul::from_qtensor(QTensor::quantize(&w, dtype).unwrap()).unwrap();
         let packed8 = PackedQ8::applies(dtype, n, true).then(|| PackedQ8::pack(&q).unwrap());
         let packed4k = PackedQ4K::applies(dtype, n, true).then(|| PackedQ4K::pack(&q).unwrap());
+        let packed6k = PackedQ6K::applies(dtype, n, true).then(|| PackedQ6K::pack(&q).unwrap());
         drop(w);
         let mut group = c.benchmark_group(format!("kernels/{name}"));
         group.sample_size(20);
@@ -51,6 +53,11 @@ fn bench(c: &mut Criterion) {
             if let Some(p) = &packed4k {
                 group.bench_function(format!("packed_m{m}"), |b| {
                     b.iter(|| x.apply_op1_no_bwd(&q4kpack::PackedMatmul(p)).unwrap())
+                });
+            }
+            if let Some(p) = &packed6k {
+                group.bench_function(format!("packed_m{m}"), |b| {
+                    b.iter(|| x.apply_op1_no_bwd(&q6kpack::PackedMatmul(p)).unwrap())
                 });
             }
         }

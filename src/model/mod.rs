@@ -4,7 +4,7 @@
 //! `hf_config.rs` + `safetensors.rs` (Hugging Face folders), `presets.rs` + `synthetic.rs` (every
 //! size without a download), `tokenizer.rs`. Engine: `config.rs`, `text.rs` (the decoder),
 //! `kv_cache.rs`, `rope.rs`, `attention_cpu.rs` / `attention.rs`, `linear.rs` + `qmatmul.rs` +
-//! `kquant.rs` + `q8pack.rs` + `q4kpack.rs` (weight products), `ops.rs` (fused GELU); `vision.rs` (SigLIP tower, projector, images). `plan.rs`: what a run
+//! `kquant.rs` + `q8pack.rs` + `q4kpack.rs` + `q6kpack.rs` (weight products), `ops.rs` (fused GELU); `vision.rs` (SigLIP tower, projector, images). `plan.rs`: what a run
 //! holds in memory, from the same rules (the estimator's input).
 
 pub mod attention;
@@ -19,6 +19,7 @@ pub mod ops;
 pub mod plan;
 pub mod presets;
 pub mod q4kpack;
+pub mod q6kpack;
 pub mod q8pack;
 pub mod qmatmul;
 pub mod rope;

@@ -173,7 +173,7 @@ pub fn plan(
                 transient => t.file_bytes + transient + t.resident_bytes,
             }
         });
-    // A matrix repacked at load (`q8pack.rs`, `q4kpack.rs`) is held twice while it is copied:
+    // A matrix repacked at load (`q8pack.rs`, `q4kpack.rs`, `q6kpack.rs`) is held twice while it is copied:
     // at the last layer, on top of everything else.
     let repack = text
         .iter()

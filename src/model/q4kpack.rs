@@ -211,15 +211,16 @@ impl PackedQ4K {
 
 /// Activation rows quantized to Q8_K (candle's quantizer, as llama.cpp's), with each block's
 /// scale and its 8 sub-block sums.
-struct Acts {
-    m: usize,
-    q: Vec<u8>,
-    d: Vec<f32>,
+pub(crate) struct Acts {
+    pub(crate) m: usize,
+    /// The Q8_K blocks' bytes.
+    pub(crate) q: Vec<u8>,
+    pub(crate) d: Vec<f32>,
     bsum: Vec<i32>,
 }
 
 impl Acts {
-    fn new(x: &[f32], m: usize, kb: usize) -> Self {
+    pub(crate) fn new(x: &[f32], m: usize, kb: usize) -> Self {
         let blocks = quantize_rows::<BlockQ4K>(x, m, kb * 256);
         // SAFETY: BlockQ8K is repr(C) { f32, [i8; 256], [i16; 16] }, 292 bytes (asserted by candle).
         let q = unsafe {
