@@ -7,6 +7,8 @@
 //! `model::q4kpack`, `model::q6kpack`: `packed_m*`) where the CPU has AVX-512 VNNI: what the
 //! engine uses for the layers' weights there.
 //!
+//! The attention kernel too (`attention_270m`).
+//!
 //! `cargo bench --bench kernels`. Each kernel's agreement with candle's result is a unit test in
 //! `src/model/qmatmul.rs`, `kquant.rs`, `q8pack.rs`, `q4kpack.rs` and `q6kpack.rs`.
 
@@ -65,5 +67,40 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// The CPU attention kernel (`model::attention_cpu`) at 270M's shapes (4 query heads on one KV
+/// head of 256) on a global layer: a 512-position prefill chunk, and one decoded token after
+/// 2,047 cached positions. Its agreement with candle's operations is a unit test in
+/// `src/model/attention.rs`, the AVX-512 path's with the plain loops one in `attention_cpu.rs`.
+fn attention(c: &mut Criterion) {
+    use gemma_fit::model::attention_cpu::{attend, Dims};
+    use gemma_fit::model::kv_cache::KvCache;
+    let dev = Device::Cpu;
+    let cfg = gemma_fit::model::presets::find("270m").unwrap().config;
+    let (heads, kv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+    let global = (0..cfg.num_layers)
+        .find(|&i| cfg.layer_kind(i) == gemma_fit::model::config::LayerKind::Global)
+        .unwrap();
+    let cache = KvCache::new(&cfg, 2048, candle_core::DType::F32, &dev).unwrap();
+    let layer = &cache.layers[global];
+    let mut group = c.benchmark_group("kernels/attention_270m");
+    group.sample_size(20);
+    for (name, pos, n) in [("prefill_512", 0, 512), ("decode_at_2047", 2047, 1)] {
+        let q = Tensor::randn(0f32, 1.0, (heads, n, hd), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (kv, n, hd), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (kv, n, hd), &dev).unwrap();
+        let d = Dims {
+            heads,
+            kv_heads: kv,
+            head_dim: hd,
+            pos,
+            n,
+            window: None,
+            spans: &[],
+        };
+        group.bench_function(name, |b| b.iter(|| attend(&q, &k, &v, layer, &d).unwrap()));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, attention);
 criterion_main!(benches);

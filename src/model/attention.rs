@@ -114,7 +114,7 @@ mod tests {
     use crate::model::kv_cache::KvCache;
     use candle_core::Device;
 
-    fn cfg() -> Gemma3Config {
+    fn cfg(head_dim: usize) -> Gemma3Config {
         Gemma3Config {
             vocab_size: 16,
             hidden_size: 32,
@@ -122,7 +122,7 @@ mod tests {
             num_layers: 6,
             num_heads: 4,
             num_kv_heads: 2,
-            head_dim: 16,
+            head_dim,
             sliding_window: 8,
             sliding_window_pattern: 6,
             rope_global_base: 1e6,
@@ -137,10 +137,17 @@ mod tests {
     /// Chunks of assorted sizes through a sliding layer (window 8, ring of 8) and a global one:
     /// candle's operations with masks and our position-ordered kernel agree at every step,
     /// including chunks that wrap the ring, single tokens past the window, and image runs
-    /// (bidirectional inside the run; one longer than the window).
+    /// (bidirectional inside the run; one longer than the window). Head width 16 takes the plain
+    /// loops, 64 the AVX-512 ones where the CPU has them.
     #[test]
     fn candle_ops_and_cpu_kernel_agree() {
-        let c = cfg();
+        for hd in [16, 64] {
+            agree(hd);
+        }
+    }
+
+    fn agree(hd: usize) {
+        let c = cfg(hd);
         let dev = Device::Cpu;
         let ctx = 60;
         let generic = KvCache::new(&c, ctx, DType::F32, &dev).unwrap();
@@ -168,13 +175,13 @@ mod tests {
         for (n, runs) in chunks {
             let spans: Vec<(usize, usize)> = runs.iter().map(|(s, e)| (pos + s, pos + e)).collect();
             for layer in [sliding, global] {
-                let q = Tensor::randn(0f32, 1.0, (4, n, 16), &dev).unwrap();
-                let k = Tensor::randn(0f32, 1.0, (2, n, 16), &dev).unwrap();
-                let v = Tensor::randn(0f32, 1.0, (2, n, 16), &dev).unwrap();
+                let q = Tensor::randn(0f32, 1.0, (4, n, hd), &dev).unwrap();
+                let k = Tensor::randn(0f32, 1.0, (2, n, hd), &dev).unwrap();
+                let v = Tensor::randn(0f32, 1.0, (2, n, hd), &dev).unwrap();
                 let d = Dims {
                     heads: 4,
                     kv_heads: 2,
-                    head_dim: 16,
+                    head_dim: hd,
                     pos,
                     n,
                     window: (layer == sliding).then_some(8),
@@ -192,7 +199,10 @@ mod tests {
                     .max(0)
                     .unwrap();
                 let err = err.to_scalar::<f32>().unwrap();
-                assert!(err < 1e-5, "layer {layer}, chunk of {n} at {pos}: {err}");
+                assert!(
+                    err < 1e-5,
+                    "hd {hd}, layer {layer}, chunk of {n} at {pos}: {err}"
+                );
             }
             pos += n;
         }

@@ -440,3 +440,52 @@ mod x86 {
 pub fn supported(cache: &LayerCache) -> bool {
     cache.k.device().is_cpu() && matches!(cache.k.dtype(), DType::F32 | DType::F16 | DType::BF16)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX-512 scoring and mixing give exactly the plain loops' bits (heads 1 to 5, so every
+    /// head block size and an odd key count).
+    #[test]
+    fn avx512_paths_equal_the_plain_loops() {
+        if !avx512() {
+            eprintln!("skipped: no AVX-512 on this CPU");
+            return;
+        }
+        let hd = 64;
+        let mut seed = 7u64;
+        let mut rnd = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        for heads in 1..=5 {
+            let q: Vec<Vec<f32>> = (0..heads)
+                .map(|_| (0..hd).map(|_| rnd()).collect())
+                .collect();
+            let kv: Vec<Vec<f32>> = (0..13).map(|_| (0..hd).map(|_| rnd()).collect()).collect();
+            let qs: Vec<&[f32]> = q.iter().map(Vec::as_slice).collect();
+            let keys: Vec<&[f32]> = kv.iter().map(Vec::as_slice).collect();
+            let mut fast = vec![vec![0f32; keys.len()]; heads];
+            score(&qs, &keys, &mut fast);
+            let mut acc_fast = vec![0f32; heads * hd];
+            mix(&fast, &keys, &mut acc_fast);
+            let mut acc_plain = vec![0f32; heads * hd];
+            for (h, q) in qs.iter().enumerate() {
+                for (j, k) in keys.iter().enumerate() {
+                    assert_eq!(fast[h][j].to_bits(), dot(q, k).to_bits(), "score {h}, {j}");
+                    for (a, &x) in acc_plain[h * hd..(h + 1) * hd].iter_mut().zip(k.iter()) {
+                        *a = fast[h][j].mul_add(x, *a);
+                    }
+                }
+            }
+            let same = acc_fast
+                .iter()
+                .zip(&acc_plain)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{heads} heads: mix differs");
+        }
+    }
+}
