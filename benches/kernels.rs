@@ -3,9 +3,8 @@
 //! the tied output projection (262,144 × 640, Q8_0) and a feed-forward matrix (2,048 × 640, Q8_0
 //! as the Q5_0 weights are held, and Q4_K / Q6_K at 640 × 2,048).
 //!
-//! Q8_0, Q4_K and Q6_K matrices also run through the repacked kernels (`model::q8pack`,
-//! `model::q4kpack`, `model::q6kpack`: `packed_m*`) where the CPU has AVX-512 VNNI: what the
-//! engine uses for the layers' weights there.
+//! Q8_0, Q4_K and Q6_K matrices also run through the repacked kernels (`model::packed`:
+//! `packed_m*`) where the CPU has AVX-512 VNNI: what the engine uses for the layers' weights there.
 //!
 //! The attention kernel too (`attention_270m`).
 //!
@@ -15,9 +14,7 @@
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use gemma_fit::model::q4kpack::{self, PackedQ4K};
-use gemma_fit::model::q6kpack::{self, PackedQ6K};
-use gemma_fit::model::q8pack::{self, PackedQ8};
+use gemma_fit::model::packed::{self, PackedMatmul};
 use gemma_fit::model::qmatmul::QMatmul;
 
 fn bench(c: &mut Criterion) {
@@ -32,9 +29,7 @@ fn bench(c: &mut Criterion) {
         let w = Tensor::randn(0f32, 0.02, (n, k), &dev).unwrap();
         let q = QTensor::quantize(&w, dtype).unwrap();
         let theirs = QMatMul::from_qtensor(QTensor::quantize(&w, dtype).unwrap()).unwrap();
-        let packed8 = PackedQ8::applies(dtype, n, true).then(|| PackedQ8::pack(&q).unwrap());
-        let packed4k = PackedQ4K::applies(dtype, n, true).then(|| PackedQ4K::pack(&q).unwrap());
-        let packed6k = PackedQ6K::applies(dtype, n, true).then(|| PackedQ6K::pack(&q).unwrap());
+        let packed = packed::applies(dtype, n, true).then(|| packed::pack(&q).unwrap());
         drop(w);
         let mut group = c.benchmark_group(format!("kernels/{name}"));
         group.sample_size(20);
@@ -47,19 +42,9 @@ fn bench(c: &mut Criterion) {
             group.bench_function(format!("candle_m{m}"), |b| {
                 b.iter(|| theirs.forward(&x).unwrap())
             });
-            if let Some(p) = &packed8 {
+            if let Some(p) = &packed {
                 group.bench_function(format!("packed_m{m}"), |b| {
-                    b.iter(|| x.apply_op1_no_bwd(&q8pack::PackedMatmul(p)).unwrap())
-                });
-            }
-            if let Some(p) = &packed4k {
-                group.bench_function(format!("packed_m{m}"), |b| {
-                    b.iter(|| x.apply_op1_no_bwd(&q4kpack::PackedMatmul(p)).unwrap())
-                });
-            }
-            if let Some(p) = &packed6k {
-                group.bench_function(format!("packed_m{m}"), |b| {
-                    b.iter(|| x.apply_op1_no_bwd(&q6kpack::PackedMatmul(p)).unwrap())
+                    b.iter(|| x.apply_op1_no_bwd(&PackedMatmul(p.as_ref())).unwrap())
                 });
             }
         }

@@ -3,8 +3,7 @@
 //! On the CPU, Q8_0, Q4_K, Q6_K (llama.cpp's 8-bit arithmetic) and f32/f16/bf16 (kept in their
 //! own width) go through `qmatmul.rs` for every row count, decode and prefill alike, with
 //! row-independent results; where the CPU has AVX-512 VNNI, Q8_0, Q4_K and Q6_K weights (rows a
-//! multiple of 16) are repacked at load into sixteen-row groups instead (`q8pack.rs`,
-//! `q4kpack.rs`, `q6kpack.rs`). Elsewhere dense weights are held in their own width and multiplied
+//! multiple of 16) are repacked at load into sixteen-row groups instead (`packed.rs`). Elsewhere dense weights are held in their own width and multiplied
 //! by candle's matmul (candle's `QMatMul` would hold them widened to f32), and quantized ones go
 //! through candle's `QMatMul`.
 
@@ -13,20 +12,15 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, GgmlDType as G, QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor};
 
-use crate::model::q4kpack::{self, PackedQ4K};
-use crate::model::q6kpack::{self, PackedQ6K};
-use crate::model::q8pack::{self, PackedQ8};
+use crate::model::packed::{self, PackedMatmul, PackedWeight};
 use crate::model::qmatmul;
 
 pub enum Linear {
     /// Our kernels (`qmatmul.rs`), on the weight as loaded.
     Ours(Arc<QTensor>),
-    /// A Q8_0 weight repacked for AVX-512 VNNI (`q8pack.rs`), the loaded tensor freed.
-    PackedQ8(PackedQ8),
-    /// The same for Q4_K (`q4kpack.rs`).
-    PackedQ4K(PackedQ4K),
-    /// The same for Q6_K (`q6kpack.rs`).
-    PackedQ6K(PackedQ6K),
+    /// A Q8_0, Q4_K or Q6_K weight repacked for AVX-512 VNNI (`packed.rs`), the loaded tensor
+    /// freed.
+    Packed(Box<dyn PackedWeight>),
     /// A dense weight off the CPU, as a plain tensor of its own width (the loaded tensor is
     /// freed unless something else, such as the tied embedding's lookup, holds it).
     Dense(Tensor),
@@ -48,13 +42,8 @@ impl Linear {
         let on_cpu = weight.device().is_cpu();
         let (n, _) = weight.shape().dims2()?;
         // Only a weight nothing else holds (a tied embedding's lookup reads the loaded one).
-        let sole = Arc::strong_count(&weight) == 1;
-        if sole && PackedQ8::applies(weight.dtype(), n, on_cpu) {
-            Ok(Linear::PackedQ8(PackedQ8::pack(&weight)?))
-        } else if sole && PackedQ4K::applies(weight.dtype(), n, on_cpu) {
-            Ok(Linear::PackedQ4K(PackedQ4K::pack(&weight)?))
-        } else if sole && PackedQ6K::applies(weight.dtype(), n, on_cpu) {
-            Ok(Linear::PackedQ6K(PackedQ6K::pack(&weight)?))
+        if Arc::strong_count(&weight) == 1 && packed::applies(weight.dtype(), n, on_cpu) {
+            Ok(Linear::Packed(packed::pack(&weight)?))
         } else if Self::ours(weight.dtype(), on_cpu) {
             Ok(Linear::Ours(weight))
         } else if dense_dtype(weight.dtype()).is_some() {
@@ -73,13 +62,6 @@ impl Linear {
         Ok(Linear::Dense(
             weight.dequantize(&weight.device())?.to_dtype(dtype)?,
         ))
-    }
-
-    /// Whether a weight of `dtype` with `n` rows is repacked at load (held twice while copied).
-    pub fn repacks(dtype: GgmlDType, n: usize, on_cpu: bool) -> bool {
-        PackedQ8::applies(dtype, n, on_cpu)
-            || PackedQ4K::applies(dtype, n, on_cpu)
-            || PackedQ6K::applies(dtype, n, on_cpu)
     }
 
     fn ours(dtype: GgmlDType, on_cpu: bool) -> bool {
@@ -141,18 +123,10 @@ impl Linear {
                 .to_dtype(candle_core::DType::F32)?
                 .contiguous()?
                 .apply_op1_no_bwd(&qmatmul::QMatmul { weight }),
-            Linear::PackedQ8(w) => x
+            Linear::Packed(w) => x
                 .to_dtype(candle_core::DType::F32)?
                 .contiguous()?
-                .apply_op1_no_bwd(&q8pack::PackedMatmul(w)),
-            Linear::PackedQ4K(w) => x
-                .to_dtype(candle_core::DType::F32)?
-                .contiguous()?
-                .apply_op1_no_bwd(&q4kpack::PackedMatmul(w)),
-            Linear::PackedQ6K(w) => x
-                .to_dtype(candle_core::DType::F32)?
-                .contiguous()?
-                .apply_op1_no_bwd(&q6kpack::PackedMatmul(w)),
+                .apply_op1_no_bwd(&PackedMatmul(w.as_ref())),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! `hf_config.rs` + `safetensors.rs` (Hugging Face folders), `presets.rs` + `synthetic.rs` (every
 //! size without a download), `tokenizer.rs`. Engine: `config.rs`, `text.rs` (the decoder),
 //! `kv_cache.rs`, `rope.rs`, `attention_cpu.rs` / `attention.rs`, `linear.rs` + `qmatmul.rs` +
-//! `kquant.rs` + `q8pack.rs` + `q4kpack.rs` + `q6kpack.rs` (weight products), `ops.rs` (fused GELU); `vision.rs` (SigLIP tower, projector, images). `plan.rs`: what a run
+//! `kquant.rs` + `packed.rs` (`q8pack.rs`, `q4kpack.rs`,
+//! `q6kpack.rs`: repacked weights) (weight products), `ops.rs` (fused GELU); `vision.rs` (SigLIP tower, projector, images). `plan.rs`: what a run
 //! holds in memory, from the same rules (the estimator's input).
 
 pub mod attention;
@@ -16,6 +17,7 @@ pub mod kquant;
 pub mod kv_cache;
 pub mod linear;
 pub mod ops;
+pub mod packed;
 pub mod plan;
 pub mod presets;
 pub mod q4kpack;

@@ -173,14 +173,14 @@ pub fn plan(
                 transient => t.file_bytes + transient + t.resident_bytes,
             }
         });
-    // A matrix repacked at load (`q8pack.rs`, `q4kpack.rs`, `q6kpack.rs`) is held twice while it is copied:
-    // at the last layer, on top of everything else.
+    // A matrix repacked at load (`packed.rs`) is held twice while it is copied: at the last
+    // layer, on top of everything else.
     let repack = text
         .iter()
         .filter(|t| t.shape.len() == 2 && t.name != "token_embd.weight")
         .filter(|t| {
             let held = crate::model::weights::resident_type(t.file_type, shape.on_cpu);
-            Linear::repacks(held, t.shape[0], shape.on_cpu)
+            crate::model::packed::applies(held, t.shape[0], shape.on_cpu)
         })
         .map(|t| t.resident_bytes)
         .max()

@@ -15,16 +15,15 @@
 //! tests compare).
 
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
+use candle_core::Result;
 
 use crate::model::kquant::Q8K_BYTES;
+use crate::model::packed::{check_product, checked, PackedWeight, ROWS};
 use crate::model::q4kpack::Acts;
-use crate::model::qmatmul::{f16_at, has_vnni, SendPtr};
+use crate::model::qmatmul::{f16_at, SendPtr};
 
 /// Bytes of a Q6_K block: 128 low-bit bytes, 64 high-bit bytes, 16 scales, f16 d.
 const Q6K_BYTES: usize = 210;
-/// Weight rows per group.
-const ROWS: usize = 16;
 
 /// A Q6_K weight [n, k] in the interleaved layout.
 pub struct PackedQ6K {
@@ -42,22 +41,9 @@ pub struct PackedQ6K {
 const GROUP_BLOCK: usize = ROWS * 192;
 
 impl PackedQ6K {
-    /// Whether a weight of `dtype` [n, _] is repacked here: Q6_K on a CPU with AVX-512 VNNI, rows
-    /// a multiple of 16.
-    pub fn applies(dtype: GgmlDType, n: usize, on_cpu: bool) -> bool {
-        on_cpu && dtype == GgmlDType::Q6K && n.is_multiple_of(ROWS) && has_vnni()
-    }
-
     pub fn pack(weight: &QTensor) -> Result<Self> {
-        let (n, k) = weight.shape().dims2()?;
-        if weight.dtype() != GgmlDType::Q6K || !n.is_multiple_of(ROWS) || !k.is_multiple_of(256) {
-            candle_core::bail!("q6k-pack: {:?} [{n}, {k}] is not packable", weight.dtype());
-        }
-        let data = weight.data()?;
+        let (n, k, data) = checked(weight, GgmlDType::Q6K, 256, Q6K_BYTES)?;
         let kb = k / 256;
-        if data.len() != n * kb * Q6K_BYTES {
-            candle_core::bail!("q6k-pack: {} bytes are not Q6_K [{n}, {k}]", data.len());
-        }
         let mut quants = vec![0u8; n * kb * 192];
         let mut scales = vec![0i8; n * kb * 16];
         let mut d = vec![0u16; n * kb];
@@ -86,31 +72,33 @@ impl PackedQ6K {
             d,
         })
     }
+}
 
-    /// `x @ Wᵀ` for `x` [m, k] (row-major) into `out` [m, n].
-    pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
-        let k = self.kb * 256;
-        if x.len() != m * k || out.len() != m * self.n {
-            candle_core::bail!(
-                "q6k-pack: [{m}, {}] x [{}, {k}]ᵀ",
-                x.len() / m.max(1),
-                self.n
-            );
-        }
-        if !has_vnni() {
-            candle_core::bail!("q6k-pack: this CPU lacks AVX-512 VNNI");
-        }
+impl PackedWeight for PackedQ6K {
+    fn rows(&self) -> usize {
+        self.n
+    }
+
+    fn cols(&self) -> usize {
+        self.kb * 256
+    }
+
+    fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+        check_product(self, x, m, out)?;
         let acts = Acts::new(x, m, self.kb);
         let out = SendPtr(out.as_mut_ptr());
         candle_core::utils::barrier_pool().execute_chunked(self.n / ROWS, |groups| {
             for g in groups {
-                // SAFETY: VNNI checked above; each work item writes only its own groups' columns.
+                // SAFETY: VNNI checked by check_product; each work item writes only its own
+                // groups' columns.
                 unsafe { self.columns(&acts, g, &out) }
             }
         });
         Ok(())
     }
+}
 
+impl PackedQ6K {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn columns(&self, a: &Acts, g: usize, out: &SendPtr) {
         let mut r = 0;
@@ -223,93 +211,15 @@ pub fn reference(w: &[u8], x: &[u8]) -> f32 {
     acc
 }
 
-/// [`PackedQ6K::matmul`] as a candle op.
-pub struct PackedMatmul<'a>(pub &'a PackedQ6K);
-
-impl CustomOp1 for PackedMatmul<'_> {
-    fn name(&self) -> &'static str {
-        "q6k-packed-matmul"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(xs) = storage else {
-            candle_core::bail!("q6k-pack: f32 activations only");
-        };
-        let Some((o1, o2)) = layout.contiguous_offsets() else {
-            candle_core::bail!("q6k-pack: activations must be contiguous");
-        };
-        let (m, k) = layout.shape().dims2()?;
-        if k != self.0.kb * 256 {
-            candle_core::bail!(
-                "q6k-pack: [{m}, {k}] x [{}, {}]ᵀ",
-                self.0.n,
-                self.0.kb * 256
-            );
-        }
-        let mut out = vec![0f32; m * self.0.n];
-        self.0.matmul(&xs[o1..o2], m, &mut out)?;
-        Ok((CpuStorage::F32(out), Shape::from((m, self.0.n))))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Tensor};
 
-    /// Every output equals the reference arithmetic bit for bit, whatever the row count, and is
-    /// close to candle's product.
+    /// Bit for bit the reference arithmetic, close to candle's product.
     #[test]
     fn equals_the_reference_bit_for_bit() {
-        if !has_vnni() {
-            eprintln!("skipped: no AVX-512 VNNI on this CPU");
-            return;
-        }
-        let (n, k, m) = (32, 512, 6);
-        let w = Tensor::randn(0f32, 0.05, (n, k), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q6K).unwrap();
-        let x: Vec<f32> = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let packed = PackedQ6K::pack(&q).unwrap();
-        let mut out = vec![0f32; m * n];
-        packed.matmul(&x, m, &mut out).unwrap();
-        let wb = q.data().unwrap();
-        let acts = Acts::new(&x, m, k / 256);
-        let (wr, xr) = (k / 256 * Q6K_BYTES, k / 256 * Q8K_BYTES);
-        for r in 0..m {
-            let mut alone = vec![0f32; n];
-            packed
-                .matmul(&x[r * k..(r + 1) * k], 1, &mut alone)
-                .unwrap();
-            for j in 0..n {
-                let want = reference(&wb[j * wr..(j + 1) * wr], &acts.q[r * xr..(r + 1) * xr]);
-                assert_eq!(out[r * n + j].to_bits(), want.to_bits(), "row {r}, col {j}");
-                assert_eq!(alone[j].to_bits(), want.to_bits(), "row {r} alone, col {j}");
-            }
-        }
-        let dense = Tensor::from_vec(x, (m, k), &Device::Cpu)
-            .unwrap()
-            .matmul(&q.dequantize(&Device::Cpu).unwrap().t().unwrap())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        for (a, b) in out.iter().zip(&dense) {
-            assert!((a - b).abs() < 0.1, "{a} vs {b}");
-        }
-    }
-
-    #[test]
-    fn refuses_what_it_cannot_pack() {
-        let w = Tensor::zeros((40, 256), candle_core::DType::F32, &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q6K).unwrap();
-        assert!(PackedQ6K::pack(&q).is_err(), "40 rows are not groups of 16");
-        assert!(!PackedQ6K::applies(GgmlDType::Q4K, 64, true));
-        assert!(!PackedQ6K::applies(GgmlDType::Q6K, 64, false));
+        crate::model::packed::tests::check(GgmlDType::Q6K, (32, 512, 6), 0.1, |w, x| {
+            reference(w, &Acts::new(x, 1, x.len() / 256).q)
+        });
     }
 }

@@ -18,12 +18,11 @@
 
 use candle_core::quantized::k_quants::BlockQ8_0;
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
+use candle_core::Result;
 
-use crate::model::qmatmul::{f16_at, has_vnni, quantize_rows, SendPtr, Q8_0_BYTES};
+use crate::model::packed::{check_product, checked, PackedWeight, ROWS};
+use crate::model::qmatmul::{f16_at, quantize_rows, SendPtr, Q8_0_BYTES};
 
-/// Weight rows per group.
-const ROWS: usize = 16;
 /// Quant bytes of one group's block.
 const GROUP_BLOCK: usize = ROWS * 32;
 
@@ -36,23 +35,10 @@ pub struct PackedQ8 {
 }
 
 impl PackedQ8 {
-    /// Whether a weight of `dtype` [n, k] is repacked here: Q8_0 on a CPU with AVX-512 VNNI (the
-    /// kernel's instructions), rows a multiple of 16.
-    pub fn applies(dtype: GgmlDType, n: usize, on_cpu: bool) -> bool {
-        on_cpu && dtype == GgmlDType::Q8_0 && n.is_multiple_of(ROWS) && has_vnni()
-    }
-
     /// Repacks a Q8_0 weight [n, k].
     pub fn pack(weight: &QTensor) -> Result<Self> {
-        let (n, k) = weight.shape().dims2()?;
-        if weight.dtype() != GgmlDType::Q8_0 || !n.is_multiple_of(ROWS) || !k.is_multiple_of(32) {
-            candle_core::bail!("q8-pack: {:?} [{n}, {k}] is not packable", weight.dtype());
-        }
-        let data = weight.data()?;
+        let (n, k, data) = checked(weight, GgmlDType::Q8_0, 32, Q8_0_BYTES)?;
         let kb = k / 32;
-        if data.len() != n * kb * Q8_0_BYTES {
-            candle_core::bail!("q8-pack: {} bytes are not Q8_0 [{n}, {k}]", data.len());
-        }
         let mut quants = vec![0u8; n * k];
         let mut scales = vec![0u16; n * kb];
         for g in 0..n / ROWS {
@@ -75,30 +61,26 @@ impl PackedQ8 {
             scales,
         })
     }
+}
 
-    pub fn rows(&self) -> usize {
+impl PackedWeight for PackedQ8 {
+    fn rows(&self) -> usize {
         self.n
     }
 
-    /// `x @ Wᵀ` for `x` [m, k] (row-major) into `out` [m, n].
-    pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
-        let k = self.kb * 32;
-        if x.len() != m * k || out.len() != m * self.n {
-            candle_core::bail!(
-                "q8-pack: [{m}, {}] x [{}, {k}]ᵀ",
-                x.len() / m.max(1),
-                self.n
-            );
-        }
-        if !has_vnni() {
-            candle_core::bail!("q8-pack: this CPU lacks AVX-512 VNNI");
-        }
+    fn cols(&self) -> usize {
+        self.kb * 32
+    }
+
+    fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+        check_product(self, x, m, out)?;
         let acts = Acts::new(x, m, self.kb);
         let out = SendPtr(out.as_mut_ptr());
         let pairs = (self.n / ROWS).div_ceil(2);
         candle_core::utils::barrier_pool().execute_chunked(pairs, |range| {
             for p in range {
-                // SAFETY: VNNI checked above; each work item writes only its own groups' columns.
+                // SAFETY: VNNI checked by check_product; each work item writes only its own
+                // groups' columns.
                 unsafe {
                     if 2 * p + 2 <= self.n / ROWS {
                         self.columns::<2>(&acts, 2 * p, &out)
@@ -110,7 +92,9 @@ impl PackedQ8 {
         });
         Ok(())
     }
+}
 
+impl PackedQ8 {
     /// Groups g0..g0+G against every activation row, four at a time.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn columns<const G: usize>(&self, a: &Acts, g0: usize, out: &SendPtr) {
@@ -233,91 +217,21 @@ pub fn reference(w: &[u8], x: &[u8]) -> f32 {
     acc
 }
 
-/// [`PackedQ8::matmul`] as a candle op.
-pub struct PackedMatmul<'a>(pub &'a PackedQ8);
-
-impl CustomOp1 for PackedMatmul<'_> {
-    fn name(&self) -> &'static str {
-        "q8-packed-matmul"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(xs) = storage else {
-            candle_core::bail!("q8-pack: f32 activations only");
-        };
-        let Some((o1, o2)) = layout.contiguous_offsets() else {
-            candle_core::bail!("q8-pack: activations must be contiguous");
-        };
-        let (m, k) = layout.shape().dims2()?;
-        if k != self.0.kb * 32 {
-            candle_core::bail!("q8-pack: [{m}, {k}] x [{}, {}]ᵀ", self.0.n, self.0.kb * 32);
-        }
-        let mut out = vec![0f32; m * self.0.n];
-        self.0.matmul(&xs[o1..o2], m, &mut out)?;
-        Ok((CpuStorage::F32(out), Shape::from((m, self.0.n))))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Tensor};
 
-    fn case(n: usize, k: usize, m: usize) -> (QTensor, Vec<f32>) {
-        let w = Tensor::randn(0f32, 0.05, (n, k), &Device::Cpu).unwrap();
-        let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap();
-        (q, x.flatten_all().unwrap().to_vec1().unwrap())
-    }
-
-    /// Every output equals the reference arithmetic bit for bit, whatever the row count (tails of
-    /// the 4-row tiles and of the 2-group pairs included), and is close to candle's product.
+    /// Bit for bit the reference arithmetic (row tails of the 4-row tiles and an odd group count
+    /// for the 2-group pairs included), close to candle's product.
     #[test]
     fn equals_the_reference_bit_for_bit() {
-        if !has_vnni() {
-            eprintln!("skipped: no AVX-512 VNNI on this CPU");
-            return;
-        }
-        let (n, k, m) = (48, 320, 7);
-        let (q, x) = case(n, k, m);
-        let packed = PackedQ8::pack(&q).unwrap();
-        let mut out = vec![0f32; m * n];
-        packed.matmul(&x, m, &mut out).unwrap();
-        let w = q.data().unwrap();
-        let xq = quantize_rows::<BlockQ8_0>(&x, m, k);
-        // SAFETY: as in `Acts::new`.
-        let xq =
-            unsafe { std::slice::from_raw_parts(xq.as_ptr() as *const u8, xq.len() * Q8_0_BYTES) };
-        let rb = k / 32 * Q8_0_BYTES;
-        for r in 0..m {
-            let mut alone = vec![0f32; n];
-            packed
-                .matmul(&x[r * k..(r + 1) * k], 1, &mut alone)
-                .unwrap();
-            for j in 0..n {
-                let want = reference(&w[j * rb..(j + 1) * rb], &xq[r * rb..(r + 1) * rb]);
-                assert_eq!(out[r * n + j].to_bits(), want.to_bits(), "row {r}, col {j}");
-                assert_eq!(alone[j].to_bits(), want.to_bits(), "row {r} alone, col {j}");
-            }
-        }
-        let dense = Tensor::from_vec(x, (m, k), &Device::Cpu)
-            .unwrap()
-            .matmul(&q.dequantize(&Device::Cpu).unwrap().t().unwrap())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        for (a, b) in out.iter().zip(&dense) {
-            assert!((a - b).abs() < 0.05, "{a} vs {b}");
-        }
-    }
-
-    #[test]
-    fn refuses_what_it_cannot_pack() {
-        let (q, _) = case(40, 64, 1);
-        assert!(PackedQ8::pack(&q).is_err(), "40 rows are not groups of 16");
-        assert!(!PackedQ8::applies(GgmlDType::Q4K, 64, true));
-        assert!(!PackedQ8::applies(GgmlDType::Q8_0, 64, false));
+        crate::model::packed::tests::check(GgmlDType::Q8_0, (48, 320, 7), 0.05, |w, x| {
+            let xq = quantize_rows::<BlockQ8_0>(x, 1, x.len());
+            // SAFETY: as in `Acts::new`.
+            let xq = unsafe {
+                std::slice::from_raw_parts(xq.as_ptr() as *const u8, xq.len() * Q8_0_BYTES)
+            };
+            reference(w, xq)
+        });
     }
 }
