@@ -175,7 +175,8 @@ mod tests {
         for (n, runs) in chunks {
             let spans: Vec<(usize, usize)> = runs.iter().map(|(s, e)| (pos + s, pos + e)).collect();
             for layer in [sliding, global] {
-                let q = Tensor::randn(0f32, 1.0, (4, n, hd), &dev).unwrap();
+                // Queries come scaled: scores of the same spread at every head width.
+                let q = Tensor::randn(0f32, (16.0 / hd as f32).sqrt(), (4, n, hd), &dev).unwrap();
                 let k = Tensor::randn(0f32, 1.0, (2, n, hd), &dev).unwrap();
                 let v = Tensor::randn(0f32, 1.0, (2, n, hd), &dev).unwrap();
                 let d = Dims {
