@@ -77,6 +77,26 @@ pub(crate) fn check_product(w: &dyn PackedWeight, x: &[f32], m: usize, out: &[f3
     Ok(())
 }
 
+/// The tiles of a product, in the order every kernel here walks them: `units` column units (a
+/// group of 16 weight rows, or a pair) split across candle's worker pool, each against every
+/// activation row, four at a time and then one by one: `tile(unit, first row, four)`. A unit's
+/// weights stay in cache while the activation rows stream past.
+pub(crate) fn tiles(units: usize, m: usize, tile: impl Fn(usize, usize, bool) + Sync) {
+    candle_core::utils::barrier_pool().execute_chunked(units, |range| {
+        for u in range {
+            let mut r = 0;
+            while r + 4 <= m {
+                tile(u, r, true);
+                r += 4;
+            }
+            while r < m {
+                tile(u, r, false);
+                r += 1;
+            }
+        }
+    });
+}
+
 /// [`PackedWeight::matmul`] as a candle op.
 pub struct PackedMatmul<'a>(pub &'a dyn PackedWeight);
 

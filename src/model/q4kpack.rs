@@ -20,7 +20,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Result;
 
 use crate::model::kquant::{scales_and_mins, Q4K_BYTES, Q8K_BYTES};
-use crate::model::packed::{check_product, checked, PackedWeight, ROWS};
+use crate::model::packed::{check_product, checked, tiles, PackedWeight, ROWS};
 use crate::model::qmatmul::{f16_at, quantize_rows, SendPtr};
 /// Quant bytes of one group's block.
 const GROUP_BLOCK: usize = ROWS * 128;
@@ -79,11 +79,14 @@ impl PackedWeight for PackedQ4K {
         check_product(self, x, m, out)?;
         let acts = Acts::new(x, m, self.kb);
         let out = SendPtr(out.as_mut_ptr());
-        candle_core::utils::barrier_pool().execute_chunked(self.n / ROWS, |groups| {
-            for g in groups {
-                // SAFETY: VNNI checked by check_product; each work item writes only its own
-                // groups' columns.
-                unsafe { self.columns(&acts, g, &out) }
+        tiles(self.n / ROWS, m, |g, r0, four| {
+            // SAFETY: VNNI checked by check_product; a tile writes only its own outputs.
+            unsafe {
+                if four {
+                    self.tile::<4>(&acts, r0, g, &out)
+                } else {
+                    self.tile::<1>(&acts, r0, g, &out)
+                }
             }
         });
         Ok(())
@@ -91,19 +94,6 @@ impl PackedWeight for PackedQ4K {
 }
 
 impl PackedQ4K {
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn columns(&self, a: &Acts, g: usize, out: &SendPtr) {
-        let mut r = 0;
-        while r + 4 <= a.m {
-            self.tile::<4>(a, r, g, out);
-            r += 4;
-        }
-        while r < a.m {
-            self.tile::<1>(a, r, g, out);
-            r += 1;
-        }
-    }
-
     // Indexed loops over the tile's registers read plainest here.
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -199,7 +189,6 @@ impl PackedQ4K {
 /// Activation rows quantized to Q8_K (candle's quantizer, as llama.cpp's), with each block's
 /// scale and its 8 sub-block sums.
 pub(crate) struct Acts {
-    pub(crate) m: usize,
     /// The Q8_K blocks' bytes.
     pub(crate) q: Vec<u8>,
     pub(crate) d: Vec<f32>,
@@ -219,7 +208,7 @@ impl Acts {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         let bsum = q.chunks_exact(Q8K_BYTES).flat_map(sub_sums).collect();
-        Self { m, q, d, bsum }
+        Self { q, d, bsum }
     }
 }
 

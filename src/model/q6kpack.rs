@@ -18,7 +18,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Result;
 
 use crate::model::kquant::Q8K_BYTES;
-use crate::model::packed::{check_product, checked, PackedWeight, ROWS};
+use crate::model::packed::{check_product, checked, tiles, PackedWeight, ROWS};
 use crate::model::q4kpack::Acts;
 use crate::model::qmatmul::{f16_at, SendPtr};
 
@@ -87,11 +87,14 @@ impl PackedWeight for PackedQ6K {
         check_product(self, x, m, out)?;
         let acts = Acts::new(x, m, self.kb);
         let out = SendPtr(out.as_mut_ptr());
-        candle_core::utils::barrier_pool().execute_chunked(self.n / ROWS, |groups| {
-            for g in groups {
-                // SAFETY: VNNI checked by check_product; each work item writes only its own
-                // groups' columns.
-                unsafe { self.columns(&acts, g, &out) }
+        tiles(self.n / ROWS, m, |g, r0, four| {
+            // SAFETY: VNNI checked by check_product; a tile writes only its own outputs.
+            unsafe {
+                if four {
+                    self.tile::<4>(&acts, r0, g, &out)
+                } else {
+                    self.tile::<1>(&acts, r0, g, &out)
+                }
             }
         });
         Ok(())
@@ -99,19 +102,6 @@ impl PackedWeight for PackedQ6K {
 }
 
 impl PackedQ6K {
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn columns(&self, a: &Acts, g: usize, out: &SendPtr) {
-        let mut r = 0;
-        while r + 4 <= a.m {
-            self.tile::<4>(a, r, g, out);
-            r += 4;
-        }
-        while r < a.m {
-            self.tile::<1>(a, r, g, out);
-            r += 1;
-        }
-    }
-
     // Indexed loops over the tile's registers read plainest here.
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]

@@ -20,7 +20,7 @@ use candle_core::quantized::k_quants::BlockQ8_0;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Result;
 
-use crate::model::packed::{check_product, checked, PackedWeight, ROWS};
+use crate::model::packed::{check_product, checked, tiles, PackedWeight, ROWS};
 use crate::model::qmatmul::{f16_at, quantize_rows, SendPtr, Q8_0_BYTES};
 
 /// Quant bytes of one group's block.
@@ -76,17 +76,16 @@ impl PackedWeight for PackedQ8 {
         check_product(self, x, m, out)?;
         let acts = Acts::new(x, m, self.kb);
         let out = SendPtr(out.as_mut_ptr());
-        let pairs = (self.n / ROWS).div_ceil(2);
-        candle_core::utils::barrier_pool().execute_chunked(pairs, |range| {
-            for p in range {
-                // SAFETY: VNNI checked by check_product; each work item writes only its own
-                // groups' columns.
-                unsafe {
-                    if 2 * p + 2 <= self.n / ROWS {
-                        self.columns::<2>(&acts, 2 * p, &out)
-                    } else {
-                        self.columns::<1>(&acts, 2 * p, &out)
-                    }
+        let groups = self.n / ROWS;
+        tiles(groups.div_ceil(2), m, |p, r0, four| {
+            let g0 = 2 * p;
+            // SAFETY: VNNI checked by check_product; a tile writes only its own outputs.
+            unsafe {
+                match (four, g0 + 2 <= groups) {
+                    (true, true) => self.tile::<4, 2>(&acts, r0, g0, &out),
+                    (true, false) => self.tile::<4, 1>(&acts, r0, g0, &out),
+                    (false, true) => self.tile::<1, 2>(&acts, r0, g0, &out),
+                    (false, false) => self.tile::<1, 1>(&acts, r0, g0, &out),
                 }
             }
         });
@@ -95,20 +94,6 @@ impl PackedWeight for PackedQ8 {
 }
 
 impl PackedQ8 {
-    /// Groups g0..g0+G against every activation row, four at a time.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn columns<const G: usize>(&self, a: &Acts, g0: usize, out: &SendPtr) {
-        let mut r = 0;
-        while r + 4 <= a.m {
-            self.tile::<4, G>(a, r, g0, out);
-            r += 4;
-        }
-        while r < a.m {
-            self.tile::<1, G>(a, r, g0, out);
-            r += 1;
-        }
-    }
-
     // Indexed loops over the tile's registers read plainest here.
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -178,7 +163,6 @@ impl PackedQ8 {
 /// Activation rows quantized to Q8_0 (candle's quantizer, as llama.cpp's), with each block's
 /// scale widened and −128·Σq (the start of its integer sum).
 struct Acts {
-    m: usize,
     q: Vec<u8>,
     d: Vec<f32>,
     base: Vec<i32>,
@@ -197,7 +181,7 @@ impl Acts {
             .chunks_exact(Q8_0_BYTES)
             .map(|blk| -128 * blk[2..].iter().map(|&v| v as i8 as i32).sum::<i32>())
             .collect();
-        Self { m, q, d, base }
+        Self { q, d, base }
     }
 }
 
