@@ -15,13 +15,13 @@
 //! dmin·d_x; the output is their difference. The same for any number of activation rows, so
 //! decode and prefill agree bit for bit ([`reference`] spells it out; the tests compare).
 
-use candle_core::quantized::k_quants::BlockQ4K;
+use candle_core::quantized::k_quants::{BlockQ4K, BlockQ8K};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Result;
 
 use crate::model::kquant::{scales_and_mins, Q4K_BYTES, Q8K_BYTES};
 use crate::model::packed::{check_product, checked, tiles, PackedWeight, ROWS};
-use crate::model::qmatmul::{f16_at, quantize_rows, SendPtr};
+use crate::model::qmatmul::{as_bytes, f16_at, quantize_rows, SendPtr};
 /// Quant bytes of one group's block.
 const GROUP_BLOCK: usize = ROWS * 128;
 
@@ -144,7 +144,7 @@ impl PackedQ4K {
                         _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4)
                     };
                     for r in 0..R {
-                        let xq = a.q.as_ptr().add(((r0 + r) * kb + b) * Q8K_BYTES + 4);
+                        let xq = a.q().as_ptr().add(((r0 + r) * kb + b) * Q8K_BYTES + 4);
                         let xv = _mm512_set1_epi32(std::ptr::read_unaligned(
                             xq.add(32 * sub + 4 * i) as *const i32,
                         ));
@@ -189,8 +189,7 @@ impl PackedQ4K {
 /// Activation rows quantized to Q8_K (candle's quantizer, as llama.cpp's), with each block's
 /// scale and its 8 sub-block sums.
 pub(crate) struct Acts {
-    /// The Q8_K blocks' bytes.
-    pub(crate) q: Vec<u8>,
+    blocks: Vec<BlockQ8K>,
     pub(crate) d: Vec<f32>,
     bsum: Vec<i32>,
 }
@@ -198,17 +197,18 @@ pub(crate) struct Acts {
 impl Acts {
     pub(crate) fn new(x: &[f32], m: usize, kb: usize) -> Self {
         let blocks = quantize_rows::<BlockQ4K>(x, m, kb * 256);
-        // SAFETY: BlockQ8K is repr(C) { f32, [i8; 256], [i16; 16] }, 292 bytes (asserted by candle).
-        let q = unsafe {
-            std::slice::from_raw_parts(blocks.as_ptr() as *const u8, blocks.len() * Q8K_BYTES)
-        }
-        .to_vec();
+        let q = as_bytes(&blocks);
         let d = q
             .chunks_exact(Q8K_BYTES)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
         let bsum = q.chunks_exact(Q8K_BYTES).flat_map(sub_sums).collect();
-        Self { q, d, bsum }
+        Self { blocks, d, bsum }
+    }
+
+    /// The Q8_K blocks' bytes.
+    pub(crate) fn q(&self) -> &[u8] {
+        as_bytes(&self.blocks)
     }
 }
 
@@ -257,7 +257,7 @@ mod tests {
     #[test]
     fn equals_the_reference_bit_for_bit() {
         crate::model::packed::tests::check(GgmlDType::Q4K, (32, 512, 6), 0.1, |w, x| {
-            reference(w, &Acts::new(x, 1, x.len() / 256).q)
+            reference(w, Acts::new(x, 1, x.len() / 256).q())
         });
     }
 }

@@ -139,7 +139,7 @@ impl PackedQ6K {
                             );
                             let w = _mm512_or_si512(lo, _mm512_slli_epi16::<4>(hi));
                             for r in 0..R {
-                                let xq = a.q.as_ptr().add(((r0 + r) * kb + b) * Q8K_BYTES + 4);
+                                let xq = a.q().as_ptr().add(((r0 + r) * kb + b) * Q8K_BYTES + 4);
                                 let xv = _mm512_set1_epi32(std::ptr::read_unaligned(
                                     xq.add(128 * n + 32 * t + 4 * i) as *const i32,
                                 ));
@@ -150,7 +150,7 @@ impl PackedQ6K {
                             self.scales.as_ptr().add((gb * 16 + sub) * ROWS) as *const __m128i,
                         ));
                         for r in 0..R {
-                            let xb = a.q.as_ptr().add(((r0 + r) * kb + b) * Q8K_BYTES);
+                            let xb = a.q().as_ptr().add(((r0 + r) * kb + b) * Q8K_BYTES);
                             let bs = std::ptr::read_unaligned(xb.add(260 + 2 * sub) as *const i16);
                             sumi[r] = _mm512_add_epi32(sumi[r], _mm512_mullo_epi32(isum[r], sc));
                             sumx[r] = _mm512_add_epi32(
@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn equals_the_reference_bit_for_bit() {
         crate::model::packed::tests::check(GgmlDType::Q6K, (32, 512, 6), 0.1, |w, x| {
-            reference(w, &Acts::new(x, 1, x.len() / 256).q)
+            reference(w, Acts::new(x, 1, x.len() / 256).q())
         });
     }
 }

@@ -21,7 +21,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Result;
 
 use crate::model::packed::{check_product, checked, tiles, PackedWeight, ROWS};
-use crate::model::qmatmul::{f16_at, quantize_rows, SendPtr, Q8_0_BYTES};
+use crate::model::qmatmul::{as_bytes, f16_at, quantize_rows, SendPtr, Q8_0_BYTES};
 
 /// Quant bytes of one group's block.
 const GROUP_BLOCK: usize = ROWS * 32;
@@ -125,7 +125,8 @@ impl PackedQ8 {
                 }
                 for r in 0..R {
                     let xv = _mm512_set1_epi32(std::ptr::read_unaligned(
-                        a.q.as_ptr()
+                        a.q()
+                            .as_ptr()
                             .add(((r0 + r) * kb + b) * Q8_0_BYTES + 2 + 4 * i)
                             as *const i32,
                     ));
@@ -163,7 +164,7 @@ impl PackedQ8 {
 /// Activation rows quantized to Q8_0 (candle's quantizer, as llama.cpp's), with each block's
 /// scale widened and −128·Σq (the start of its integer sum).
 struct Acts {
-    q: Vec<u8>,
+    blocks: Vec<BlockQ8_0>,
     d: Vec<f32>,
     base: Vec<i32>,
 }
@@ -171,17 +172,18 @@ struct Acts {
 impl Acts {
     fn new(x: &[f32], m: usize, kb: usize) -> Self {
         let blocks = quantize_rows::<BlockQ8_0>(x, m, kb * 32);
-        // SAFETY: BlockQ8_0 is repr(C) { f16, [i8; 32] }, 34 bytes (asserted by candle).
-        let q = unsafe {
-            std::slice::from_raw_parts(blocks.as_ptr() as *const u8, blocks.len() * Q8_0_BYTES)
-        }
-        .to_vec();
-        let d = (0..m * kb).map(|i| f16_at(&q, i * Q8_0_BYTES)).collect();
+        let q = as_bytes(&blocks);
+        let d = (0..m * kb).map(|i| f16_at(q, i * Q8_0_BYTES)).collect();
         let base = q
             .chunks_exact(Q8_0_BYTES)
             .map(|blk| -128 * blk[2..].iter().map(|&v| v as i8 as i32).sum::<i32>())
             .collect();
-        Self { q, d, base }
+        Self { blocks, d, base }
+    }
+
+    /// The blocks' bytes.
+    fn q(&self) -> &[u8] {
+        as_bytes(&self.blocks)
     }
 }
 
@@ -210,12 +212,7 @@ mod tests {
     #[test]
     fn equals_the_reference_bit_for_bit() {
         crate::model::packed::tests::check(GgmlDType::Q8_0, (48, 320, 7), 0.05, |w, x| {
-            let xq = quantize_rows::<BlockQ8_0>(x, 1, x.len());
-            // SAFETY: as in `Acts::new`.
-            let xq = unsafe {
-                std::slice::from_raw_parts(xq.as_ptr() as *const u8, xq.len() * Q8_0_BYTES)
-            };
-            reference(w, xq)
+            reference(w, Acts::new(x, 1, x.len() / 32).q())
         });
     }
 }

@@ -131,6 +131,15 @@ pub(crate) fn quantize_rows<T: GgmlType>(x: &[f32], m: usize, k: usize) -> Vec<T
     xq
 }
 
+/// Quantized activation blocks as their bytes (ggml block types are `repr(C)` plain data: Q8_0
+/// 34 bytes, Q8_K 292, sizes asserted by candle).
+pub(crate) fn as_bytes<T: GgmlType>(blocks: &[T]) -> &[u8] {
+    // SAFETY: plain data without padding, viewed for no longer than the borrow.
+    unsafe {
+        std::slice::from_raw_parts(blocks.as_ptr() as *const u8, std::mem::size_of_val(blocks))
+    }
+}
+
 fn check(k: usize, block: usize, w_blocks: usize, n: usize) -> Result<()> {
     if !k.is_multiple_of(block) || w_blocks != n * (k / block) {
         candle_core::bail!("q-matmul: weight of {w_blocks} blocks is not [{n}, {k}]");
@@ -218,11 +227,7 @@ fn matmul_kquant<T: GgmlType<VecDotType = k_quants::BlockQ8K>>(
     let w_blocks = blocks::<T>(w)?.len();
     check(k, T::BLCK_SIZE, w_blocks, n)?;
     let xq = quantize_rows::<T>(x, m, k);
-    // SAFETY: BlockQ8K is repr(C) { f32, [i8; 256], [i16; 16] }, 292 bytes (asserted by candle).
-    let xq = unsafe {
-        std::slice::from_raw_parts(xq.as_ptr() as *const u8, xq.len() * kquant::Q8K_BYTES)
-    };
-    kernel(w, xq, m, k / T::BLCK_SIZE, n, out)
+    kernel(w, as_bytes(&xq), m, k / T::BLCK_SIZE, n, out)
 }
 
 pub(crate) const Q8_0_BYTES: usize = 34;
@@ -234,9 +239,7 @@ fn matmul_q8_0(w: &[u8], x: &[f32], m: usize, k: usize, n: usize, out: &mut [f32
         candle_core::bail!("q-matmul: Q8_0 weight of {} bytes", w.len());
     }
     let xq = quantize_rows::<k_quants::BlockQ8_0>(x, m, k);
-    // SAFETY: BlockQ8_0 is repr(C) { f16, [i8; 32] }, 34 bytes (asserted by candle).
-    let xq_bytes =
-        unsafe { std::slice::from_raw_parts(xq.as_ptr() as *const u8, xq.len() * Q8_0_BYTES) };
+    let xq_bytes = as_bytes(&xq);
     let job = Q8Job {
         w,
         x: xq_bytes,
