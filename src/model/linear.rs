@@ -3,9 +3,9 @@
 //! On the CPU, Q8_0, Q4_K, Q6_K (llama.cpp's 8-bit arithmetic) and f32/f16/bf16 (kept in their
 //! own width) go through `qmatmul.rs` for every row count, decode and prefill alike, with
 //! row-independent results; where the CPU has AVX-512 VNNI, Q8_0, Q4_K and Q6_K weights (rows a
-//! multiple of 16) are repacked at load into sixteen-row groups instead (`packed.rs`). Elsewhere dense weights are held in their own width and multiplied
-//! by candle's matmul (candle's `QMatMul` would hold them widened to f32), and quantized ones go
-//! through candle's `QMatMul`.
+//! multiple of 16) are repacked at load into sixteen-row groups instead (`packed.rs`). Elsewhere
+//! dense weights are held in their own width and multiplied by candle's matmul (candle's
+//! `QMatMul` would hold them widened to f32), and quantized ones go through candle's `QMatMul`.
 
 use std::sync::Arc;
 

@@ -4,9 +4,9 @@
 //! `hf_config.rs` + `safetensors.rs` (Hugging Face folders), `presets.rs` + `synthetic.rs` (every
 //! size without a download), `tokenizer.rs`. Engine: `config.rs`, `text.rs` (the decoder),
 //! `kv_cache.rs`, `rope.rs`, `attention_cpu.rs` / `attention.rs`, `linear.rs` + `qmatmul.rs` +
-//! `kquant.rs` + `packed.rs` (`q8pack.rs`, `q4kpack.rs`,
-//! `q6kpack.rs`: repacked weights) (weight products), `ops.rs` (fused GELU); `vision.rs` (SigLIP tower, projector, images). `plan.rs`: what a run
-//! holds in memory, from the same rules (the estimator's input).
+//! `kquant.rs` + `packed.rs` (weight products; `q8pack.rs`, `q4kpack.rs`, `q6kpack.rs`: the
+//! repacked layouts), `ops.rs` (fused GELU); `vision.rs` (SigLIP tower, projector, images).
+//! `plan.rs`: what a run holds in memory, from the same rules (the estimator's input).
 
 pub mod attention;
 pub mod attention_cpu;
@@ -20,8 +20,11 @@ pub mod ops;
 pub mod packed;
 pub mod plan;
 pub mod presets;
+#[cfg(target_arch = "x86_64")]
 pub mod q4kpack;
+#[cfg(target_arch = "x86_64")]
 pub mod q6kpack;
+#[cfg(target_arch = "x86_64")]
 pub mod q8pack;
 pub mod qmatmul;
 pub mod rope;

@@ -6,9 +6,8 @@
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 
-use crate::model::q4kpack::PackedQ4K;
-use crate::model::q6kpack::PackedQ6K;
-use crate::model::q8pack::PackedQ8;
+#[cfg(target_arch = "x86_64")]
+use crate::model::{q4kpack::PackedQ4K, q6kpack::PackedQ6K, q8pack::PackedQ8};
 
 /// Weight rows per group.
 pub(crate) const ROWS: usize = 16;
@@ -30,14 +29,20 @@ pub fn applies(dtype: GgmlDType, n: usize, on_cpu: bool) -> bool {
         && crate::model::qmatmul::has_vnni()
 }
 
-/// Repacks `weight` (see [`applies`]).
+/// Repacks `weight` (see [`applies`]; the layouts exist on x86-64 only).
 pub fn pack(weight: &QTensor) -> Result<Box<dyn PackedWeight>> {
-    Ok(match weight.dtype() {
+    #[cfg(target_arch = "x86_64")]
+    return Ok(match weight.dtype() {
         GgmlDType::Q8_0 => Box::new(PackedQ8::pack(weight)?),
         GgmlDType::Q4K => Box::new(PackedQ4K::pack(weight)?),
         GgmlDType::Q6K => Box::new(PackedQ6K::pack(weight)?),
         other => candle_core::bail!("repack: {other:?} has no packed layout"),
-    })
+    });
+    #[cfg(not(target_arch = "x86_64"))]
+    candle_core::bail!(
+        "repack: {:?}: the packed layouts are x86-64 only",
+        weight.dtype()
+    )
 }
 
 /// The checks every packer makes: the format, rows in whole groups, whole blocks per row, and

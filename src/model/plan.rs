@@ -67,7 +67,7 @@ pub struct MemoryPlan {
     /// encode, whichever is larger (they never overlap).
     pub workspace: u64,
     /// The most a load holds at once: the embedding (read first) with what its products derive
-    /// from it, and the transient of building them; or, where Q8_0 matrices are repacked on the
+    /// from it, and the transient of building them; or, where matrices are repacked on the
     /// CPU, all the weights and one matrix's second copy. At most the weights, except for such
     /// transients (dense weights off the CPU are widened to f32 on the way).
     pub load_peak: u64,

@@ -22,6 +22,7 @@ use candle_core::Result;
 use crate::model::kquant::{scales_and_mins, Q4K_BYTES, Q8K_BYTES};
 use crate::model::packed::{check_product, checked, tiles, PackedWeight, ROWS};
 use crate::model::qmatmul::{as_bytes, f16_at, quantize_rows, SendPtr};
+
 /// Quant bytes of one group's block.
 const GROUP_BLOCK: usize = ROWS * 128;
 
@@ -35,6 +36,7 @@ pub struct PackedQ4K {
 }
 
 impl PackedQ4K {
+    /// Repacks a Q4_K weight [n, k].
     pub fn pack(weight: &QTensor) -> Result<Self> {
         let (n, k, data) = checked(weight, GgmlDType::Q4K, 256, Q4K_BYTES)?;
         let kb = k / 256;

@@ -41,6 +41,7 @@ pub struct PackedQ6K {
 const GROUP_BLOCK: usize = ROWS * 192;
 
 impl PackedQ6K {
+    /// Repacks a Q6_K weight [n, k].
     pub fn pack(weight: &QTensor) -> Result<Self> {
         let (n, k, data) = checked(weight, GgmlDType::Q6K, 256, Q6K_BYTES)?;
         let kb = k / 256;
