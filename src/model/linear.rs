@@ -119,16 +119,15 @@ impl Linear {
                 .to_dtype(w.dtype())?
                 .matmul(&w.t()?)?
                 .to_dtype(candle_core::DType::F32),
-            Linear::Ours(weight) => x
-                .to_dtype(candle_core::DType::F32)?
-                .contiguous()?
-                .apply_op1_no_bwd(&qmatmul::QMatmul { weight }),
-            Linear::Packed(w) => x
-                .to_dtype(candle_core::DType::F32)?
-                .contiguous()?
-                .apply_op1_no_bwd(&PackedMatmul(w.as_ref())),
+            Linear::Ours(weight) => on_f32(x, &qmatmul::QMatmul { weight }),
+            Linear::Packed(w) => on_f32(x, &PackedMatmul(w.as_ref())),
         }
     }
+}
+
+/// One of our product ops on `x` as contiguous f32 (what their kernels take).
+fn on_f32(x: &Tensor, op: &impl candle_core::CustomOp1) -> Result<Tensor> {
+    x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(op)
 }
 
 #[cfg(test)]

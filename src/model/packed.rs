@@ -111,19 +111,13 @@ impl CustomOp1 for PackedMatmul<'_> {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(xs) = storage else {
-            candle_core::bail!("packed product: f32 activations only");
-        };
-        let Some((o1, o2)) = layout.contiguous_offsets() else {
-            candle_core::bail!("packed product: activations must be contiguous");
-        };
-        let (m, k) = layout.shape().dims2()?;
+        let (x, m, k) = crate::model::qmatmul::activations(storage, layout)?;
         let n = self.0.rows();
         if k != self.0.cols() {
             candle_core::bail!("packed product: [{m}, {k}] x [{n}, {}]ᵀ", self.0.cols());
         }
         let mut out = vec![0f32; m * n];
-        self.0.matmul(&xs[o1..o2], m, &mut out)?;
+        self.0.matmul(x, m, &mut out)?;
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
 }

@@ -14,7 +14,9 @@
 //! VNNI) and a one-stream-per-worker kernel for a single row (decode), bit-identical per output.
 //! Q4_K has tiles of its own for several rows (`kquant.rs`: a weight row's unpacking shared by
 //! four activation rows, each output equal to candle's dot product, which single rows use); Q6_K
-//! uses candle's dot product. Work is split across candle's worker pool.
+//! uses candle's dot product. Work is split across candle's worker pool. (On CPUs with AVX-512
+//! VNNI the layers' Q8_0, Q4_K and Q6_K weights are repacked and use `packed.rs` instead; the
+//! tied output projection stays here.)
 
 use candle_core::quantized::k_quants::{self, GgmlType};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -46,19 +48,12 @@ impl CustomOp1 for QMatmul<'_> {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(xs) = storage else {
-            candle_core::bail!("q-matmul: f32 activations only");
-        };
-        let Some((o1, o2)) = layout.contiguous_offsets() else {
-            candle_core::bail!("q-matmul: activations must be contiguous");
-        };
-        let (m, k) = layout.shape().dims2()?;
+        let (x, m, k) = activations(storage, layout)?;
         let (n, wk) = self.weight.shape().dims2()?;
         if wk != k {
             candle_core::bail!("q-matmul: [{m}, {k}] x [{n}, {wk}]ᵀ");
         }
         let data = self.weight.data()?;
-        let x = &xs[o1..o2];
         let mut out = vec![0f32; m * n];
         match self.weight.dtype() {
             GgmlDType::Q8_0 => matmul_q8_0(&data, x, m, k, n, &mut out)?,
@@ -83,6 +78,21 @@ impl CustomOp1 for QMatmul<'_> {
         }
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
+}
+
+/// The activations a product op receives: contiguous f32 [m, k], as (values, m, k).
+pub(crate) fn activations<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+) -> Result<(&'a [f32], usize, usize)> {
+    let CpuStorage::F32(xs) = storage else {
+        candle_core::bail!("weight product: f32 activations only");
+    };
+    let Some((o1, o2)) = layout.contiguous_offsets() else {
+        candle_core::bail!("weight product: activations must be contiguous");
+    };
+    let (m, k) = layout.shape().dims2()?;
+    Ok((&xs[o1..o2], m, k))
 }
 
 /// An output buffer shared by the workers of candle's pool, each writing its own elements (the
