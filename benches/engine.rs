@@ -7,10 +7,10 @@
 
 use candle_core::{DType, Device};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use gemma_fit::measure::LoadedModel;
-use gemma_fit::model::config::Gemma3Config;
-use gemma_fit::model::synthetic::{parse_format, SyntheticWeights};
-use gemma_fit::model::text::Gemma3;
+use gemma_fit::engine::config::Gemma3Config;
+use gemma_fit::engine::decoder::Gemma3;
+use gemma_fit::engine::load::synthetic::{parse_format, SyntheticWeights};
+use gemma_fit::measure::pass::LoadedModel;
 
 const DEPTH: usize = 512;
 const CHUNK: usize = 64;
@@ -73,7 +73,7 @@ fn bench_model(c: &mut Criterion, name: &str, model: &Gemma3, prompt: &[u32]) {
 fn bench(c: &mut Criterion) {
     // criterion draws its plots with plotters, which here has only our bundled font.
     gemma_fit::report::charts::register_font();
-    let path = gemma_fit::fetch::default_model_path(true).expect("default model");
+    let path = gemma_fit::engine::load::fetch::default_model_path(true).expect("default model");
     let real = LoadedModel::load(&path, &Device::Cpu).expect("load the default model");
     let prompt = real.prompt(DEPTH + 1);
     bench_model(c, "270m-q4_k_m", &real.model, &prompt);

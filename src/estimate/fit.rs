@@ -117,7 +117,7 @@ pub fn ctx_label(ctx: usize) -> String {
 }
 
 fn parse_kv(s: &str) -> Result<DType> {
-    crate::measure::parse_kv_dtype(s).map_err(Error::Unsupported)
+    crate::measure::pass::parse_kv_dtype(s).map_err(Error::Unsupported)
 }
 
 /// (size, quant, tokenizer) rows of a request.
@@ -132,7 +132,7 @@ fn model_rows(req: &Request) -> Result<Vec<(String, String, bool)>> {
         let size = m.strip_prefix("synthetic:").unwrap_or(m);
         let p = crate::estimate::preset(size)?;
         for q in &req.quants {
-            crate::model::synthetic::parse_format(q)?;
+            crate::engine::load::synthetic::parse_format(q)?;
             out.push((p.name.to_string(), q.to_ascii_lowercase(), false));
         }
     }

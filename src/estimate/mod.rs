@@ -1,4 +1,4 @@
-//! Predicting a run's memory without running it: the engine's own plan ([`crate::model::plan`])
+//! Predicting a run's memory without running it: the engine's own plan ([`crate::engine::plan`])
 //! plus the runtime's overhead, with constants measured on real runs and recorded here with
 //! where they came from. [`catalog`] holds the GPUs; [`fit`] turns predictions into verdicts,
 //! tables and comparisons with measured results.
@@ -9,10 +9,10 @@ pub mod fit;
 use candle_core::DType;
 use serde::Serialize;
 
+use crate::engine::load::synthetic;
+use crate::engine::plan::{self, MemoryPlan, RunShape};
+use crate::engine::presets::{self, Preset};
 use crate::error::{Error, Result};
-use crate::model::plan::{self, MemoryPlan, RunShape};
-use crate::model::presets::{self, Preset};
-use crate::model::synthetic;
 
 const MIB: u64 = 1 << 20;
 
@@ -92,13 +92,13 @@ impl Query {
             (None, _) => 0,
             (Some(_), Some(m)) => m.prompt_positions.saturating_sub(k.prompt_tokens),
             (Some(_), None) => {
-                crate::measure::image_positions(&crate::model::vision::VisionConfig::gemma3())
+                crate::measure::pass::image_positions(&crate::engine::vision::VisionConfig::gemma3())
             }
         };
         Ok(Query {
             size,
             quant,
-            kv_dtype: crate::measure::parse_kv_dtype(&k.kv_dtype)?,
+            kv_dtype: crate::measure::pass::parse_kv_dtype(&k.kv_dtype)?,
             ctx: k.ctx,
             rows: k
                 .prefill_chunk

@@ -108,7 +108,7 @@ fn gpu(device: &Device, bytes: u64, repeats: usize) -> Result<Bandwidth> {
         candle_core::DeviceLocation::Cuda { gpu_id } => Some(gpu_id as u32),
         _ => None,
     };
-    let machine = crate::case::environment(index)
+    let machine = crate::measure::environment(index)
         .gpu
         .map_or_else(|| format!("{device:?}"), |g| g.name);
     let src = Tensor::zeros(bytes as usize, DType::U8, device)?;

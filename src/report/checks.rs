@@ -5,9 +5,9 @@
 
 use serde::Serialize;
 
+use crate::engine::plan::kv_bytes_read_per_token;
 use crate::estimate::fit::{self, ctx_label};
-use crate::model::plan::kv_bytes_read_per_token;
-use crate::report::html::escape;
+use crate::report::page::escape;
 use crate::report::{Machine, Variant};
 use crate::result::CaseResult;
 
@@ -64,7 +64,7 @@ fn decode_limit(r: &CaseResult, bytes_per_s: f64) -> Option<DecodeLimit> {
         return None;
     }
     let cfg = crate::estimate::preset(r.key.size.as_deref()?).ok()?.config;
-    let kv = crate::measure::parse_kv_dtype(&r.key.kv_dtype).ok()?;
+    let kv = crate::measure::pass::parse_kv_dtype(&r.key.kv_dtype).ok()?;
     let depth = m.fill_depth + m.prompt_positions + r.key.gen_tokens / 2;
     let bytes = m.weights.resident_weight_bytes + kv_bytes_read_per_token(&cfg, depth, kv);
     let limit = bytes_per_s / bytes as f64;

@@ -41,7 +41,7 @@ fn params_of(r: &CaseResult) -> u64 {
     r.key
         .size
         .as_deref()
-        .and_then(crate::model::presets::find)
+        .and_then(crate::engine::presets::find)
         .map_or(0, |p| p.params().text)
 }
 

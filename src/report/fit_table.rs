@@ -270,7 +270,7 @@ impl FitTable {
 
     /// An HTML table (escaped).
     pub fn html(&self) -> String {
-        let esc = crate::report::html::escape;
+        let esc = crate::report::page::escape;
         let mut s = String::from("<table class=\"fit\">\n<tr>");
         for h in self.header() {
             s.push_str(&format!("<th>{}</th>", esc(&h)));

@@ -5,10 +5,10 @@
 
 pub mod charts;
 pub mod checks;
-pub mod compare;
+pub mod cross_machine;
 pub mod export;
 pub mod fit_table;
-pub mod html;
+pub mod page;
 
 use std::path::{Path, PathBuf};
 
@@ -71,7 +71,7 @@ pub fn machines(records: Vec<CaseResult>) -> Vec<Machine> {
                 m.records.push(r);
             }
             None => out.push(Machine {
-                slug: crate::bench::slug(&name),
+                slug: crate::suite::runner::slug(&name),
                 name,
                 hardware,
                 memory_limit_bytes: limit,
@@ -106,7 +106,7 @@ impl Variant {
             (Some(s), _) => s.clone(),
             (None, w) => w.to_string(),
         };
-        let order = crate::model::presets::all()
+        let order = crate::engine::presets::all()
             .iter()
             .position(|p| Some(p.name) == k.size.as_deref())
             .unwrap_or(99);
@@ -160,15 +160,15 @@ pub fn write(
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut pages = Vec::new();
     if let [one] = machines.as_slice() {
-        pages.push(html::machine_report(one, out)?);
+        pages.push(page::machine_report(one, out)?);
         return Ok(pages);
     }
     for m in &machines {
         let dir = out.join(&m.slug);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        pages.push(html::machine_report(m, &dir)?);
+        pages.push(page::machine_report(m, &dir)?);
     }
-    pages.push(compare::write(&machines, out)?);
+    pages.push(cross_machine::write(&machines, out)?);
     Ok(pages)
 }
 

@@ -19,7 +19,7 @@ pub fn default_model(test: &str) -> Option<PathBuf> {
         eprintln!("SKIPPED {test}: {SKIP_VAR}=1");
         return None;
     }
-    match gemma_fit::fetch::default_model_path(false) {
+    match gemma_fit::engine::load::fetch::default_model_path(false) {
         Ok(p) => Some(p),
         Err(e) => panic!(
             "{test} needs the default model and it could not be fetched: {e}\n\

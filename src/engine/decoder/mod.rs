@@ -1,0 +1,465 @@
+//! The Gemma 3 text decoder.
+//!
+//! Per layer: RMSNorm → attention (q/k RMSNorm, RoPE, sliding or global span) → RMSNorm → residual;
+//! RMSNorm → GELU-tanh gated feed-forward → RMSNorm → residual. Embeddings are scaled by
+//! sqrt(hidden); the output projection is the (quantized) token embedding itself.
+
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, Tensor};
+
+use crate::engine::attention::{cpu as attention_cpu, generic as attention};
+use crate::engine::config::{Gemma3Config, LayerKind};
+use crate::engine::kernels::linear::Linear;
+use crate::engine::kernels::ops;
+use crate::engine::kv_cache::{KvCache, LayerCache};
+use crate::engine::load::gguf::GgufFile;
+use crate::engine::load::weights::{GgufWeights, WeightBytes, WeightSource};
+use crate::engine::rope::RopeTable;
+use crate::error::Result;
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Tensor,
+    k_norm: Tensor,
+}
+
+struct DecoderLayer {
+    kind: LayerKind,
+    attn_norm: Tensor,
+    attn: Attention,
+    post_attn_norm: Tensor,
+    ffn_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    post_ffn_norm: Tensor,
+}
+
+/// Every tensor a Gemma 3 GGUF file holds for `cfg`, with its shape (candle order: rows,
+/// columns), in the order the loader reads them. Synthetic weights and size estimates use the
+/// same list.
+pub fn tensor_shapes(cfg: &Gemma3Config) -> Vec<(String, Vec<usize>)> {
+    let (h, hd, ff, vocab) = (
+        cfg.hidden_size,
+        cfg.head_dim,
+        cfg.intermediate_size,
+        cfg.vocab_size,
+    );
+    let (q_out, kv_out) = (cfg.num_heads * hd, cfg.num_kv_heads * hd);
+    let mut t = vec![
+        ("token_embd.weight".to_string(), vec![vocab, h]),
+        ("output_norm.weight".into(), vec![h]),
+    ];
+    for i in 0..cfg.num_layers {
+        let n = |s: &str| format!("blk.{i}.{s}.weight");
+        t.extend([
+            (n("attn_q"), vec![q_out, h]),
+            (n("attn_k"), vec![kv_out, h]),
+            (n("attn_v"), vec![kv_out, h]),
+            (n("attn_output"), vec![h, q_out]),
+            (n("attn_q_norm"), vec![hd]),
+            (n("attn_k_norm"), vec![hd]),
+            (n("ffn_gate"), vec![ff, h]),
+            (n("ffn_up"), vec![ff, h]),
+            (n("ffn_down"), vec![h, ff]),
+            (n("attn_norm"), vec![h]),
+            (n("post_attention_norm"), vec![h]),
+            (n("ffn_norm"), vec![h]),
+            (n("post_ffw_norm"), vec![h]),
+        ]);
+    }
+    t
+}
+
+/// f32 activations of width `intermediate_size` held per position at the peak of a forward pass
+/// (the feed-forward's gate and up outputs, their product, and the activations quantized for the
+/// down projection), plus 2 of width `hidden_size` (the residual stream and its normed copy).
+/// Measured on the CPU (peak RSS against prompt length; 270M GGUF, synthetic 1B/4B; chunks of 1 to
+/// 1024 positions): 36, 122 and 169 KB per position, against 38, 120 and 184 by this count.
+const FFN_WIDE_BUFFERS: usize = 4;
+const HIDDEN_BUFFERS: usize = 2;
+/// candle's CUDA quantized products keep per-device scratch that only grows: a 16 MiB fix-up
+/// buffer, and the activations quantized to Q8_1 (144 bytes per 128 values), sized by the widest
+/// input (candle-core 0.11.1 `quantized/cuda.rs`; read, not yet measured on a GPU).
+const CUDA_MMQ_FIXUP_BYTES: usize = 16 << 20;
+
+/// Peak transient bytes of one forward pass over `rows` positions (activations, and on CUDA
+/// candle's product scratch), and the last position's f32 logits (vocab × 4).
+pub fn forward_workspace_bytes(cfg: &Gemma3Config, rows: usize, on_cpu: bool) -> u64 {
+    let per_row = FFN_WIDE_BUFFERS * cfg.intermediate_size + HIDDEN_BUFFERS * cfg.hidden_size;
+    let mut bytes = rows * per_row * 4 + cfg.vocab_size * 4;
+    if !on_cpu {
+        let widest = cfg.intermediate_size.max(cfg.num_heads * cfg.head_dim);
+        bytes += CUDA_MMQ_FIXUP_BYTES + rows * widest.div_ceil(128) * 144;
+    }
+    bytes as u64
+}
+
+/// A loaded Gemma 3 text model. Per-run state (KV cache, RoPE tables) lives in [`Session`].
+pub struct Gemma3 {
+    pub cfg: Gemma3Config,
+    embed: TokenEmbedding,
+    lm_head: Linear,
+    layers: Vec<DecoderLayer>,
+    final_norm: Tensor,
+    device: Device,
+    pub weight_bytes: WeightBytes,
+    /// Tensors whose format was changed at load: (name, from, to).
+    pub repacked: Vec<(String, String, String)>,
+}
+
+/// The token embedding's lookup: from the loaded (quantized) tensor, or, where the tied output
+/// product holds the weight as a plain dense tensor (off the CPU), from that same tensor, so the
+/// embedding is held once.
+enum TokenEmbedding {
+    Quantized(Arc<QTensor>),
+    Dense(Tensor),
+}
+
+impl TokenEmbedding {
+    /// Rows of `ids`, f32.
+    fn lookup(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            TokenEmbedding::Quantized(q) => q.embedding(ids),
+            TokenEmbedding::Dense(w) => w.index_select(ids, 0)?.to_dtype(DType::F32),
+        }
+    }
+}
+
+/// A piece of a prompt: text token ids, or one image's soft tokens ([tokens, hidden], from
+/// [`crate::engine::vision::VisionTower::encode`]), which the caller places between the
+/// begin- and end-of-image tokens.
+pub enum Segment<'a> {
+    Text(&'a [u32]),
+    Image(&'a Tensor),
+}
+
+/// The state of one sequence: its KV cache and RoPE tables sized for its context.
+pub struct Session {
+    pub cache: KvCache,
+    rope_local: RopeTable,
+    rope_global: RopeTable,
+}
+
+impl Session {
+    /// Positions processed so far.
+    pub fn position(&self) -> usize {
+        self.cache.len
+    }
+
+    pub fn rope_bytes(&self) -> usize {
+        self.rope_local.size_in_bytes() + self.rope_global.size_in_bytes()
+    }
+}
+
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)
+}
+
+impl Gemma3 {
+    /// Loads a Gemma 3 GGUF file onto `device`.
+    pub fn from_gguf(file: &GgufFile, device: &Device) -> Result<Self> {
+        let embed_info = file
+            .content
+            .tensor_infos
+            .get("token_embd.weight")
+            .ok_or_else(|| crate::Error::MissingTensor {
+                path: file.path.clone(),
+                name: "token_embd.weight".into(),
+            })?;
+        let vocab = embed_info.shape.dims().first().copied().unwrap_or(0);
+        let cfg = Gemma3Config::from_gguf(file, vocab)?;
+        Self::load(cfg, &mut GgufWeights::new(file, device)?, device)
+    }
+
+    /// Builds the model from any weight source (GGUF tensor names and shapes).
+    pub fn load(cfg: Gemma3Config, w: &mut dyn WeightSource, device: &Device) -> Result<Self> {
+        let vocab = cfg.vocab_size;
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
+        let (q_out, kv_out, ff) = (
+            cfg.num_heads * hd,
+            cfg.num_kv_heads * hd,
+            cfg.intermediate_size,
+        );
+        // The largest tensor first, so the transient copy made while reading it does not stack
+        // on top of everything else (it bounds the peak resident memory of a load).
+        let embed = Arc::new(w.qtensor("token_embd.weight", &[vocab, h])?);
+        let (embed, lm_head) = if w.has("output.weight") {
+            let out = Arc::new(w.qtensor("output.weight", &[vocab, h])?);
+            (TokenEmbedding::Quantized(embed), Linear::single_row(out)?)
+        } else {
+            let lm_head = Linear::single_row(embed.clone())?;
+            match &lm_head {
+                // The loaded tensor is dropped here: the lookup shares the product's weight.
+                Linear::Dense(t) => (TokenEmbedding::Dense(t.clone()), lm_head),
+                _ => (TokenEmbedding::Quantized(embed), lm_head),
+            }
+        };
+        let final_norm = w.f32_tensor("output_norm.weight", &[h])?;
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let n = |s: &str| format!("blk.{i}.{s}.weight");
+            let mut qm = |s: &str, shape: &[usize]| -> Result<Linear> {
+                Ok(Linear::new(Arc::new(w.qtensor(&n(s), shape)?))?)
+            };
+            let attn = Attention {
+                q: qm("attn_q", &[q_out, h])?,
+                k: qm("attn_k", &[kv_out, h])?,
+                v: qm("attn_v", &[kv_out, h])?,
+                o: qm("attn_output", &[h, q_out])?,
+                q_norm: w.f32_tensor(&n("attn_q_norm"), &[hd])?,
+                k_norm: w.f32_tensor(&n("attn_k_norm"), &[hd])?,
+            };
+            let mut qm = |s: &str, shape: &[usize]| -> Result<Linear> {
+                Ok(Linear::new(Arc::new(w.qtensor(&n(s), shape)?))?)
+            };
+            let gate = qm("ffn_gate", &[ff, h])?;
+            let up = qm("ffn_up", &[ff, h])?;
+            let down = qm("ffn_down", &[h, ff])?;
+            layers.push(DecoderLayer {
+                kind: cfg.layer_kind(i),
+                attn_norm: w.f32_tensor(&n("attn_norm"), &[h])?,
+                attn,
+                post_attn_norm: w.f32_tensor(&n("post_attention_norm"), &[h])?,
+                ffn_norm: w.f32_tensor(&n("ffn_norm"), &[h])?,
+                gate,
+                up,
+                down,
+                post_ffn_norm: w.f32_tensor(&n("post_ffw_norm"), &[h])?,
+            });
+        }
+        // Weights repacked at load (`packed.rs`) freed their loaded copies; those under the
+        // allocator's mmap threshold sit between live buffers on the heap, resident until
+        // something reuses them (~25 MB for 4B Q4_K_M). Hand their pages back now, so the memory
+        // figures show what the model holds, not the load's history.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        if device.is_cpu() {
+            // SAFETY: malloc_trim only releases free pages; it touches no live allocation.
+            unsafe { libc::malloc_trim(0) };
+        }
+        let repacked = w
+            .repacked()
+            .iter()
+            .map(|(n, a, b)| (n.clone(), format!("{a:?}"), format!("{b:?}")))
+            .collect();
+        Ok(Gemma3 {
+            weight_bytes: w.bytes(),
+            repacked,
+            cfg,
+            embed,
+            lm_head,
+            layers,
+            final_norm,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// A fresh sequence with room for `ctx` positions.
+    pub fn session(&self, ctx: usize, kv_dtype: DType) -> Result<Session> {
+        let c = &self.cfg;
+        Ok(Session {
+            cache: KvCache::new(c, ctx, kv_dtype, &self.device)?,
+            rope_local: RopeTable::new(c.rope_local_base, 1.0, c.head_dim, ctx, &self.device)?,
+            rope_global: RopeTable::new(
+                c.rope_global_base,
+                c.rope_global_scale,
+                c.head_dim,
+                ctx,
+                &self.device,
+            )?,
+        })
+    }
+
+    /// Runs `tokens` through the model in chunks of at most `chunk` positions and returns the
+    /// logits of the last position ([vocab], f32).
+    pub fn prefill(&self, tokens: &[u32], chunk: usize, s: &mut Session) -> Result<Vec<f32>> {
+        self.prefill_segments(&[Segment::Text(tokens)], chunk, s)
+    }
+
+    /// Runs a prompt of text and images through the model in chunks of at most `chunk`
+    /// positions (an image's soft tokens are never split across chunks: they attend to each
+    /// other both ways, so a run that does not fit the current chunk starts the next one, and
+    /// one longer than `chunk` is a chunk of its own). Returns the last position's logits.
+    pub fn prefill_segments(
+        &self,
+        segments: &[Segment],
+        chunk: usize,
+        s: &mut Session,
+    ) -> Result<Vec<f32>> {
+        let chunk = chunk.max(1);
+        let mut logits = None;
+        let mut ids: Vec<u32> = Vec::with_capacity(chunk);
+        let mut images: Vec<(usize, &Tensor)> = Vec::new();
+        for seg in segments {
+            match seg {
+                Segment::Text(tokens) => {
+                    let mut rest = *tokens;
+                    while !rest.is_empty() {
+                        if ids.len() >= chunk {
+                            logits = Some(self.forward_with_images(&ids, &images, s)?);
+                            ids.clear();
+                            images.clear();
+                        }
+                        let take = (chunk - ids.len()).min(rest.len());
+                        ids.extend_from_slice(&rest[..take]);
+                        rest = &rest[take..];
+                    }
+                }
+                Segment::Image(soft) => {
+                    let (len, width) = soft.dims2()?;
+                    if width != self.cfg.hidden_size || len == 0 {
+                        return Err(crate::Error::Candle(candle_core::Error::Msg(format!(
+                            "image soft tokens are [{len}, {width}]; the model needs rows of {}",
+                            self.cfg.hidden_size
+                        ))));
+                    }
+                    if !ids.is_empty() && ids.len() + len > chunk {
+                        logits = Some(self.forward_with_images(&ids, &images, s)?);
+                        ids.clear();
+                        images.clear();
+                    }
+                    images.push((ids.len(), soft));
+                    // The ids under an image are placeholders: their embeddings are replaced.
+                    ids.extend(std::iter::repeat_n(0, len));
+                }
+            }
+        }
+        if !ids.is_empty() {
+            logits = Some(self.forward_with_images(&ids, &images, s)?);
+        }
+        logits.ok_or_else(|| {
+            crate::Error::Candle(candle_core::Error::Msg(
+                "prefill needs at least one token".into(),
+            ))
+        })
+    }
+
+    /// Processes `tokens` at the session's next positions as one chunk; returns the last
+    /// position's logits ([vocab], f32). Only that position goes through the output projection.
+    pub fn forward(&self, tokens: &[u32], s: &mut Session) -> Result<Vec<f32>> {
+        self.forward_with_images(tokens, &[], s)
+    }
+
+    /// [`Self::forward`] where `images` (chunk offset, soft tokens [len, hidden]) replace the
+    /// embeddings of the positions they cover.
+    fn forward_with_images(
+        &self,
+        tokens: &[u32],
+        images: &[(usize, &Tensor)],
+        s: &mut Session,
+    ) -> Result<Vec<f32>> {
+        let n = tokens.len();
+        let pos = s.cache.len;
+        if pos + n > s.cache.ctx {
+            return Err(crate::Error::Candle(candle_core::Error::Msg(format!(
+                "context full: {pos} positions used, {n} more requested, room for {} (raise --ctx)",
+                s.cache.ctx
+            ))));
+        }
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = (self.embed.lookup(&ids)? * (self.cfg.hidden_size as f64).sqrt())?;
+        let mut spans = Vec::with_capacity(images.len());
+        for &(offset, soft) in images {
+            // Soft tokens enter as they are (not scaled like token embeddings).
+            let len = soft.dim(0)?;
+            x = x.slice_assign(
+                &[offset..offset + len, 0..self.cfg.hidden_size],
+                &soft.to_dtype(x.dtype())?,
+            )?;
+            spans.push((pos + offset, pos + offset + len));
+        }
+        for (layer, cache) in self.layers.iter().zip(&s.cache.layers) {
+            let rope = match layer.kind {
+                LayerKind::Sliding => &s.rope_local,
+                LayerKind::Global => &s.rope_global,
+            };
+            x = layer.forward(&x, pos, &spans, cache, rope, &self.cfg)?;
+        }
+        s.cache.len += n;
+        let last = x.narrow(0, n - 1, 1)?;
+        let last = rms_norm(&last, &self.final_norm, self.cfg.rms_norm_eps)?;
+        let logits = self.lm_head.forward(&last)?.squeeze(0)?;
+        Ok(logits.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+    }
+}
+
+impl DecoderLayer {
+    fn forward(
+        &self,
+        x: &Tensor,
+        pos: usize,
+        spans: &[(usize, usize)],
+        cache: &LayerCache,
+        rope: &RopeTable,
+        cfg: &Gemma3Config,
+    ) -> candle_core::Result<Tensor> {
+        let eps = cfg.rms_norm_eps;
+        let h = rms_norm(x, &self.attn_norm, eps)?;
+        let h = self.attn.forward(&h, pos, spans, cache, rope, cfg)?;
+        let x = (x + rms_norm(&h, &self.post_attn_norm, eps)?)?;
+        let h = rms_norm(&x, &self.ffn_norm, eps)?;
+        let h = ops::gelu_tanh_mul(&self.gate.forward(&h)?, &self.up.forward(&h)?)?;
+        let h = self.down.forward(&h)?;
+        x + rms_norm(&h, &self.post_ffn_norm, eps)?
+    }
+}
+
+impl Attention {
+    /// `x`: [n, hidden] at positions pos..pos+n; `spans`: its image runs (absolute positions).
+    fn forward(
+        &self,
+        x: &Tensor,
+        pos: usize,
+        spans: &[(usize, usize)],
+        cache: &LayerCache,
+        rope: &RopeTable,
+        cfg: &Gemma3Config,
+    ) -> candle_core::Result<Tensor> {
+        let (n, _) = x.dims2()?;
+        let (heads, kv_heads, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let eps = cfg.rms_norm_eps;
+        let q = self.q.forward(x)?.reshape((n, heads, hd))?;
+        let q = rms_norm(&q, &self.q_norm, eps)?
+            .transpose(0, 1)?
+            .contiguous()?;
+        let q = (rope.apply(&q, pos)? * cfg.query_pre_attn_scalar.powf(-0.5))?;
+        let k = self.k.forward(x)?.reshape((n, kv_heads, hd))?;
+        let k = rms_norm(&k, &self.k_norm, eps)?
+            .transpose(0, 1)?
+            .contiguous()?;
+        let k = rope.apply(&k, pos)?;
+        let v = self
+            .v
+            .forward(x)?
+            .reshape((n, kv_heads, hd))?
+            .transpose(0, 1)?
+            .contiguous()?;
+
+        let dims = attention_cpu::Dims {
+            heads,
+            kv_heads,
+            head_dim: hd,
+            pos,
+            n,
+            window: (cache.kind == LayerKind::Sliding).then_some(cfg.sliding_window),
+            spans,
+        };
+        let out = if attention_cpu::supported(cache) {
+            let out = attention_cpu::attend(&q, &k, &v, cache, &dims)?;
+            cache.write(&k, &v, pos)?;
+            out
+        } else {
+            attention::attend_and_write(&q, &k, &v, cache, &dims)?
+        };
+        self.o.forward(&out)
+    }
+}

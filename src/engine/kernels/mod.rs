@@ -1,0 +1,7 @@
+//! Weight products and fused operations.
+
+pub mod kquant;
+pub mod linear;
+pub mod ops;
+pub mod packed;
+pub mod qmatmul;

@@ -1,0 +1,13 @@
+//! The Gemma 3 engine on candle, and what it reads. It knows nothing of the harness.
+
+pub mod attention;
+pub mod config;
+pub mod decoder;
+pub mod kernels;
+pub mod kv_cache;
+pub mod load;
+pub mod plan;
+pub mod presets;
+pub mod rope;
+pub mod tokenizer;
+pub mod vision;
