@@ -9,8 +9,8 @@ use candle_core::{DType, Device};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gemma_fit::engine::config::Gemma3Config;
 use gemma_fit::engine::decoder::Gemma3;
-use gemma_fit::engine::load::synthetic::{parse_format, SyntheticWeights};
-use gemma_fit::measure::pass::LoadedModel;
+use gemma_fit::engine::load::synthetic::SyntheticWeights;
+use gemma_fit::engine::load::LoadedModel;
 
 const DEPTH: usize = 512;
 const CHUNK: usize = 64;
@@ -34,7 +34,9 @@ fn tiny() -> Gemma3 {
         max_position_embeddings: 4096,
     };
     let mut w = SyntheticWeights::new(
-        parse_format("q8_0").unwrap(),
+        "q8_0"
+            .parse::<gemma_fit::engine::load::format::Format>()
+            .unwrap(),
         cfg.num_layers,
         7,
         &Device::Cpu,
@@ -75,7 +77,7 @@ fn bench(c: &mut Criterion) {
     gemma_fit::report::charts::register_font();
     let path = gemma_fit::engine::load::fetch::default_model_path(true).expect("default model");
     let real = LoadedModel::load(&path, &Device::Cpu).expect("load the default model");
-    let prompt = real.prompt(DEPTH + 1);
+    let prompt = gemma_fit::measure::pass::prompt(&real, DEPTH + 1);
     bench_model(c, "270m-q4_k_m", &real.model, &prompt);
 
     let tiny = tiny();

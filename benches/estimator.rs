@@ -1,8 +1,8 @@
 //! The estimator: one prediction, and the default `fit` table (5 sizes × 3 formats × 4 contexts
 //! with each row's largest fitting context by bisection), which must stay well under 100 ms.
 
-use candle_core::DType;
 use criterion::{criterion_group, criterion_main, Criterion};
+use gemma_fit::engine::kv_cache::KvDtype;
 use gemma_fit::estimate::fit::{table, Capacity, Request};
 use gemma_fit::estimate::{predict, Query, Target};
 
@@ -11,8 +11,8 @@ fn bench(c: &mut Criterion) {
     gemma_fit::report::charts::register_font();
     let q = Query {
         size: "27b".into(),
-        quant: "q4_k_m".into(),
-        kv_dtype: DType::BF16,
+        quant: "q4_k_m".parse().unwrap(),
+        kv_dtype: KvDtype::Bf16,
         ctx: 131_072,
         rows: 512,
         image: true,
@@ -27,8 +27,10 @@ fn bench(c: &mut Criterion) {
         models: ["270m", "1b", "4b", "12b", "27b"]
             .map(String::from)
             .to_vec(),
-        quants: ["bf16", "q8_0", "q4_k_m"].map(String::from).to_vec(),
-        kv_dtypes: vec!["bf16".into()],
+        quants: ["bf16", "q8_0", "q4_k_m"]
+            .map(|q| q.parse().unwrap())
+            .to_vec(),
+        kv_dtypes: vec![KvDtype::Bf16],
         ctxs: vec![4096, 8192, 32_768, 131_072],
         rows: 512,
         image: false,

@@ -1,6 +1,18 @@
-//! Command-line definitions (clap derive). Only commands that work are listed here.
+//! Command-line definitions (clap derive). Only commands that work are listed here. Values are
+//! parsed into their types here, once (devices, KV dtypes, weight formats, sizes, contexts), so
+//! a bad value is a usage error naming the option (exit status 2) before anything runs.
+
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::engine::device::DeviceSpec;
+use crate::engine::kv_cache::KvDtype;
+use crate::engine::load::format::Format;
+use crate::estimate::Target;
+use crate::output::Format as OutputFormat;
+use crate::result::case::{FillKv, ImageSpec};
+use crate::units::{parse_bytes, parse_ctx};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,14 +62,16 @@ pub enum Command {
     /// (schema v1, docs/result-schema.md).
     Run(RunArgs),
     /// Run a suite: every case of its matrix in a child process, results appended to
-    /// reports/<machine>/results.jsonl as each case ends.
+    /// results/<machine>/results.jsonl as each case ends.
     ///
     /// A suite (TOML, suites/README.md) lists axes — models, formats, KV dtypes, contexts,
     /// prompt and generated tokens, prefill chunks, images — whose product, minus excludes, is
     /// the matrix; plus repeats, warm-up, a per-case timeout, the device and a memory limit. Each
-    /// case runs as `gemma-fit run` in its own process, so an out-of-memory, a crash or a hang
-    /// costs that case only (recorded as oom / error / timeout) and its peak memory is its own.
-    /// Ctrl-C kills the running case and keeps every finished one; --resume skips recorded cases.
+    /// case runs in its own process, so an out-of-memory, a crash or a hang costs that case only
+    /// (recorded as oom / error / timeout) and its peak memory is its own. Ctrl-C kills the
+    /// running case and keeps every finished one; --resume skips recorded cases. Results go to
+    /// results/<machine>/ under the current folder (git-ignored in a checkout), where the report
+    /// of the whole results file is rendered at the end.
     Bench(BenchArgs),
     /// Measure the fit frontier: for each model × format × KV dtype, the largest context that
     /// runs on this device or under --memory-limit, found by bisection.
@@ -113,14 +127,27 @@ pub enum Command {
     /// Exit status: 0 no regression, 1 a regression, 2 bad input. `--format md` is a summary fit
     /// for a pull-request comment.
     Compare(CompareArgs),
+    /// Measure one case given as JSON (what `bench` and `frontier` run in each child process).
+    #[command(hide = true)]
+    Case(CaseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CaseArgs {
+    /// The case (a `CaseSpec` as JSON); '-' reads it from standard input.
+    #[arg(long, value_name = "FILE")]
+    pub spec: PathBuf,
+    /// Where the result record goes (written atomically, failed cases too).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     /// The base results (JSON lines from `bench`, or a `run --out` record).
-    pub base: std::path::PathBuf,
+    pub base: PathBuf,
     /// The new results.
-    pub new: std::path::PathBuf,
+    pub new: PathBuf,
     /// Metrics to judge (comma-separated; default all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub metric: Vec<crate::gate::Metric>,
@@ -132,21 +159,21 @@ pub struct CompareArgs {
     pub threshold_memory: f64,
     /// Output: table, md (a pull-request comment) or json.
     #[arg(long, value_enum, default_value = "table")]
-    pub format: crate::estimate::fit::Format,
+    pub format: OutputFormat,
 }
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Result files: JSON lines from `bench`, or records from `run --out`.
     #[arg(required = true)]
-    pub results: Vec<std::path::PathBuf>,
+    pub results: Vec<PathBuf>,
     /// Output folder (default: the first results file's folder).
     #[arg(long, value_name = "DIR")]
-    pub out: Option<std::path::PathBuf>,
+    pub out: Option<PathBuf>,
     /// Measured bandwidth (`gemma-fit bandwidth --json` output) to set decode speeds against;
     /// default: a bandwidth.json beside the results files, if there is one.
     #[arg(long, value_name = "FILE")]
-    pub bandwidth: Vec<std::path::PathBuf>,
+    pub bandwidth: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -157,28 +184,28 @@ pub struct FitArgs {
     pub gpu: Option<String>,
     /// Any memory size instead of a catalog GPU, e.g. 24GiB or 16GB (no speed bound unless
     /// --bandwidth). Without --gpu and --memory: this machine's RAM, for CPU runs.
-    #[arg(long, value_parser = crate::suite::parse_bytes)]
+    #[arg(long, value_parser = parse_bytes)]
     pub memory: Option<u64>,
     /// Memory bandwidth in GB/s for --memory (gives the decode-speed bound).
     #[arg(long, requires = "memory")]
     pub bandwidth: Option<f64>,
     /// What the memory belongs to: cuda (default with --gpu and --memory) or cpu (default for
     /// this machine's RAM). The engine holds weights differently on each.
-    #[arg(long, value_parser = crate::estimate::Target::parse)]
-    pub device: Option<crate::estimate::Target>,
+    #[arg(long)]
+    pub device: Option<Target>,
     /// Models: sizes 270m, 1b, 4b, 12b, 27b (also synthetic:SIZE), or 'default' (the 270M Q4_K_M
     /// GGUF with its tokenizer). Comma-separated or repeated.
     #[arg(long, short, value_delimiter = ',', default_values_t = ["270m", "1b", "4b", "12b", "27b"].map(String::from))]
     pub model: Vec<String>,
     /// Weight formats (synthetic names: f32, f16, bf16, q8_0, q6_k, q5_k, q4_k, q5_1, q5_0, q4_1,
     /// q4_0, q4_k_m, qat_q4_0).
-    #[arg(long, value_delimiter = ',', default_values_t = ["bf16", "q8_0", "q4_k_m"].map(String::from))]
-    pub quant: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_values = ["bf16", "q8_0", "q4_k_m"])]
+    pub quant: Vec<Format>,
     /// KV-cache dtypes: bf16 (GPU deployments' usual choice), f16, f32 (`run`'s default).
-    #[arg(long, value_delimiter = ',', default_values_t = ["bf16".to_string()])]
-    pub kv_dtype: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_values = ["bf16"])]
+    pub kv_dtype: Vec<KvDtype>,
     /// Context lengths (columns): 4096 or 4K (K = 1024).
-    #[arg(long, value_delimiter = ',', value_parser = crate::estimate::fit::parse_ctx, default_values_t = [4096usize, 8192, 32768, 131072])]
+    #[arg(long, value_delimiter = ',', value_parser = parse_ctx, default_values = ["4K", "8K", "32K", "128K"])]
     pub ctx: Vec<usize>,
     /// Prompt positions per forward pass (the prefill chunk): sets the activation peak.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
@@ -193,22 +220,22 @@ pub struct FitArgs {
     /// Output: table (terminal), md, csv or json (an array of cells with model, quant, kv_dtype,
     /// ctx, predicted_bytes, verdict, breakdown, ...; n/a contexts are left out).
     #[arg(long, value_enum, default_value = "table")]
-    pub format: crate::estimate::fit::Format,
+    pub format: OutputFormat,
     /// Extra GPU catalog files (TOML, as src/estimate/gpus.toml); entries replace built-in ones
     /// of the same name.
     #[arg(long, value_name = "FILE")]
-    pub catalog: Vec<std::path::PathBuf>,
+    pub catalog: Vec<PathBuf>,
     /// Compare measured results (JSON lines from `bench`, or `run --out` records) with their
     /// predictions instead of tabulating: peak memory and its non-weight part, with the error.
     #[arg(long, value_name = "FILE", num_args = 1..)]
-    pub results: Vec<std::path::PathBuf>,
+    pub results: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct GpusArgs {
     /// Extra catalog files (TOML); entries replace built-in ones of the same name.
     #[arg(long, value_name = "FILE")]
-    pub catalog: Vec<std::path::PathBuf>,
+    pub catalog: Vec<PathBuf>,
     /// Print the catalog as JSON.
     #[arg(long)]
     pub json: bool,
@@ -218,9 +245,9 @@ pub struct GpusArgs {
 pub struct BandwidthArgs {
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: DeviceSpec,
     /// Buffer size (e.g. 1GiB); far larger than the last-level cache.
-    #[arg(long, default_value = "1GiB", value_parser = crate::suite::parse_bytes)]
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     pub size: u64,
     /// Threads reading on the CPU (default: all cores).
     #[arg(long)]
@@ -240,14 +267,14 @@ pub struct FrontierArgs {
     pub model: Vec<String>,
     /// Formats for synthetic models and safetensors folders (repeat for several).
     #[arg(long)]
-    pub quant: Vec<String>,
-    /// KV-cache dtypes (repeat for several).
+    pub quant: Vec<Format>,
+    /// KV-cache dtypes: f32, f16, bf16 (repeat for several).
     #[arg(long, default_value = "f32")]
-    pub kv_dtype: Vec<String>,
+    pub kv_dtype: Vec<KvDtype>,
     /// A smaller card's memory, e.g. 512MiB or 24GiB. On the CPU a cap on resident memory; on a
     /// GPU a ballast fills the card down to SIZE of total memory before the model loads (use a
     /// card's driver-reported total from `gemma-fit gpus`, e.g. 24564MiB for an RTX 4090).
-    #[arg(long, value_name = "SIZE", value_parser = crate::suite::parse_bytes)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     pub memory_limit: Option<u64>,
     /// Smallest context to try.
     #[arg(long, default_value_t = 256)]
@@ -267,11 +294,12 @@ pub struct FrontierArgs {
     /// Seconds a probe may take.
     #[arg(long, default_value_t = 600.0)]
     pub timeout: f64,
+    /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Results file for the probes (default reports/<machine>/results.jsonl).
+    pub device: DeviceSpec,
+    /// Results file for the probes (default results/<machine>/results.jsonl).
     #[arg(long, value_name = "FILE")]
-    pub out: Option<std::path::PathBuf>,
+    pub out: Option<PathBuf>,
     /// CPU threads per probe.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -285,9 +313,9 @@ pub struct BenchArgs {
     /// The suite: a path, or a name in suites/ (quick, ci, fit-matrix, full).
     #[arg(default_value = "quick")]
     pub suite: String,
-    /// Results file (JSON lines) instead of reports/<machine>/results.jsonl.
+    /// Results file (JSON lines) instead of results/<machine>/results.jsonl.
     #[arg(long, value_name = "FILE")]
-    pub out: Option<std::path::PathBuf>,
+    pub out: Option<PathBuf>,
     /// Skip the cases the results file already holds (matched by case key).
     #[arg(long)]
     pub resume: bool,
@@ -298,7 +326,7 @@ pub struct BenchArgs {
     /// A smaller card's memory (e.g. 512MiB, 24GiB). On the CPU each case is stopped and recorded
     /// as oom when its RSS passes it; on a GPU a ballast fills the card down to SIZE of total
     /// memory before the model loads, and its bytes are taken out of the GPU figures.
-    #[arg(long, value_name = "SIZE", value_parser = crate::suite::parse_bytes)]
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     pub memory_limit: Option<u64>,
     /// CPU threads per case (default: all cores).
     #[arg(long)]
@@ -350,7 +378,7 @@ pub struct EngineArgs {
     /// bf16, q8_0, q6_k, q5_k, q4_k, q5_1, q5_0, q4_1, q4_0, q4_k_m, qat_q4_0. (A GGUF file runs
     /// in its own formats.)
     #[arg(long)]
-    pub quant: Option<String>,
+    pub quant: Option<Format>,
     /// Seed of the synthetic weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -359,13 +387,13 @@ pub struct EngineArgs {
     pub prefill_chunk: u64,
     /// KV-cache element type: f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
-    pub kv_dtype: String,
+    pub kv_dtype: KvDtype,
     /// CPU threads for the engine's kernels (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Where to run: cpu, or cuda:N (builds with the `cuda` feature only).
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: DeviceSpec,
 }
 
 #[derive(Debug, Args)]
@@ -381,7 +409,7 @@ pub struct GenerateArgs {
     pub prompt: Option<String>,
     /// Read the prompt from a file.
     #[arg(long)]
-    pub prompt_file: Option<std::path::PathBuf>,
+    pub prompt_file: Option<PathBuf>,
     /// Most tokens to generate (stops earlier at an end-of-sequence token).
     #[arg(long, default_value_t = 32)]
     pub max_tokens: usize,
@@ -409,7 +437,7 @@ pub struct RunArgs {
     /// <end_of_image>, which attend to each other both ways. Encode time counts in time to
     /// first token and is also reported on its own.
     #[arg(long, value_name = "FILE|synthetic")]
-    pub image: Option<std::path::PathBuf>,
+    pub image: Option<ImageSpec>,
     /// Measured passes (encode, prefill, decode on a fresh KV cache) over the one loaded model;
     /// figures are reported as median ± stddev (min … max), with a warning when the spread is
     /// more than 10% of the median.
@@ -426,13 +454,13 @@ pub struct RunArgs {
     pub json: bool,
     /// Also write the result record to FILE (replaced atomically; written for failed cases too).
     #[arg(long, value_name = "FILE")]
-    pub out: Option<std::path::PathBuf>,
+    pub out: Option<PathBuf>,
     /// How the context before the prompt is reached: 'none' (the prompt starts at position 0)
     /// or 'synthetic' (the KV cache is filled with random keys/values up to
     /// ctx - prompt - image - gen positions, then the prompt is prefilled and tokens decoded at
     /// that depth: memory and per-token speed at 128K in seconds, not hours of prefill).
-    #[arg(long, default_value = "none", value_parser = ["none", "synthetic"])]
-    pub fill_kv: String,
+    #[arg(long, default_value = "none")]
+    pub fill_kv: FillKv,
     /// Recorded in the case key: the memory limit the suite runner enforces on this case (set by
     /// `bench`, not needed by hand). On a GPU the case itself fills the card down to it.
     #[arg(long, hide = true)]

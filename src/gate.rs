@@ -10,12 +10,14 @@
 
 use std::collections::BTreeMap;
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::result::{CaseResult, Stat};
+use crate::output::table::Table;
+use crate::output::Format;
+use crate::result::CaseResult;
+use crate::stats::bootstrap_ratio_interval;
+use crate::units::MIB;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -134,47 +136,6 @@ impl Report {
     }
 }
 
-fn samples(s: &Stat) -> Vec<f64> {
-    if s.samples.is_empty() {
-        vec![s.median; s.n.min(1)]
-    } else {
-        s.samples.clone()
-    }
-}
-
-/// The median (the mean of the middle two for an even count); sorts `v`.
-pub(crate) fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Bootstrap 95% interval of median(new) / median(base) - 1.
-fn bootstrap(base: &[f64], new: &[f64], resamples: usize, seed: u64) -> (f64, f64) {
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let mut ratios = Vec::with_capacity(resamples);
-    let (mut b, mut n) = (vec![0.0; base.len()], vec![0.0; new.len()]);
-    for _ in 0..resamples {
-        for x in b.iter_mut() {
-            *x = base[rng.random_range(0..base.len())];
-        }
-        for x in n.iter_mut() {
-            *x = new[rng.random_range(0..new.len())];
-        }
-        let mb = median(&mut b);
-        if mb > 0.0 {
-            ratios.push(median(&mut n) / mb - 1.0);
-        }
-    }
-    ratios.sort_by(f64::total_cmp);
-    let at = |p: f64| ratios[((p * ratios.len() as f64) as usize).min(ratios.len() - 1)];
-    (at(0.025), at(0.975))
-}
-
 /// The verdict on a change interval [lo, hi] of a figure where `higher_is_better` or not.
 fn judge(lo: f64, hi: f64, threshold: f64, higher_is_better: bool) -> Verdict {
     // In "better" terms: positive is an improvement.
@@ -207,7 +168,7 @@ fn seed_of(id: &str) -> u64 {
 
 pub fn compare(base: &[CaseResult], new: &[CaseResult], opt: &Options) -> Report {
     let index = |rs: &[CaseResult]| -> BTreeMap<String, CaseResult> {
-        crate::result::newest_per_key(rs.to_vec())
+        crate::result::store::newest_per_key(rs.to_vec())
             .into_iter()
             .map(|r| (r.key.id(), r))
             .collect()
@@ -225,7 +186,10 @@ pub fn compare(base: &[CaseResult], new: &[CaseResult], opt: &Options) -> Report
             _ => {
                 let what = match (rb.outcome.is_ok(), rn.outcome.is_ok()) {
                     (true, false) => {
-                        format!("regressed: finished in the base, {:?} now", rn.outcome)
+                        format!(
+                            "regressed: finished in the base, {} now",
+                            crate::output::outcome::line(&rn.outcome)
+                        )
                     }
                     (false, true) => "improved: failed in the base, finishes now".to_string(),
                     _ => "failed on both sides".to_string(),
@@ -244,8 +208,8 @@ pub fn compare(base: &[CaseResult], new: &[CaseResult], opt: &Options) -> Report
                     Finding {
                         case: id.clone(),
                         metric,
-                        base: x / (1u64 << 20) as f64,
-                        new: y / (1u64 << 20) as f64,
+                        base: x / MIB as f64,
+                        new: y / MIB as f64,
                         change,
                         ci: None,
                         verdict: judge(change, change, opt.threshold_memory, false),
@@ -258,7 +222,7 @@ pub fn compare(base: &[CaseResult], new: &[CaseResult], opt: &Options) -> Report
                         Metric::PrefillTokPerS => (&mb.prefill_tok_per_s, &mn.prefill_tok_per_s),
                         _ => (&mb.ttft_ms, &mn.ttft_ms),
                     };
-                    let (xs, ys) = (samples(sb), samples(sn));
+                    let (xs, ys) = (sb.values(), sn.values());
                     if xs.is_empty() || ys.is_empty() || sb.median <= 0.0 {
                         continue;
                     }
@@ -270,7 +234,8 @@ pub fn compare(base: &[CaseResult], new: &[CaseResult], opt: &Options) -> Report
                         );
                         (None, Verdict::TooNoisy, Some(why))
                     } else {
-                        let (lo, hi) = bootstrap(&xs, &ys, opt.resamples, seed_of(id));
+                        let (lo, hi) =
+                            bootstrap_ratio_interval(&xs, &ys, opt.resamples, seed_of(id));
                         let better_up = metric.higher_is_better();
                         let v = judge(lo, hi, opt.threshold_throughput, better_up);
                         (Some((lo, hi)), v, None)
@@ -312,11 +277,11 @@ pub fn compare_files(
     new: &std::path::Path,
     opt: &Options,
 ) -> Result<Report> {
-    let (b, _) = crate::result::read_records(base)?;
-    let (n, _) = crate::result::read_records(new)?;
+    let (b, _) = crate::result::store::read_records(base)?;
+    let (n, _) = crate::result::store::read_records(new)?;
     let report = compare(&b, &n, opt);
     if report.findings.is_empty() && report.outcome_changes.is_empty() {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::BadInput(format!(
             "{} and {} have no case in common (keys differ: model, format, context, prompt, threads, device...)",
             base.display(),
             new.display()
@@ -334,15 +299,12 @@ fn verdict_text(v: Verdict) -> &'static str {
     }
 }
 
-pub fn render(r: &Report, format: crate::estimate::fit::Format) -> Result<String> {
-    use crate::estimate::fit::Format;
+pub fn render(r: &Report, format: Format) -> Result<String> {
     if format == Format::Json {
         return Ok(serde_json::to_string_pretty(r)? + "\n");
     }
     if format == Format::Csv {
-        return Err(Error::Unsupported(
-            "compare prints table, md or json".into(),
-        ));
+        return Err(Error::BadInput("compare prints table, md or json".into()));
     }
     let md = format == Format::Md;
     let mut out = String::new();
@@ -367,8 +329,7 @@ pub fn render(r: &Report, format: crate::estimate::fit::Format) -> Result<String
     } else {
         format!("{summary}\n")
     });
-    let mut t = crate::estimate::fit::new_table(format);
-    t.set_header([
+    let mut t = Table::new([
         "case",
         "metric",
         "base",
@@ -378,13 +339,8 @@ pub fn render(r: &Report, format: crate::estimate::fit::Format) -> Result<String
         "verdict",
     ]);
     for f in &r.findings {
-        t.add_row([
-            // Case keys hold '|', which would split a markdown cell.
-            if md {
-                f.case.replace('|', "\\|")
-            } else {
-                f.case.clone()
-            },
+        t.row([
+            f.case.clone(),
             f.metric.name().to_string(),
             format!("{:.2}", f.base),
             format!("{:.2}", f.new),
@@ -398,7 +354,7 @@ pub fn render(r: &Report, format: crate::estimate::fit::Format) -> Result<String
             },
         ]);
     }
-    out.push_str(&t.to_string());
+    out.push_str(&t.render(format)?);
     out.push('\n');
     let list = |title: &str, items: &[String]| -> String {
         if items.is_empty() {
@@ -442,15 +398,5 @@ mod tests {
         assert_eq!(parse_share("5%"), Ok(0.05));
         assert_eq!(parse_share("0.01"), Ok(0.01));
         assert!(parse_share("150%").is_err() && parse_share("x").is_err());
-    }
-
-    #[test]
-    fn the_bootstrap_interval_covers_the_ratio() {
-        let base = [100.0, 101.0, 99.0, 100.5, 99.5];
-        let new: Vec<f64> = base.iter().map(|x| x * 0.8).collect();
-        let (lo, hi) = bootstrap(&base, &new, 2000, 1);
-        assert!(lo <= -0.19 && (-0.21..-0.15).contains(&hi), "{lo} {hi}");
-        let (lo, hi) = bootstrap(&base, &base, 2000, 1);
-        assert!(lo <= 0.0 && hi >= 0.0 && hi - lo < 0.05, "{lo} {hi}");
     }
 }

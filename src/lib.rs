@@ -8,9 +8,12 @@ pub mod error;
 pub mod estimate;
 pub mod gate;
 pub mod measure;
+pub mod output;
 pub mod probe;
 pub mod report;
 pub mod result;
+pub mod stats;
 pub mod suite;
+pub mod units;
 
 pub use error::{Error, Result};

@@ -17,8 +17,24 @@ fn tune_allocator() {
     }
 }
 
+/// A closed pipe (`gemma-fit models | head -3`) ends the program quietly, as it ends other
+/// command-line tools, instead of a panic in the next `println!`. (Rust ignores SIGPIPE.)
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Prints the error on one line, as `error: …`.
+fn fail(e: &anyhow::Error, code: i32) -> ! {
+    eprintln!("error: {}", gemma_fit::error::one_line(&format!("{e:#}")));
+    std::process::exit(code);
+}
+
 fn main() {
     tune_allocator();
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     // candle sizes its thread pools from RAYON_NUM_THREADS when they are first used.
     let threads = match &cli.command {
@@ -30,28 +46,26 @@ fn main() {
         std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
     }
     let result = match &cli.command {
-        Command::Fetch(a) => commands::fetch(a),
-        Command::Info(a) => commands::info(a),
-        Command::Tokenize(a) => commands::tokenize(a),
-        Command::Models(a) => commands::models(a),
-        Command::Generate(a) => commands::generate(a),
-        Command::Run(a) => commands::run(a),
-        Command::Bench(a) => commands::bench(a),
-        Command::Frontier(a) => commands::frontier(a),
-        Command::Fit(a) => commands::fit(a),
-        Command::Gpus(a) => commands::gpus(a),
-        Command::Bandwidth(a) => commands::bandwidth(a),
-        Command::Report(a) => commands::report(a),
-        Command::Compare(a) => match commands::compare(a) {
+        Command::Fetch(a) => commands::fetch::run(a),
+        Command::Info(a) => commands::info::run(a),
+        Command::Tokenize(a) => commands::tokenize::run(a),
+        Command::Models(a) => commands::models::run(a),
+        Command::Generate(a) => commands::generate::run(a),
+        Command::Run(a) => commands::run::run(a),
+        Command::Case(a) => commands::case::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+        Command::Frontier(a) => commands::frontier::run(a),
+        Command::Fit(a) => commands::fit::run(a),
+        Command::Gpus(a) => commands::gpus::run(a),
+        Command::Bandwidth(a) => commands::bandwidth::run(a),
+        Command::Report(a) => commands::report::run(a),
+        // The gate: 0 no regression, 1 a regression, 2 bad input.
+        Command::Compare(a) => match commands::compare::run(a) {
             Ok(regressed) => std::process::exit(i32::from(regressed)),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                std::process::exit(2);
-            }
+            Err(e) => fail(&e, 2),
         },
     };
     if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+        fail(&e, 1);
     }
 }

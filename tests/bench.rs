@@ -1,5 +1,9 @@
 //! The suite runner: every fate a case can meet is recorded and the run goes on; a runner
-//! killed mid-run resumes without duplicates or losses; malformed suites are named.
+//! killed mid-run resumes without duplicates or losses; malformed suites are named; every field
+//! of a case reaches the child that runs it; records written before keep their keys; a run
+//! never touches the files git tracks.
+
+mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -169,4 +173,157 @@ fn malformed_suites_and_shards_are_refused_clearly() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("none.toml"));
+}
+
+/// Every field of a case, each away from its default, reaches the child process and shows in
+/// its record (a suite's fill_kv once did not).
+#[test]
+fn every_case_field_reaches_the_child_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny-mm");
+    std::fs::create_dir(&model).unwrap();
+    common::tiny::write_hf_multimodal(&model);
+    let suite = dir.path().join("all.toml");
+    std::fs::write(
+        &suite,
+        format!(
+            r#"
+name = "all"
+repeats = 2
+warmup = 1
+memory_limit = "4GiB"
+[axes]
+models = ["{}"]
+quants = ["q8_0"]
+kv_dtypes = ["bf16"]
+contexts = [300]
+prompt_tokens = [16]
+gen_tokens = [3]
+prefill_chunks = [8]
+images = [true]
+fill_kv = ["synthetic"]
+"#,
+            model.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("r.jsonl");
+    gemma_fit()
+        .args(["bench", suite.to_str().unwrap(), "--threads", "1", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let recs = records(&out);
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.outcome);
+    let v = serde_json::to_value(r).unwrap();
+    let (k, p, m) = (&v["key"], &v["params"], &v["metrics"]);
+    assert_eq!(p["model"], model.to_str().unwrap());
+    assert_eq!(k["quant"], "q8_0");
+    assert_eq!(k["kv_dtype"], "bf16");
+    assert_eq!(
+        (k["ctx"].as_u64(), k["prompt_tokens"].as_u64()),
+        (Some(300), Some(16))
+    );
+    assert_eq!(
+        (k["gen_tokens"].as_u64(), k["prefill_chunk"].as_u64()),
+        (Some(3), Some(8))
+    );
+    assert_eq!(
+        (k["threads"].as_u64(), p["threads"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        (k["device_kind"].as_str(), p["device"].as_str()),
+        (Some("cpu"), Some("cpu"))
+    );
+    assert_eq!(k["image"], "synthetic");
+    assert!(
+        m["image_encode_ms"]["n"] == 2,
+        "the image was encoded in each repeat: {m}"
+    );
+    assert_eq!(k["memory_limit_bytes"], 4u64 << 30);
+    assert_eq!(k["fill_kv"], "synthetic");
+    // 16 text + 18 image positions (the tiny tower's 16 soft tokens and two markers), 3 decoded.
+    assert_eq!(m["fill_depth"], 300 - 16 - 18 - 3, "{m}");
+    assert_eq!(
+        (p["repeats"].as_u64(), p["warmup"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(m["ttft_ms"]["n"], 2);
+    assert_eq!(m["decode_steps"]["samples_ms"].as_array().unwrap().len(), 6);
+}
+
+/// Records written before this version keep their keys: `--resume` over the committed quick
+/// suite's results finds every case recorded and runs none.
+#[test]
+fn resume_skips_the_committed_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results.jsonl");
+    let committed = Path::new(env!("CARGO_MANIFEST_DIR")).join("reports/amd-epyc/results.jsonl");
+    std::fs::copy(&committed, &out).unwrap();
+    let before = std::fs::read(&out).unwrap();
+    gemma_fit()
+        .args(["bench", "quick", "--resume", "--threads", "2", "--out"])
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "0 ok, 0 oom, 0 timeout, 0 error, 5 already recorded",
+        ));
+    assert_eq!(std::fs::read(&out).unwrap(), before, "nothing was appended");
+}
+
+/// A user's run from a checkout writes only what git ignores: `bench` with its default output
+/// in a fresh clone leaves `git status` as it was.
+#[test]
+fn a_run_in_a_checkout_leaves_tracked_files_alone() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let git = |dir: &Path, args: &[&str]| -> String {
+        let out = std::process::Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("git runs");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let clone = dir.path().join("clone");
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "--quiet",
+            "--no-hardlinks",
+            repo.to_str().unwrap(),
+            "clone",
+        ],
+    );
+    // The working tree's .gitignore, so an uncommitted change to it is what is tested.
+    std::fs::copy(repo.join(".gitignore"), clone.join(".gitignore")).unwrap();
+    let status = || git(&clone, &["status", "--porcelain", "--untracked-files=all"]);
+    let before = status();
+    let suite = dir.path().join("one.toml");
+    std::fs::write(
+        &suite,
+        "name = 'one'\n[axes]\nmodels = ['synthetic:270m']\nquants = ['q8_0']\ncontexts = [64]\nprompt_tokens = [8]\ngen_tokens = [1]\n",
+    )
+    .unwrap();
+    gemma_fit()
+        .current_dir(&clone)
+        .args(["bench", suite.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("results in results/"));
+    assert!(
+        clone.join("results").is_dir(),
+        "the default output is results/<machine>/"
+    );
+    assert_eq!(status(), before, "the run changed what git tracks or sees");
 }

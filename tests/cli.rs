@@ -330,8 +330,8 @@ fn a_failed_case_is_recorded() {
         .contains("GiB available"));
     assert!(v["metrics"].is_null());
     assert_eq!(v["key"]["size"], "27b");
-    for (device, message) in [("cuda:0", "--features cuda"), ("tpu", "cpu or cuda:N")] {
-        let args = [
+    let on = |device| {
+        [
             "run",
             "--model",
             "synthetic:270m",
@@ -339,9 +339,108 @@ fn a_failed_case_is_recorded() {
             "q8_0",
             "--device",
             device,
-        ];
-        assert_fails_with(&args, message);
-    }
+        ]
+    };
+    #[cfg(not(feature = "cuda"))]
+    assert_fails_with(&on("cuda:0"), "--features cuda");
+    // A device that does not exist is a usage error: refused before anything runs.
+    assert_usage_error(&on("tpu"), "cpu or cuda:N");
+}
+
+fn assert_usage_error(args: &[&str], message: &str) {
+    gemma_fit()
+        .args(args)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(message).and(predicate::str::contains("panicked").not()));
+}
+
+/// Typed options: a value that cannot work names the option and the choices, before any work.
+#[test]
+fn bad_values_are_usage_errors_that_name_the_choices() {
+    let run = ["run", "--model", "synthetic:270m", "--quant", "q8_0"];
+    let with = |extra: &[&'static str]| [&run[..], extra].concat();
+    assert_usage_error(&with(&["--kv-dtype", "q8_0"]), "choose f32, f16 or bf16");
+    assert_usage_error(
+        &["run", "-m", "synthetic:270m", "--quant", "q3_x"],
+        "unknown weight format 'q3_x'",
+    );
+    assert_usage_error(&with(&["--fill-kv", "half"]), "choose none or synthetic");
+    assert_usage_error(&["fit", "--memory", "lots"], "'lots' is not a size");
+    assert_usage_error(&["fit", "--ctx", "4M"], "not a context length");
+    assert_usage_error(&["bandwidth", "--device", "tpu"], "unknown device 'tpu'");
+}
+
+/// Errors are one line: no Debug structs, no doubled words, no backtrace even when
+/// RUST_BACKTRACE asks candle for one.
+#[test]
+fn errors_are_one_clean_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("partial.gguf");
+    common::write_gguf(
+        &p,
+        "gemma3",
+        &common::tiny_gemma3_metadata(),
+        &[("token_embd.weight", (264, 48))],
+    );
+    let out = gemma_fit()
+        .env("RUST_BACKTRACE", "1")
+        .args([
+            "run",
+            "--model",
+            p.to_str().unwrap(),
+            "--prompt-tokens",
+            "2",
+            "--gen",
+            "1",
+        ])
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        !stderr.contains("backtrace") && !stderr.contains("unsupported: unsupported"),
+        "{stderr}"
+    );
+    // A failed run says its outcome in words, not as a Debug struct.
+    let out = gemma_fit()
+        .args([
+            "run",
+            "--model",
+            p.to_str().unwrap(),
+            "--prompt-tokens",
+            "2",
+            "--gen",
+            "1",
+        ])
+        .assert()
+        .code(1);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        stdout.contains("outcome          error: ") && !stdout.contains("Error {"),
+        "{stdout}"
+    );
+}
+
+/// A reader that goes away (`gemma-fit fit --format json | head -1`) ends the program
+/// quietly, never in a panic.
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("gemma-fit"))
+        .args(["fit", "--gpu", "4090", "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked") && out.status.code() != Some(101),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -4,8 +4,9 @@
 mod common;
 
 use candle_core::{DType, Device};
+use gemma_fit::engine::generate::argmax;
 use gemma_fit::engine::kv_cache::KvCache;
-use gemma_fit::measure::pass::{argmax, LoadedModel};
+use gemma_fit::engine::load::LoadedModel;
 
 fn model(test: &str) -> Option<LoadedModel> {
     let path = common::default_model(test)?;
@@ -139,7 +140,7 @@ fn llama_cpp_tokens_are_near_the_top_when_teacher_forced() {
 }
 
 fn prompt(m: &LoadedModel, n: usize) -> Vec<u32> {
-    m.prompt(n)
+    gemma_fit::measure::pass::prompt(m, n)
 }
 
 #[test]
@@ -250,7 +251,8 @@ fn synthetic_q4_k_m_equals_the_real_file() {
     let Some(real) = model("synthetic_q4_k_m_equals_the_real_file") else {
         return;
     };
-    let synthetic = LoadedModel::synthetic("270m", "q4_k_m", 0, false, &Device::Cpu).unwrap();
+    let synthetic =
+        LoadedModel::synthetic("270m", "q4_k_m".parse().unwrap(), 0, false, &Device::Cpu).unwrap();
     // The file stores eps as f32 (1e-6 → 9.99999997e-7); everything else is identical.
     let mut cfg = synthetic.model.cfg.clone();
     cfg.rms_norm_eps = real.model.cfg.rms_norm_eps;

@@ -193,7 +193,9 @@ fn the_plan_matches_the_default_gguf_file() {
     };
     let file = gemma_fit::engine::load::gguf::GgufFile::open_gemma3(&path).unwrap();
     let cfg = gemma_fit::estimate::preset("270m").unwrap().config;
-    let format = gemma_fit::engine::load::synthetic::parse_format("q4_k_m").unwrap();
+    let format = "q4_k_m"
+        .parse::<gemma_fit::engine::load::format::Format>()
+        .unwrap();
     let plan = gemma_fit::engine::plan::text_tensors(&cfg, format, true);
     assert_eq!(plan.len(), file.content.tensor_infos.len());
     for t in &plan {

@@ -10,7 +10,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use gemma_fit::engine::decoder::Gemma3;
 use gemma_fit::engine::load::gguf::GgufFile;
-use gemma_fit::measure::pass::LoadedModel;
+use gemma_fit::engine::load::LoadedModel;
 
 mod common;
 use common::tiny::*;
@@ -157,14 +157,26 @@ fn quantize_at_load_reports_fallbacks_and_runs() {
     let dir = tempfile::tempdir().unwrap();
     write_hf(dir.path());
     // 64-wide rows cannot hold Q4_K's 256-value blocks: they fall back to Q5_0 (held as Q8_0).
-    let m = LoadedModel::from_hf_dir(dir.path(), Some("q4_k"), false, &Device::Cpu).unwrap();
+    let m = LoadedModel::from_hf_dir(
+        dir.path(),
+        Some("q4_k".parse().unwrap()),
+        false,
+        &Device::Cpu,
+    )
+    .unwrap();
     assert!(m
         .model
         .repacked
         .iter()
         .any(|(n, _, _)| n == "blk.0.attn_q.weight"));
     assert!(logits(&m.model, &PROMPT).iter().all(|x| x.is_finite()));
-    let m = LoadedModel::from_hf_dir(dir.path(), Some("q8_0"), false, &Device::Cpu).unwrap();
+    let m = LoadedModel::from_hf_dir(
+        dir.path(),
+        Some("q8_0".parse().unwrap()),
+        false,
+        &Device::Cpu,
+    )
+    .unwrap();
     let b = m.model.weight_bytes;
     assert!(b.resident_weight_bytes < b.file_weight_bytes, "{b:?}");
 }

@@ -2,12 +2,14 @@
 //! and a model that runs.
 
 use candle_core::{DType, Device};
+use gemma_fit::engine::generate::argmax;
+use gemma_fit::engine::load::LoadedModel;
 use gemma_fit::engine::presets;
-use gemma_fit::measure::pass::{argmax, LoadedModel};
 
 #[test]
 fn weight_bytes_are_what_a_gguf_file_holds() {
-    let m = LoadedModel::synthetic("270m", "q8_0", 7, false, &Device::Cpu).unwrap();
+    let m =
+        LoadedModel::synthetic("270m", "q8_0".parse().unwrap(), 7, false, &Device::Cpu).unwrap();
     let c = &m.model.cfg;
     let params = presets::find("270m").unwrap().params();
     // Norm weights stay f32 (4 bytes); every 2-D weight is Q8_0 (34 bytes per 32 values).
@@ -27,7 +29,8 @@ fn weight_bytes_are_what_a_gguf_file_holds() {
 fn k_quants_fall_back_like_llama_cpp_on_short_rows() {
     // 270M rows are 640 wide (not a multiple of 256): Q4_K falls back to Q5_0 for them, which
     // the CPU engine holds as Q8_0; ffn_down rows (2048 wide) stay Q4_K.
-    let m = LoadedModel::synthetic("270m", "q4_k", 7, false, &Device::Cpu).unwrap();
+    let m =
+        LoadedModel::synthetic("270m", "q4_k".parse().unwrap(), 7, false, &Device::Cpu).unwrap();
     assert!(m
         .model
         .repacked
@@ -44,9 +47,10 @@ fn k_quants_fall_back_like_llama_cpp_on_short_rows() {
 
 #[test]
 fn a_synthetic_model_runs_and_is_self_consistent() {
-    let m = LoadedModel::synthetic("270m", "q6_k", 3, false, &Device::Cpu).unwrap();
+    let m =
+        LoadedModel::synthetic("270m", "q6_k".parse().unwrap(), 3, false, &Device::Cpu).unwrap();
     assert!(m.tokenizer.is_none());
-    let p = m.prompt(40);
+    let p = gemma_fit::measure::pass::prompt(&m, 40);
     let mut one = m.model.session(41, DType::F32).unwrap();
     let whole = m.model.prefill(&p, 512, &mut one).unwrap();
     assert!(whole.iter().all(|x| x.is_finite()));
@@ -59,10 +63,14 @@ fn a_synthetic_model_runs_and_is_self_consistent() {
 
 #[test]
 fn unsupported_formats_are_refused_clearly() {
-    let err = LoadedModel::synthetic("270m", "iq2_xs", 0, false, &Device::Cpu)
-        .err()
-        .unwrap();
-    assert!(err.to_string().contains("not supported yet"), "{err}");
+    // A format is parsed where it is named (`--quant`, a suite's axis), before any weights.
+    let err = "iq2_xs"
+        .parse::<gemma_fit::engine::load::format::Format>()
+        .unwrap_err();
+    assert!(
+        err.contains("unknown weight format 'iq2_xs'") && err.contains("q4_k_m"),
+        "{err}"
+    );
 }
 
 fn gguf_cfg(size: &str) -> gemma_fit::engine::config::Gemma3Config {
@@ -75,7 +83,7 @@ fn gguf_cfg(size: &str) -> gemma_fit::engine::config::Gemma3Config {
 /// metadata and vocabulary).
 #[test]
 fn mixes_match_published_file_sizes() {
-    use gemma_fit::engine::load::synthetic::{file_weight_bytes, parse_format};
+    use gemma_fit::engine::load::synthetic::file_weight_bytes;
     // GGUF files of 270M hold 6,525,120 bytes of metadata (mostly the vocabulary: the default
     // file's size minus its tensors), 2.6% of the whole at that size; subtracted below.
     const META_270M: f64 = 6_525_120.0;
@@ -98,7 +106,12 @@ fn mixes_match_published_file_sizes() {
         ("qat_q4_0", "27b", 17.2e9),
     ];
     for (format, size, bytes) in published {
-        let ours = file_weight_bytes(&gguf_cfg(size), parse_format(format).unwrap()) as f64;
+        let ours = file_weight_bytes(
+            &gguf_cfg(size),
+            format
+                .parse::<gemma_fit::engine::load::format::Format>()
+                .unwrap(),
+        ) as f64;
         let err = (ours - bytes) / bytes;
         assert!(
             err.abs() < 0.01,
@@ -111,12 +124,18 @@ fn mixes_match_published_file_sizes() {
 /// The plan and the loader read the same tensors in the same types.
 #[test]
 fn loader_and_plan_agree() {
-    use gemma_fit::engine::load::synthetic::{file_weight_bytes, parse_format};
+    use gemma_fit::engine::load::synthetic::file_weight_bytes;
     for format in ["q4_k_m", "qat_q4_0", "bf16"] {
-        let m = LoadedModel::synthetic("270m", format, 1, false, &Device::Cpu).unwrap();
+        let m = LoadedModel::synthetic("270m", format.parse().unwrap(), 1, false, &Device::Cpu)
+            .unwrap();
         assert_eq!(
             m.model.weight_bytes.file_weight_bytes,
-            file_weight_bytes(&m.model.cfg, parse_format(format).unwrap()),
+            file_weight_bytes(
+                &m.model.cfg,
+                format
+                    .parse::<gemma_fit::engine::load::format::Format>()
+                    .unwrap()
+            ),
             "{format}"
         );
     }
@@ -126,10 +145,11 @@ fn loader_and_plan_agree() {
 #[test]
 fn dense_16_bit_weights_stay_16_bit() {
     for format in ["bf16", "f16"] {
-        let m = LoadedModel::synthetic("270m", format, 1, false, &Device::Cpu).unwrap();
+        let m = LoadedModel::synthetic("270m", format.parse().unwrap(), 1, false, &Device::Cpu)
+            .unwrap();
         let b = m.model.weight_bytes;
         assert_eq!(b.resident_weight_bytes, b.file_weight_bytes, "{format}");
-        let p = m.prompt(20);
+        let p = gemma_fit::measure::pass::prompt(&m, 20);
         let mut s = m.model.session(20, DType::F32).unwrap();
         assert!(m
             .model

@@ -7,9 +7,10 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::tiny::*;
 use gemma_fit::engine::decoder::Segment;
-use gemma_fit::engine::load::synthetic::{Format, SyntheticWeights};
+use gemma_fit::engine::load::format::Format;
+use gemma_fit::engine::load::synthetic::SyntheticWeights;
+use gemma_fit::engine::load::LoadedModel;
 use gemma_fit::engine::vision::{self, VisionConfig, VisionTower};
-use gemma_fit::measure::pass::LoadedModel;
 
 fn tiny_multimodal() -> (tempfile::TempDir, LoadedModel) {
     let dir = tempfile::tempdir().unwrap();
@@ -206,7 +207,9 @@ fn vision_weight_bytes_match_a_published_mmproj() {
     let ours = gemma_fit::engine::load::synthetic::vision_weight_bytes(
         v,
         p.config.hidden_size,
-        gemma_fit::engine::load::synthetic::parse_format("q4_k_m").unwrap(),
+        "q4_k_m"
+            .parse::<gemma_fit::engine::load::format::Format>()
+            .unwrap(),
     ) as f64;
     assert!((ours / 851e6 - 1.0).abs() < 0.01, "{ours}");
 }
@@ -215,7 +218,13 @@ fn vision_weight_bytes_match_a_published_mmproj() {
 fn vision_folders_quantize_and_fail_clearly() {
     // Quantized at load: text in Q8_0, the tower in F16 (llama.cpp's mmproj convention); encodes.
     let (dir, _) = tiny_multimodal();
-    let m = LoadedModel::from_hf_dir(dir.path(), Some("q8_0"), true, &Device::Cpu).unwrap();
+    let m = LoadedModel::from_hf_dir(
+        dir.path(),
+        Some("q8_0".parse().unwrap()),
+        true,
+        &Device::Cpu,
+    )
+    .unwrap();
     let tower = m.vision.as_ref().unwrap();
     let b = tower.weight_bytes;
     assert!(b.resident_weight_bytes < b.file_weight_bytes, "{b:?}");

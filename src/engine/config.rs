@@ -1,5 +1,5 @@
 //! Gemma 3 text-decoder configuration, read from GGUF metadata with Gemma 3's rules filled in
-//! where the file is silent (values in `../shared/facts/gemma3_configs.json`).
+//! where the file is silent (values and sources in `docs/gemma3.md`).
 
 use serde::{Deserialize, Serialize};
 

@@ -3,6 +3,8 @@
 pub mod attention;
 pub mod config;
 pub mod decoder;
+pub mod device;
+pub mod generate;
 pub mod kernels;
 pub mod kv_cache;
 pub mod load;

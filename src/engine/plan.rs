@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::engine::config::Gemma3Config;
 use crate::engine::kernels::linear::Linear;
 use crate::engine::kv_cache::KvCache;
-use crate::engine::load::synthetic::Format;
+use crate::engine::load::format::Format;
 use crate::engine::rope::RopeTable;
 use crate::engine::vision::VisionConfig;
 
@@ -121,7 +121,7 @@ fn tensors(
             }
             let file_type = format.tensor_type(name, shape, layers);
             let held = crate::engine::load::weights::resident_type(file_type, on_cpu);
-            let vision = crate::engine::load::synthetic::is_vision_tensor(name);
+            let vision = crate::engine::load::format::is_vision_tensor(name);
             let resident_bytes = if vision {
                 // The tower keeps its matrices as loaded and widens them per product.
                 bytes(held)
@@ -221,7 +221,9 @@ mod tests {
     #[test]
     fn cpu_repacks_q5_0_and_cuda_keeps_dense_matrices_in_their_width() {
         let cfg = gguf_cfg("270m");
-        let q = crate::engine::load::synthetic::parse_format("q4_k_m").unwrap();
+        let q = "q4_k_m"
+            .parse::<crate::engine::load::format::Format>()
+            .unwrap();
         let cpu = text_tensors(&cfg, q, true);
         let gate = cpu
             .iter()
@@ -246,7 +248,9 @@ mod tests {
         let cuda = text_tensors(&cfg, q, false);
         assert!(cuda.iter().all(|t| t.resident_bytes == t.file_bytes));
 
-        let bf16 = crate::engine::load::synthetic::parse_format("bf16").unwrap();
+        let bf16 = "bf16"
+            .parse::<crate::engine::load::format::Format>()
+            .unwrap();
         let cpu: u64 = text_tensors(&cfg, bf16, true)
             .iter()
             .map(|t| t.resident_bytes)
@@ -295,7 +299,9 @@ mod tests {
     #[test]
     fn the_workspace_grows_with_the_chunk_and_an_image_adds_the_tower() {
         let p = presets::find("4b").unwrap();
-        let q = crate::engine::load::synthetic::parse_format("q4_k_m").unwrap();
+        let q = "q4_k_m"
+            .parse::<crate::engine::load::format::Format>()
+            .unwrap();
         let shape = RunShape {
             ctx: 8192,
             kv_dtype: DType::BF16,

@@ -1,5 +1,5 @@
-//! Built-in configurations for every Gemma 3 size (values from the fact sheet,
-//! `../shared/facts/gemma3_configs.json`), and their exact parameter counts.
+//! Built-in configurations for every Gemma 3 size (values and their sources in
+//! `docs/gemma3.md`), and their exact parameter counts.
 
 use serde::Serialize;
 
@@ -97,6 +97,23 @@ pub fn find(name: &str) -> Option<Preset> {
         .unwrap_or(&n)
         .to_string();
     all().into_iter().find(|p| p.name == n)
+}
+
+/// The size whose shape `cfg` has (layers, widths, heads), if it is one of the presets.
+pub fn name_of(cfg: &Gemma3Config) -> Option<&'static str> {
+    let shape = |c: &Gemma3Config| {
+        (
+            c.hidden_size,
+            c.num_layers,
+            c.num_heads,
+            c.num_kv_heads,
+            c.intermediate_size,
+        )
+    };
+    all()
+        .into_iter()
+        .find(|p| shape(&p.config) == shape(cfg))
+        .map(|p| p.name)
 }
 
 /// Parameter counts, as the HF checkpoints hold them.

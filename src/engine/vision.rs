@@ -59,6 +59,11 @@ impl VisionConfig {
         self.image_size / self.patch_size
     }
 
+    /// Positions an image takes in the context: its soft tokens and the begin/end markers.
+    pub fn positions_per_image(&self) -> usize {
+        self.tokens_per_image + 2
+    }
+
     /// Soft tokens along one side after pooling (16).
     pub fn tokens_per_side(&self) -> usize {
         (self.tokens_per_image as f64).sqrt().round() as usize

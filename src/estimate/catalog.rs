@@ -46,15 +46,20 @@ pub struct Catalog {
 }
 
 fn parse(text: &str, origin: &str) -> Result<Vec<Gpu>> {
+    let bad = |reason: String| Error::BadConfig {
+        path: format!("GPU catalog {origin}").into(),
+        reason,
+    };
     let file: File = toml::from_str(text).map_err(|e| {
-        Error::Unsupported(format!(
-            "GPU catalog {origin}: {e}(expected [[gpu]] tables with name, memory_gb, total_mib, bandwidth_gbs; see `gemma-fit gpus --help`)"
+        bad(format!(
+            "{} (expected [[gpu]] tables with name, memory_gb, total_mib, bandwidth_gbs; see `gemma-fit gpus --help`)",
+            crate::error::toml_message(text, &e)
         ))
     })?;
     for g in &file.gpu {
         if g.total_mib == 0 || g.bandwidth_gbs <= 0.0 || g.name.trim().is_empty() {
-            return Err(Error::Unsupported(format!(
-                "GPU catalog {origin}: '{}' needs a name, total_mib > 0 and bandwidth_gbs > 0",
+            return Err(bad(format!(
+                "'{}' needs a name, total_mib > 0 and bandwidth_gbs > 0",
                 g.name
             )));
         }
@@ -104,7 +109,7 @@ impl Catalog {
     pub fn find(&self, query: &str) -> Result<&Gpu> {
         let q = words(query);
         if q.is_empty() {
-            return Err(Error::Unsupported("--gpu needs a name, e.g. 4090".into()));
+            return Err(Error::BadInput("--gpu needs a name, e.g. 4090".into()));
         }
         let names = |g: &Gpu| {
             std::iter::once(g.name.clone())
@@ -148,12 +153,12 @@ impl Catalog {
                     .collect();
                 scored.sort_by(|a, b| b.0.total_cmp(&a.0));
                 let closest: Vec<&str> = scored.iter().take(3).map(|s| s.1).collect();
-                Err(Error::Unsupported(format!(
+                Err(Error::BadInput(format!(
                     "unknown GPU '{query}'; closest: {}. `gemma-fit gpus` lists the catalog; add a card with --catalog FILE, or give --memory SIZE",
                     closest.join(", ")
                 )))
             }
-            many => Err(Error::Unsupported(format!(
+            many => Err(Error::BadInput(format!(
                 "'{query}' matches several GPUs: {}; say which",
                 many.iter()
                     .map(|g| g.name.as_str())

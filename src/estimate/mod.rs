@@ -1,20 +1,24 @@
 //! Predicting a run's memory without running it: the engine's own plan ([`crate::engine::plan`])
 //! plus the runtime's overhead, with constants measured on real runs and recorded here with
-//! where they came from. [`catalog`] holds the GPUs; [`fit`] turns predictions into verdicts,
-//! tables and comparisons with measured results.
+//! where they came from. [`catalog`] holds the GPUs; [`fit`] turns predictions into verdicts
+//! and tables; [`accuracy`] sets measured results beside their predictions.
 
+pub mod accuracy;
 pub mod catalog;
 pub mod fit;
 
-use candle_core::DType;
 use serde::Serialize;
 
-use crate::engine::load::synthetic;
+use crate::engine::device::DeviceKind;
+use crate::engine::kv_cache::KvDtype;
+use crate::engine::load::format::Format;
 use crate::engine::plan::{self, MemoryPlan, RunShape};
 use crate::engine::presets::{self, Preset};
+use crate::engine::vision::VisionConfig;
 use crate::error::{Error, Result};
-
-const MIB: u64 = 1 << 20;
+use crate::result::case::{CaseKey, CaseSpec};
+use crate::result::CaseResult;
+use crate::units::MIB;
 
 /// Resident memory of the engine's process that no plan item accounts for, on the CPU: the
 /// binary's touched pages, libraries, thread stacks and allocator state (5 MiB before anything
@@ -41,8 +45,18 @@ pub enum Target {
     Cuda,
 }
 
-impl Target {
-    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+impl From<DeviceKind> for Target {
+    fn from(k: DeviceKind) -> Self {
+        match k {
+            DeviceKind::Cpu => Target::Cpu,
+            DeviceKind::Cuda => Target::Cuda,
+        }
+    }
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
             "cpu" => Ok(Target::Cpu),
             "cuda" | "gpu" => Ok(Target::Cuda),
@@ -51,14 +65,22 @@ impl Target {
     }
 }
 
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Target::Cpu => "cpu",
+            Target::Cuda => "cuda",
+        })
+    }
+}
+
 /// One case to predict.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
     /// A Gemma 3 size ("270m" … "27b").
     pub size: String,
-    /// A weight format (`--quant` names: q4_k_m, q8_0, bf16, ...).
-    pub quant: String,
-    pub kv_dtype: DType,
+    pub quant: Format,
+    pub kv_dtype: KvDtype,
     pub ctx: usize,
     /// The most positions one forward pass takes: the prefill chunk, or a shorter prompt.
     pub rows: usize,
@@ -69,18 +91,18 @@ pub struct Query {
 }
 
 impl Query {
-    /// The query for the case a result record ran: its size, format, KV dtype, context, largest
-    /// forward pass (the chunk, or a shorter prompt with its image), image and device. Only
-    /// synthetic weights and the default model are covered (their formats are known).
-    pub fn for_record(r: &crate::result::CaseResult) -> std::result::Result<Query, String> {
-        let k = &r.key;
+    /// The query for a case with `key` whose image (if any) takes `image_positions`: its size,
+    /// format, KV dtype, context, largest forward pass (the chunk, or a shorter prompt with its
+    /// image), image and device. Only synthetic weights and the default model are covered
+    /// (their formats are known).
+    pub fn for_key(k: &CaseKey, image_positions: usize) -> std::result::Result<Query, String> {
         let size = k
             .size
             .clone()
             .ok_or("not a Gemma 3 preset shape (a file of its own)")?;
-        let (quant, tokenizer) = match (k.weights.as_str(), &k.quant) {
-            ("default", _) => ("q4_k_m".to_string(), true),
-            ("synthetic", Some(q)) => (q.clone(), false),
+        let (quant, tokenizer) = match (k.weights.as_str(), k.quant) {
+            ("default", _) => (Format::Q4KM, true),
+            ("synthetic", Some(q)) => (q, false),
             _ => {
                 return Err(format!(
                     "weights '{}' are not predicted (synthetic and the default model are)",
@@ -88,26 +110,38 @@ impl Query {
                 ))
             }
         };
-        let image_positions = match (&k.image, &r.metrics) {
-            (None, _) => 0,
-            (Some(_), Some(m)) => m.prompt_positions.saturating_sub(k.prompt_tokens),
-            (Some(_), None) => {
-                crate::measure::pass::image_positions(&crate::engine::vision::VisionConfig::gemma3())
-            }
-        };
         Ok(Query {
             size,
             quant,
-            kv_dtype: crate::measure::pass::parse_kv_dtype(&k.kv_dtype)?,
+            kv_dtype: k.kv_dtype,
             ctx: k.ctx,
             rows: k
                 .prefill_chunk
                 .min(k.prompt_tokens + image_positions)
                 .max(1),
             image: k.image.is_some(),
-            target: Target::parse(&k.device_kind)?,
+            target: k.device_kind.into(),
             tokenizer,
         })
+    }
+
+    /// The query for the case a result record ran (its image positions as measured).
+    pub fn for_record(r: &CaseResult) -> std::result::Result<Query, String> {
+        let image_positions = match (&r.key.image, &r.metrics) {
+            (None, _) => 0,
+            (Some(_), Some(m)) => m.prompt_positions.saturating_sub(r.key.prompt_tokens),
+            (Some(_), None) => VisionConfig::gemma3().positions_per_image(),
+        };
+        Self::for_key(&r.key, image_positions)
+    }
+
+    /// The query for a case before it runs.
+    pub fn for_spec(spec: &CaseSpec) -> std::result::Result<Query, String> {
+        let image_positions = spec
+            .image
+            .as_ref()
+            .map_or(0, |_| VisionConfig::gemma3().positions_per_image());
+        Self::for_key(&spec.key(), image_positions)
     }
 }
 
@@ -149,7 +183,7 @@ pub struct Prediction {
 /// A preset by name, with the vocabulary GGUF files (and synthetic weights) hold.
 pub fn preset(size: &str) -> Result<Preset> {
     let mut p = presets::find(size).ok_or_else(|| {
-        Error::Unsupported(format!(
+        Error::BadInput(format!(
             "unknown Gemma 3 size '{size}'; sizes: {}",
             presets::all()
                 .iter()
@@ -164,9 +198,9 @@ pub fn preset(size: &str) -> Result<Preset> {
 
 pub fn predict(q: &Query) -> Result<Prediction> {
     let p = preset(&q.size)?;
-    let format = synthetic::parse_format(&q.quant)?;
+    let format = q.quant;
     if q.image && p.vision.is_none() {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::BadInput(format!(
             "Gemma 3 {} has no vision tower (4B, 12B and 27B do)",
             p.name
         )));
@@ -178,7 +212,7 @@ pub fn predict(q: &Query) -> Result<Prediction> {
         format,
         RunShape {
             ctx: q.ctx,
-            kv_dtype: q.kv_dtype,
+            kv_dtype: q.kv_dtype.dtype(),
             rows: q.rows,
             image: q.image,
             on_cpu,
@@ -198,7 +232,8 @@ pub fn predict(q: &Query) -> Result<Prediction> {
             runtime,
             load_peak: m.load_peak,
         },
-        bytes_per_token: m.weights + plan::kv_bytes_read_per_token(&p.config, q.ctx, q.kv_dtype),
+        bytes_per_token: m.weights
+            + plan::kv_bytes_read_per_token(&p.config, q.ctx, q.kv_dtype.dtype()),
         max_ctx: p.config.max_position_embeddings,
     })
 }
@@ -207,13 +242,13 @@ pub fn predict(q: &Query) -> Result<Prediction> {
 mod tests {
     use super::*;
 
-    const GIB: f64 = (1u64 << 30) as f64;
+    const GIB: f64 = crate::units::GIB as f64;
 
     fn q(size: &str, quant: &str, ctx: usize) -> Query {
         Query {
             size: size.into(),
-            quant: quant.into(),
-            kv_dtype: DType::BF16,
+            quant: quant.parse().unwrap(),
+            kv_dtype: KvDtype::Bf16,
             ctx,
             rows: 512,
             image: false,
@@ -263,6 +298,6 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown Gemma 3 size '2b'"));
-        assert!(predict(&q("4b", "q3_k", 4096)).is_err());
+        assert!("q3_k".parse::<Format>().is_err());
     }
 }

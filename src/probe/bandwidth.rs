@@ -11,7 +11,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
-use crate::gate::median;
+use crate::stats::median_in_place as median;
 
 /// One bandwidth measurement.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -108,8 +108,13 @@ fn gpu(device: &Device, bytes: u64, repeats: usize) -> Result<Bandwidth> {
         candle_core::DeviceLocation::Cuda { gpu_id } => Some(gpu_id as u32),
         _ => None,
     };
-    let machine = crate::measure::environment(index)
-        .gpu
+    let machine = index
+        .and_then(|i| {
+            crate::probe::nvml::GpuReport::read()
+                .gpus
+                .into_iter()
+                .find(|g| g.index == i)
+        })
         .map_or_else(|| format!("{device:?}"), |g| g.name);
     let src = Tensor::zeros(bytes as usize, DType::U8, device)?;
     let copy_once = || -> Result<f64> {
@@ -146,13 +151,15 @@ pub fn read(paths: &[std::path::PathBuf]) -> Result<Vec<Bandwidth>> {
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
         {
-            out.push(serde_json::from_str(line).map_err(|e| {
-                crate::Error::Unsupported(format!(
-                    "{}:{}: not a `gemma-fit bandwidth --json` record: {e}",
-                    p.display(),
-                    i + 1
-                ))
-            })?);
+            out.push(
+                serde_json::from_str(line).map_err(|e| crate::Error::BadConfig {
+                    path: p.clone(),
+                    reason: format!(
+                        "line {}: not a `gemma-fit bandwidth --json` record: {e}",
+                        i + 1
+                    ),
+                })?,
+            );
         }
     }
     Ok(out)

@@ -80,8 +80,8 @@ fn color(i: usize) -> RGBColor {
     P[i % P.len()]
 }
 
-fn draw_err<E: std::fmt::Debug>(e: E) -> Error {
-    Error::Unsupported(format!("drawing a chart: {e:?}"))
+fn draw_err<E: std::fmt::Display>(e: E) -> Error {
+    Error::Unsupported(format!("drawing a chart: {e}"))
 }
 
 fn no_data<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str) -> Result<()> {

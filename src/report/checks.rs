@@ -6,10 +6,12 @@
 use serde::Serialize;
 
 use crate::engine::plan::kv_bytes_read_per_token;
-use crate::estimate::fit::{self, ctx_label};
-use crate::report::page::escape;
+use crate::estimate::accuracy;
+use crate::output::table::{escape, Table};
 use crate::report::{Machine, Variant};
+use crate::result::case::FillKv;
 use crate::result::CaseResult;
+use crate::units::{ctx_label, mib};
 
 /// A decode speed beside its bandwidth limit.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -33,7 +35,11 @@ fn label(r: &CaseResult) -> String {
         ctx_label(k.ctx),
         k.prompt_tokens,
         k.gen_tokens,
-        if k.fill_kv.is_some() { " (filled)" } else { "" }
+        if k.fill_kv == FillKv::None {
+            ""
+        } else {
+            " (filled)"
+        }
     )
 }
 
@@ -64,9 +70,9 @@ fn decode_limit(r: &CaseResult, bytes_per_s: f64) -> Option<DecodeLimit> {
         return None;
     }
     let cfg = crate::estimate::preset(r.key.size.as_deref()?).ok()?.config;
-    let kv = crate::measure::pass::parse_kv_dtype(&r.key.kv_dtype).ok()?;
     let depth = m.fill_depth + m.prompt_positions + r.key.gen_tokens / 2;
-    let bytes = m.weights.resident_weight_bytes + kv_bytes_read_per_token(&cfg, depth, kv);
+    let bytes = m.weights.resident_weight_bytes
+        + kv_bytes_read_per_token(&cfg, depth, r.key.kv_dtype.dtype());
     let limit = bytes_per_s / bytes as f64;
     Some(DecodeLimit {
         case: label(r),
@@ -78,100 +84,30 @@ fn decode_limit(r: &CaseResult, bytes_per_s: f64) -> Option<DecodeLimit> {
     })
 }
 
-/// A table as markdown and as HTML.
-struct Table {
-    header: Vec<&'static str>,
-    rows: Vec<Vec<String>>,
-}
-
-impl Table {
-    fn markdown(&self) -> String {
-        let mut s = format!("| {} |\n|", self.header.join(" | "));
-        s.push_str(&"---|".repeat(self.header.len()));
-        s.push('\n');
-        for r in &self.rows {
-            let cells: Vec<String> = r.iter().map(|c| c.replace('|', "\\|")).collect();
-            s.push_str(&format!("| {} |\n", cells.join(" | ")));
-        }
-        s
+fn limit_table(limits: &[DecodeLimit]) -> Table {
+    let mut t = Table::new([
+        "case",
+        "mean depth",
+        "decode tok/s",
+        "MiB read per token",
+        "limit tok/s",
+        "% of limit",
+    ]);
+    for d in limits {
+        t.row([
+            d.case.clone(),
+            d.depth.to_string(),
+            format!("{:.1}", d.decode_tok_per_s),
+            format!("{:.1}", mib(d.bytes_per_token)),
+            format!("{:.1}", d.limit_tok_per_s),
+            format!("{:.0}%", 100.0 * d.share_of_limit),
+        ]);
     }
-
-    fn html(&self) -> String {
-        let mut s = String::from("<table>\n<tr>");
-        for h in &self.header {
-            s.push_str(&format!("<th>{}</th>", escape(h)));
-        }
-        s.push_str("</tr>\n");
-        for r in &self.rows {
-            s.push_str("<tr>");
-            for c in r {
-                s.push_str(&format!("<td>{}</td>", escape(c)));
-            }
-            s.push_str("</tr>\n");
-        }
-        s.push_str("</table>\n");
-        s
-    }
-}
-
-fn mib(b: u64) -> String {
-    format!("{:.1}", b as f64 / (1u64 << 20) as f64)
+    t
 }
 
 fn estimator_table(m: &Machine) -> Table {
-    let (compared, _) = fit::compare(&m.records);
-    let pct = |e: f64| format!("{:+.1}%", 100.0 * e);
-    Table {
-        header: vec![
-            "case",
-            "measured MiB",
-            "predicted MiB",
-            "error",
-            "non-weight measured MiB",
-            "non-weight predicted MiB",
-            "non-weight error",
-        ],
-        rows: compared
-            .iter()
-            .map(|c| {
-                vec![
-                    c.case.clone(),
-                    mib(c.measured_peak_bytes),
-                    mib(c.predicted_bytes),
-                    pct(c.error),
-                    mib(c.measured_non_weight_bytes),
-                    mib(c.predicted_non_weight_bytes),
-                    pct(c.non_weight_error),
-                ]
-            })
-            .collect(),
-    }
-}
-
-fn limit_table(limits: &[DecodeLimit]) -> Table {
-    Table {
-        header: vec![
-            "case",
-            "mean depth",
-            "decode tok/s",
-            "MiB read per token",
-            "limit tok/s",
-            "% of limit",
-        ],
-        rows: limits
-            .iter()
-            .map(|d| {
-                vec![
-                    d.case.clone(),
-                    d.depth.to_string(),
-                    format!("{:.1}", d.decode_tok_per_s),
-                    mib(d.bytes_per_token),
-                    format!("{:.1}", d.limit_tok_per_s),
-                    format!("{:.0}%", 100.0 * d.share_of_limit),
-                ]
-            })
-            .collect(),
-    }
+    accuracy::table(&accuracy::against(&m.records).0)
 }
 
 /// What the figures are measured against, in words.
@@ -199,11 +135,15 @@ const LIMIT_NOTE: &str = "Limit = bandwidth ÷ bytes a decoded token reads (resi
 pub fn markdown(m: &Machine) -> String {
     let limits = decode_limits(m);
     format!(
-        "# Measured against the estimator and the bandwidth limit — {}\n\n## Estimator error\n\n{ESTIMATOR_NOTE}\n\n{}\n## Decode against the memory-bandwidth limit\n\n{} {LIMIT_NOTE}\n\n{}",
+        "# Measured against the estimator and the bandwidth limit — {}\n\n## Estimator error\n\n{ESTIMATOR_NOTE}\n\n{}\n\n## Decode against the memory-bandwidth limit\n\n{} {LIMIT_NOTE}\n\n{}",
         m.name,
         estimator_table(m).markdown(),
         bandwidth_sentence(m),
-        if limits.is_empty() { String::new() } else { limit_table(&limits).markdown() }
+        if limits.is_empty() {
+            String::new()
+        } else {
+            limit_table(&limits).markdown() + "\n"
+        }
     )
 }
 

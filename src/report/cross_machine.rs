@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::output::table::{escape, Table};
 use crate::report::charts::{BarChart, Chart};
-use crate::report::page::escape;
-use crate::report::{put, Machine, Variant};
+use crate::report::{figure, put, Machine, Variant};
 use crate::result::CaseResult;
 
 /// One variant on one machine.
@@ -127,23 +127,20 @@ impl Comparison {
         "decode J/token",
     ];
 
-    pub fn markdown(&self) -> String {
-        let mut t = crate::estimate::fit::new_table(crate::estimate::fit::Format::Md);
-        t.set_header(Self::HEADER);
+    fn table(&self) -> Table {
+        let mut t = Table::new(Self::HEADER);
         for l in self.lines() {
-            t.add_row(l);
+            t.row(l);
         }
-        t.to_string() + "\n"
+        t
+    }
+
+    pub fn markdown(&self) -> String {
+        self.table().markdown() + "\n"
     }
 
     pub fn csv(&self) -> crate::Result<String> {
-        let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(Self::HEADER)
-            .map_err(crate::estimate::fit::csv_err)?;
-        for l in self.lines() {
-            w.write_record(l).map_err(crate::estimate::fit::csv_err)?;
-        }
-        crate::estimate::fit::csv_string(w)
+        self.table().csv()
     }
 
     fn bars(&self, title: &str, y: &str, f: impl Fn(&Entry) -> Option<f64>) -> Chart {
@@ -189,11 +186,7 @@ pub fn write(machines: &[Machine], dir: &Path) -> crate::Result<PathBuf> {
             }),
         ),
     ] {
-        let svg = chart.write(&dir.join(stem))?;
-        let body = svg.find("<svg").map_or(svg.as_str(), |i| &svg[i..]);
-        figures.push_str(&format!(
-            "<figure>{body}<figcaption><a href=\"{stem}.svg\">{stem}.svg</a> · <a href=\"{stem}.png\">{stem}.png</a></figcaption></figure>\n"
-        ));
+        figures.push_str(&figure(dir, stem, &chart)?);
     }
     let links: String = machines
         .iter()
@@ -205,19 +198,7 @@ pub fn write(machines: &[Machine], dir: &Path) -> crate::Result<PathBuf> {
             )
         })
         .collect();
-    let mut table = String::from("<table>\n<tr>");
-    for h in Comparison::HEADER {
-        table.push_str(&format!("<th>{}</th>", escape(h)));
-    }
-    table.push_str("</tr>\n");
-    for l in c.lines() {
-        table.push_str("<tr>");
-        for x in l {
-            table.push_str(&format!("<td>{}</td>", escape(&x)));
-        }
-        table.push_str("</tr>\n");
-    }
-    table.push_str("</table>\n");
+    let table = c.table().html();
     let html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>gemma-fit — comparison</title>\
          <style>body{{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}th,td{{border:1px solid #ccc;padding:4px 8px}}svg{{max-width:100%;height:auto}}</style></head><body>\n\

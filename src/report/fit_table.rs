@@ -6,10 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::estimate::fit::{ctx_label, Verdict};
+use crate::estimate::fit::Verdict;
 use crate::estimate::{predict, Query};
-use crate::report::{Machine, Variant, GIB};
-use crate::result::{CaseResult, Outcome};
+use crate::output::table::{Cell as TableCell, Table};
+use crate::report::{Machine, Variant};
+use crate::result::CaseResult;
+use crate::units::{ctx_label, gib};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -43,18 +45,6 @@ pub struct Row {
 pub struct FitTable {
     pub contexts: Vec<usize>,
     pub rows: Vec<Row>,
-}
-
-fn reason(o: &Outcome) -> String {
-    match o {
-        Outcome::Ok => "ok".into(),
-        Outcome::Oom { .. } => "does not fit (oom)".into(),
-        Outcome::Timeout { limit_s } => format!("timeout ({limit_s:.0} s)"),
-        Outcome::Error { message } => {
-            let first = message.lines().next().unwrap_or("");
-            format!("error: {}", first.chars().take(60).collect::<String>())
-        }
-    }
 }
 
 /// The prediction at `ctx` for the case `sample` ran, where the estimator covers it.
@@ -108,7 +98,7 @@ pub fn build(m: &Machine) -> FitTable {
                     }
                     if let Some(r) = here.first() {
                         return Cell::Failed {
-                            reason: reason(&r.outcome),
+                            reason: crate::output::outcome::cell(&r.outcome),
                         };
                     }
                     predicted(recs[0], ctx, m).unwrap_or(Cell::Empty)
@@ -143,13 +133,13 @@ impl Cell {
                 decode_tok_per_s,
                 ..
             } => match peak_bytes {
-                Some(b) => format!("{:.2} GiB · {decode_tok_per_s:.1} tok/s", *b as f64 / GIB),
+                Some(b) => format!("{:.2} GiB · {decode_tok_per_s:.1} tok/s", gib(*b)),
                 None => format!("{decode_tok_per_s:.1} tok/s"),
             },
             Cell::Failed { reason } => reason.clone(),
             Cell::Predicted { bytes, verdict } => format!(
                 "predicted {:.2} GiB{}",
-                *bytes as f64 / GIB,
+                gib(*bytes),
                 match verdict {
                     Verdict::Fits => "",
                     Verdict::Tight => " (tight)",
@@ -173,39 +163,40 @@ impl Row {
 }
 
 impl FitTable {
-    fn header(&self) -> Vec<String> {
+    /// The table as people read it: a row per variant, a cell per context, the frontier last;
+    /// cells classed by kind for the page's colours.
+    pub fn table(&self) -> Table {
         let mut h = vec!["model × format × KV".to_string()];
         h.extend(self.contexts.iter().map(|&c| ctx_label(c)));
         h.push("measured frontier".into());
-        h
-    }
-
-    fn lines(&self) -> Vec<Vec<String>> {
-        self.rows
-            .iter()
-            .map(|r| {
-                let mut l = vec![r.variant.clone()];
-                l.extend(r.cells.iter().map(Cell::text));
-                l.push(r.frontier_text());
-                l
-            })
-            .collect()
+        let mut t = Table::new(h).class("fit").row_headers();
+        for r in &self.rows {
+            let mut line = vec![TableCell::from(r.variant.clone())];
+            line.extend(r.cells.iter().map(|c| {
+                let class = match c {
+                    Cell::Measured { .. } => "measured",
+                    Cell::Failed { .. } => "failed",
+                    Cell::Predicted { .. } => "predicted",
+                    Cell::Empty => "empty",
+                };
+                TableCell::with_class(c.text(), class)
+            }));
+            line.push(r.frontier_text().into());
+            t.row(line);
+        }
+        t
     }
 
     pub fn markdown(&self) -> String {
-        let mut t = crate::estimate::fit::new_table(crate::estimate::fit::Format::Md);
-        t.set_header(self.header());
-        for l in self.lines() {
-            t.add_row(l);
-        }
         format!(
-            "{t}\n\nCells: measured peak memory · decode tok/s (median), a failure's recorded reason, or \"predicted\" (the estimator, where nothing was measured).\n"
+            "{}\n\nCells: measured peak memory · decode tok/s (median), a failure's recorded reason, or \"predicted\" (the estimator, where nothing was measured).\n",
+            self.table().markdown()
         )
     }
 
+    /// One record per (variant, context) cell that holds something.
     pub fn csv(&self) -> crate::Result<String> {
-        let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record([
+        let mut t = Table::new([
             "variant",
             "ctx",
             "kind",
@@ -215,11 +206,10 @@ impl FitTable {
             "predicted_bytes",
             "verdict",
             "reason",
-        ])
-        .map_err(crate::estimate::fit::csv_err)?;
+        ]);
         for r in &self.rows {
             for (ctx, c) in self.contexts.iter().zip(&r.cells) {
-                let mut rec = vec![r.variant.clone(), ctx.to_string()];
+                let none = String::new;
                 let (kind, rest): (&str, [String; 6]) = match c {
                     Cell::Measured {
                         peak_bytes,
@@ -231,66 +221,38 @@ impl FitTable {
                             peak_bytes.map(|b| b.to_string()).unwrap_or_default(),
                             format!("{decode_tok_per_s:.3}"),
                             format!("{prefill_tok_per_s:.3}"),
-                            String::new(),
-                            String::new(),
-                            String::new(),
+                            none(),
+                            none(),
+                            none(),
                         ],
                     ),
                     Cell::Failed { reason } => (
                         "failed",
-                        [
-                            String::new(),
-                            String::new(),
-                            String::new(),
-                            String::new(),
-                            String::new(),
-                            reason.clone(),
-                        ],
+                        [none(), none(), none(), none(), none(), reason.clone()],
                     ),
                     Cell::Predicted { bytes, verdict } => (
                         "predicted",
                         [
-                            String::new(),
-                            String::new(),
-                            String::new(),
+                            none(),
+                            none(),
+                            none(),
                             bytes.to_string(),
-                            serde_json::to_value(verdict)?.as_str().unwrap_or("").into(),
-                            String::new(),
+                            verdict.name().into(),
+                            none(),
                         ],
                     ),
                     Cell::Empty => continue,
                 };
-                rec.push(kind.into());
+                let mut rec = vec![r.variant.clone(), ctx.to_string(), kind.into()];
                 rec.extend(rest);
-                w.write_record(rec).map_err(crate::estimate::fit::csv_err)?;
+                t.row(rec);
             }
         }
-        crate::estimate::fit::csv_string(w)
+        t.csv()
     }
 
     /// An HTML table (escaped).
     pub fn html(&self) -> String {
-        let esc = crate::report::page::escape;
-        let mut s = String::from("<table class=\"fit\">\n<tr>");
-        for h in self.header() {
-            s.push_str(&format!("<th>{}</th>", esc(&h)));
-        }
-        s.push_str("</tr>\n");
-        for (r, l) in self.rows.iter().zip(self.lines()) {
-            s.push_str("<tr>");
-            s.push_str(&format!("<th>{}</th>", esc(&l[0])));
-            for (c, text) in r.cells.iter().zip(&l[1..]) {
-                let class = match c {
-                    Cell::Measured { .. } => "measured",
-                    Cell::Failed { .. } => "failed",
-                    Cell::Predicted { .. } => "predicted",
-                    Cell::Empty => "empty",
-                };
-                s.push_str(&format!("<td class=\"{class}\">{}</td>", esc(text)));
-            }
-            s.push_str(&format!("<td>{}</td></tr>\n", esc(l.last().unwrap())));
-        }
-        s.push_str("</table>\n");
-        s
+        self.table().html()
     }
 }

@@ -1,7 +1,8 @@
 //! Reports from result records: per machine (a GPU, or a CPU when cases ran on the host) a fit
 //! table, charts, exports and a self-contained HTML page (`index.html`); across machines a
 //! comparison. One file per output: `fit_table.rs`, `charts.rs`, `checks.rs` (estimator error and
-//! decode against the bandwidth limit), `html.rs`, `compare.rs`, `export.rs`.
+//! decode against the bandwidth limit), `page.rs` (a machine's folder and page),
+//! `cross_machine.rs`, and `export/` (one file per format others read).
 
 pub mod charts;
 pub mod checks;
@@ -12,8 +13,11 @@ pub mod page;
 
 use std::path::{Path, PathBuf};
 
+use crate::engine::device::DeviceKind;
 use crate::error::{Error, Result};
-use crate::result::{newest_per_key, CaseResult, Environment};
+use crate::result::store::{newest_per_key, slug};
+use crate::result::{CaseResult, Environment};
+use crate::units::gib;
 
 /// The cases one machine ran.
 #[derive(Debug, Clone)]
@@ -43,11 +47,11 @@ pub fn machines(records: Vec<CaseResult>) -> Vec<Machine> {
             .environment
             .gpu
             .as_ref()
-            .filter(|_| r.key.device_kind != "cpu");
+            .filter(|_| r.key.device_kind != DeviceKind::Cpu);
         let hardware = gpu.map_or_else(|| r.environment.cpu_model.clone(), |g| g.name.clone());
         let limit = r.key.memory_limit_bytes;
         let name = match limit {
-            Some(l) => format!("{hardware}, limited to {:.1} GiB", l as f64 / GIB),
+            Some(l) => format!("{hardware}, limited to {:.1} GiB", gib(l)),
             None => hardware.clone(),
         };
         let on_gpu = gpu.is_some();
@@ -71,7 +75,7 @@ pub fn machines(records: Vec<CaseResult>) -> Vec<Machine> {
                 m.records.push(r);
             }
             None => out.push(Machine {
-                slug: crate::suite::runner::slug(&name),
+                slug: slug(&name),
                 name,
                 hardware,
                 memory_limit_bytes: limit,
@@ -113,14 +117,12 @@ impl Variant {
         Variant {
             order,
             model,
-            quant: k.quant.clone().unwrap_or_else(|| {
-                if k.weights == "default" {
-                    "q4_k_m".into()
-                } else {
-                    "file".into()
-                }
-            }),
-            kv_dtype: k.kv_dtype.clone(),
+            quant: match (k.quant, k.weights.as_str()) {
+                (Some(q), _) => q.to_string(),
+                (None, "default") => "q4_k_m".into(),
+                (None, _) => "file".into(),
+            },
+            kv_dtype: k.kv_dtype.to_string(),
             image: k.image.is_some(),
         }
     }
@@ -155,7 +157,7 @@ pub fn write(
             .cloned();
     }
     if machines.is_empty() {
-        return Err(Error::Unsupported("no result records to report".into()));
+        return Err(Error::BadInput("no result records to report".into()));
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut pages = Vec::new();
@@ -172,10 +174,18 @@ pub fn write(
     Ok(pages)
 }
 
+/// Writes `chart` as `dir/stem.svg` and `.png` and returns the page's figure: the SVG inline
+/// (without its XML prolog) with links to both files.
+pub(crate) fn figure(dir: &Path, stem: &str, chart: &charts::Chart) -> Result<String> {
+    let svg = chart.write(&dir.join(stem))?;
+    let body = svg.find("<svg").map_or(svg.as_str(), |i| &svg[i..]);
+    Ok(format!(
+        "<figure>{body}<figcaption><a href=\"{stem}.svg\">{stem}.svg</a> · <a href=\"{stem}.png\">{stem}.png</a></figcaption></figure>\n"
+    ))
+}
+
 /// Writes `text` to `dir/name`.
 pub(crate) fn put(dir: &Path, name: &str, text: &str) -> Result<()> {
     let p = dir.join(name);
     std::fs::write(&p, text).map_err(|e| Error::io(&p, e))
 }
-
-pub(crate) const GIB: f64 = (1u64 << 30) as f64;

@@ -5,17 +5,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::estimate::{predict, Query};
+use crate::output::table::{escape, Table};
 use crate::report::charts::{Chart, LineChart, Series, Style};
-use crate::report::{checks, export, fit_table, put, Machine, Variant, GIB};
+use crate::report::{checks, export, figure, fit_table, put, Machine, Variant};
 use crate::result::CaseResult;
-
-/// Escapes text for HTML.
-pub fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use crate::units::gib;
 
 /// Finished cases per variant.
 fn ok_by_variant(m: &Machine) -> BTreeMap<Variant, Vec<&CaseResult>> {
@@ -69,7 +63,7 @@ fn predicted_curve(sample: &CaseResult, xs: &[f64]) -> Option<Vec<(f64, f64)>> {
                 ..q.clone()
             })
             .ok()?;
-            Some((ctx, p.breakdown.total() as f64 / GIB))
+            Some((ctx, gib(p.breakdown.total())))
         })
         .collect()
 }
@@ -125,7 +119,7 @@ pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
         ),
     ];
     // Peak memory: measured, the estimator's curve (dashed) and the capacity line.
-    let mut mem = series(&ctx, &|r| r.peak_bytes().map(|b| b as f64 / GIB));
+    let mut mem = series(&ctx, &|r| r.peak_bytes().map(gib));
     for (i, (v, recs)) in by.iter().enumerate() {
         let mut xs: Vec<f64> = recs.iter().map(|r| r.key.ctx as f64).collect();
         xs.sort_by(f64::total_cmp);
@@ -160,12 +154,7 @@ pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
             series: mem,
             hlines: m
                 .capacity_bytes
-                .map(|c| {
-                    vec![(
-                        format!("capacity {:.1} GiB", c as f64 / GIB),
-                        c as f64 / GIB,
-                    )]
-                })
+                .map(|c| vec![(format!("capacity {:.1} GiB", gib(c)), gib(c))])
                 .unwrap_or_default(),
         }),
     ));
@@ -215,7 +204,7 @@ fn environment_html(m: &Machine) -> String {
             "CPU",
             format!("{} ({} logical cores)", e.cpu_model, e.logical_cores),
         ),
-        ("RAM", format!("{:.1} GiB", e.ram_total_bytes as f64 / GIB)),
+        ("RAM", format!("{:.1} GiB", gib(e.ram_total_bytes))),
         ("OS", format!("{} {}", e.os, e.kernel)),
     ];
     if let Some(g) = &e.gpu {
@@ -226,21 +215,16 @@ fn environment_html(m: &Machine) -> String {
                 g.name,
                 g.driver_version.as_deref().unwrap_or("?"),
                 g.cuda_version.as_deref().unwrap_or("?"),
-                g.memory_total_bytes.unwrap_or(0) as f64 / GIB,
+                gib(g.memory_total_bytes.unwrap_or(0)),
                 g.power_limit_w.map_or("?".into(), |w| format!("{w:.0} W"))
             ),
         ));
     }
-    let mut s = String::from("<table class=\"env\">\n");
+    let mut t = Table::new(Vec::<String>::new()).class("env").row_headers();
     for (k, v) in rows {
-        s.push_str(&format!(
-            "<tr><th>{}</th><td>{}</td></tr>\n",
-            escape(k),
-            escape(&v)
-        ));
+        t.row([k.to_string(), v]);
     }
-    s.push_str("</table>\n");
-    s
+    t.html()
 }
 
 /// Writes the machine's report into `dir`; returns the page's path.
@@ -253,35 +237,12 @@ pub fn machine_report(m: &Machine, dir: &Path) -> crate::Result<PathBuf> {
     )?;
     put(dir, "fit-table.csv", &table.csv()?)?;
     put(dir, "checks.md", &checks::markdown(m))?;
-    let rows: Vec<export::LlamaBenchRow> = m
-        .records
-        .iter()
-        .flat_map(export::llama_bench_rows)
-        .collect();
-    put(
-        dir,
-        "llama-bench.json",
-        &(serde_json::to_string_pretty(&rows)? + "\n"),
-    )?;
-    put(dir, "llama-bench.csv", &export::llama_bench_csv(&rows)?)?;
-    put(
-        dir,
-        "bmf.json",
-        &(serde_json::to_string_pretty(&export::bmf(&m.records))? + "\n"),
-    )?;
-    put(
-        dir,
-        "benchmark-action.json",
-        &(serde_json::to_string_pretty(&export::benchmark_action(&m.records))? + "\n"),
-    )?;
+    for e in export::all() {
+        put(dir, e.file_name(), &e.render(&m.records)?)?;
+    }
     let mut figures = String::new();
     for (stem, chart) in charts(m) {
-        let svg = chart.write(&dir.join(stem))?;
-        // Inline, without the XML prolog.
-        let body = svg.find("<svg").map_or(svg.as_str(), |i| &svg[i..]);
-        figures.push_str(&format!(
-            "<figure>{body}<figcaption><a href=\"{stem}.svg\">{stem}.svg</a> · <a href=\"{stem}.png\">{stem}.png</a></figcaption></figure>\n"
-        ));
+        figures.push_str(&figure(dir, stem, &chart)?);
     }
     let failed = m.records.iter().filter(|r| !r.outcome.is_ok()).count();
     let html = format!(

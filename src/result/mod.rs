@@ -6,8 +6,15 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod case;
+pub mod store;
+
 use crate::engine::load::weights::WeightBytes;
+use crate::error::Error;
 use crate::probe::sampler::{Phase, SamplerReport};
+use crate::stats::{median, percentile, Stat};
+
+use self::case::{CaseKey, CaseParams, CaseSpec};
 
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -26,88 +33,6 @@ pub struct CaseResult {
     pub metrics: Option<Metrics>,
     #[serde(default)]
     pub probes: Probes,
-}
-
-/// The fields that identify a case across runs and machines (never anything about the machine:
-/// that is [`Environment`]). Suites, `--resume`, `compare` and `fit --results` match on it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct CaseKey {
-    /// Gemma 3 size ("270m" … "27b"), when the model's shape is one of the presets.
-    pub size: Option<String>,
-    /// Where the weights come from: "default", "synthetic", "gguf:FILE", "hf-dir:FOLDER",
-    /// "hf:ORG/NAME" (file and folder by name, not path, so machines agree).
-    pub weights: String,
-    /// `--quant` (synthetic or quantized at load); None for a GGUF file's own formats.
-    pub quant: Option<String>,
-    pub kv_dtype: String,
-    pub ctx: usize,
-    pub prompt_tokens: usize,
-    pub gen_tokens: usize,
-    pub prefill_chunk: usize,
-    pub threads: usize,
-    /// "cpu" or "cuda".
-    pub device_kind: String,
-    /// "synthetic", an image file's name, or None.
-    pub image: Option<String>,
-    /// A memory cap the case ran under, if any.
-    pub memory_limit_bytes: Option<u64>,
-    /// How the context before the prompt was reached: None (nothing before the prompt) or
-    /// "synthetic" (the KV cache filled with synthetic keys/values to ctx - prompt - image - gen).
-    #[serde(default)]
-    pub fill_kv: Option<String>,
-}
-
-impl CaseKey {
-    /// A stable one-line id, e.g. `4b|synthetic|q4_k|f32|ctx4096|p64|g8|c512|t2|cpu|-|-`.
-    pub fn id(&self) -> String {
-        let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
-        format!(
-            "{}|{}|{}|{}|ctx{}|p{}|g{}|c{}|t{}|{}|{}|{}{}",
-            opt(&self.size),
-            self.weights,
-            opt(&self.quant),
-            self.kv_dtype,
-            self.ctx,
-            self.prompt_tokens,
-            self.gen_tokens,
-            self.prefill_chunk,
-            self.threads,
-            self.device_kind,
-            opt(&self.image),
-            self.memory_limit_bytes
-                .map_or("-".into(), |b| b.to_string()),
-            self.fill_kv
-                .as_ref()
-                .map_or(String::new(), |f| format!("|fill-{f}"))
-        )
-    }
-}
-
-/// How the case was run (the key's fields plus the details that do not identify it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CaseParams {
-    /// `--model` as given.
-    pub model: String,
-    /// What was loaded, e.g. "synthetic:4b (q4_k)" or a file path.
-    pub source: String,
-    /// The preset the model's shape matches ("270m" … "27b"), when known.
-    #[serde(default)]
-    pub model_size: Option<String>,
-    pub prompt_tokens: usize,
-    pub gen_tokens: usize,
-    pub ctx: usize,
-    pub prefill_chunk: usize,
-    pub kv_dtype: String,
-    pub threads: usize,
-    /// "cpu" or "cuda:N".
-    pub device: String,
-    #[serde(default)]
-    pub image: Option<String>,
-    pub repeats: usize,
-    pub warmup: usize,
-    pub seed: u64,
-    #[serde(default)]
-    pub fill_kv: Option<String>,
 }
 
 /// The machine and build the case ran on.
@@ -159,14 +84,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Classifies an error message: out-of-memory conditions are `Oom`, the rest `Error`.
-    pub fn from_error(message: String) -> Self {
-        let m = message.to_ascii_lowercase();
-        let oom = m.contains("out of memory")
-            || m.contains("cuda_error_out_of_memory")
-            || m.contains("memory allocation of")
-            || (m.contains("needs") && m.contains("available"));
-        if oom {
+    /// The outcome of a case that failed with `e`: out of memory by its type (our refusal, or a
+    /// device allocator's error), anything else an error. (A child process that aborts or is
+    /// killed leaves no error value: the runner judges it by its exit status and stderr.)
+    pub fn of_error(e: &Error) -> Self {
+        let message = e.to_string();
+        if e.is_out_of_memory() {
             Outcome::Oom { message }
         } else {
             Outcome::Error { message }
@@ -179,11 +102,35 @@ impl Outcome {
 }
 
 impl CaseResult {
+    /// The record of a case that produced none itself (it crashed, was killed, timed out, or
+    /// never started): its key, parameters, the machine, and the outcome.
+    pub fn unrun(
+        spec: &CaseSpec,
+        outcome: Outcome,
+        environment: Environment,
+        note: Option<String>,
+    ) -> Self {
+        let key = spec.key();
+        CaseResult {
+            schema_version: SCHEMA_VERSION,
+            started_unix_s: unix_now(),
+            params: spec.params(&key),
+            key,
+            environment,
+            outcome,
+            metrics: None,
+            probes: Probes {
+                notes: note.into_iter().collect(),
+                ..Probes::default()
+            },
+        }
+    }
+
     /// The memory the case measured at its peak: the GPU process peak (NVML) for GPU cases,
     /// the process's peak RSS on the CPU.
     pub fn peak_bytes(&self) -> Option<u64> {
         let m = self.metrics.as_ref()?;
-        if self.key.device_kind == "cpu" {
+        if self.key.device_kind == crate::engine::device::DeviceKind::Cpu {
             m.peak_rss_bytes
         } else {
             m.memory
@@ -192,123 +139,6 @@ impl CaseResult {
                 .max()
         }
     }
-}
-
-/// The records of several results files, and how many lines did not parse.
-pub fn read_all(paths: &[std::path::PathBuf]) -> crate::Result<(Vec<CaseResult>, usize)> {
-    let mut all = Vec::new();
-    let mut bad = 0;
-    for p in paths {
-        let (mut r, b) = read_records(p)?;
-        all.append(&mut r);
-        bad += b;
-    }
-    Ok((all, bad))
-}
-
-/// The records of a results file: JSON lines (`bench`), or one JSON record (`run --out`).
-/// Lines that do not parse (one cut short by a kill) are skipped and counted; a file with no
-/// record at all is an error.
-pub fn read_records(path: &std::path::Path) -> crate::Result<(Vec<CaseResult>, usize)> {
-    let text = std::fs::read_to_string(path).map_err(|e| crate::Error::io(path, e))?;
-    if let Ok(one) = serde_json::from_str::<CaseResult>(&text) {
-        return Ok((vec![one], 0));
-    }
-    let mut records = Vec::new();
-    let mut bad = 0;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        match serde_json::from_str::<CaseResult>(line) {
-            Ok(r) => records.push(r),
-            Err(_) => bad += 1,
-        }
-    }
-    if records.is_empty() {
-        return Err(crate::Error::Unsupported(format!(
-            "{}: no result records (expected JSON lines from `bench` or a record from `run --out`)",
-            path.display()
-        )));
-    }
-    Ok((records, bad))
-}
-
-/// Merges records (e.g. concatenated result files from several machines or shards): one per
-/// case key, the newest (`started_unix_s`; on a tie, the later in the input), in input order.
-pub fn newest_per_key(records: Vec<CaseResult>) -> Vec<CaseResult> {
-    let mut best: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for (i, r) in records.iter().enumerate() {
-        let id = r.key.id();
-        match best.get(&id) {
-            Some(&j) if records[j].started_unix_s > r.started_unix_s => {}
-            _ => {
-                best.insert(id, i);
-            }
-        }
-    }
-    let keep: std::collections::HashSet<usize> = best.into_values().collect();
-    records
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| keep.contains(i))
-        .map(|(_, r)| r)
-        .collect()
-}
-
-/// The spread of a figure over the repeats.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Stat {
-    pub n: usize,
-    pub median: f64,
-    pub mean: f64,
-    pub stddev: f64,
-    pub min: f64,
-    pub max: f64,
-    /// Every repeat's value, in order (absent in records written before they were kept).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub samples: Vec<f64>,
-}
-
-impl Stat {
-    pub fn of(samples: &[f64]) -> Self {
-        let n = samples.len();
-        if n == 0 {
-            return Stat::default();
-        }
-        let mean = samples.iter().sum::<f64>() / n as f64;
-        let var = if n > 1 {
-            samples.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64
-        } else {
-            0.0
-        };
-        Stat {
-            n,
-            median: percentile(samples, 50.0),
-            mean,
-            stddev: var.sqrt(),
-            min: samples.iter().copied().fold(f64::INFINITY, f64::min),
-            max: samples.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            samples: samples.to_vec(),
-        }
-    }
-
-    /// Standard deviation relative to the median (0 when undefined).
-    pub fn relative_spread(&self) -> f64 {
-        if self.median.abs() > 0.0 {
-            self.stddev / self.median.abs()
-        } else {
-            0.0
-        }
-    }
-}
-
-/// Percentile (nearest rank) of unsorted samples; 0 for none.
-pub fn percentile(samples: &[f64], p: f64) -> f64 {
-    if samples.is_empty() {
-        return 0.0;
-    }
-    let mut s = samples.to_vec();
-    s.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
-    s[rank.clamp(1, s.len()) - 1]
 }
 
 /// Per-token decode step times, pooled over the repeats.
@@ -323,7 +153,7 @@ pub struct DecodeSteps {
 impl DecodeSteps {
     pub fn of(samples_ms: Vec<f64>) -> Self {
         DecodeSteps {
-            median_ms: percentile(&samples_ms, 50.0),
+            median_ms: median(&samples_ms),
             p90_ms: percentile(&samples_ms, 90.0),
             p99_ms: percentile(&samples_ms, 99.0),
             samples_ms,
@@ -401,125 +231,42 @@ pub struct Probes {
     pub warnings: Vec<String>,
 }
 
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn key() -> CaseKey {
-        CaseKey {
-            size: Some("4b".into()),
-            weights: "synthetic".into(),
-            quant: Some("q4_k".into()),
-            kv_dtype: "f32".into(),
-            ctx: 4096,
-            prompt_tokens: 64,
-            gen_tokens: 8,
-            prefill_chunk: 512,
-            threads: 2,
-            device_kind: "cpu".into(),
-            image: None,
-            memory_limit_bytes: None,
-            fill_kv: None,
-        }
-    }
-
     #[test]
-    fn key_id_is_stable_and_distinguishes_cases() {
-        let k = key();
+    fn outcomes_are_classified_by_type() {
+        let oom = Outcome::of_error(&Error::OutOfMemory(
+            "synthetic:27b in f32 needs 100.6 GiB of weights; this machine has 22.0 GiB available"
+                .into(),
+        ));
         assert_eq!(
-            k.id(),
-            "4b|synthetic|q4_k|f32|ctx4096|p64|g8|c512|t2|cpu|-|-"
+            oom,
+            Outcome::Oom {
+                message: "synthetic:27b in f32 needs 100.6 GiB of weights; this machine has 22.0 GiB available".into()
+            }
         );
-        let mut other = key();
-        other.image = Some("synthetic".into());
-        assert_ne!(k.id(), other.id());
-    }
-
-    #[test]
-    fn merged_files_keep_the_newest_record_per_case() {
-        let rec = |key: CaseKey, t: u64, outcome: Outcome| CaseResult {
-            schema_version: 1,
-            started_unix_s: t,
-            params: CaseParams {
-                model: "m".into(),
-                source: "m".into(),
-                model_size: None,
-                prompt_tokens: key.prompt_tokens,
-                gen_tokens: key.gen_tokens,
-                ctx: key.ctx,
-                prefill_chunk: key.prefill_chunk,
-                kv_dtype: key.kv_dtype.clone(),
-                threads: key.threads,
-                device: "cpu".into(),
-                image: None,
-                repeats: 1,
-                warmup: 0,
-                seed: 0,
-                fill_kv: None,
-            },
-            key,
-            environment: Environment {
-                tool_version: String::new(),
-                git_commit: String::new(),
-                rustc_version: String::new(),
-                candle_version: String::new(),
-                features: Vec::new(),
-                cpu_model: String::new(),
-                physical_cores: None,
-                logical_cores: 1,
-                ram_total_bytes: 0,
-                os: String::new(),
-                kernel: String::new(),
-                gpu: None,
-            },
-            outcome,
-            metrics: None,
-            probes: Probes::default(),
-        };
-        let mut other = key();
-        other.ctx = 8192;
-        let err = || Outcome::Error {
-            message: "x".into(),
-        };
-        let merged = newest_per_key(vec![
-            rec(key(), 10, err()),
-            rec(other.clone(), 5, Outcome::Ok),
-            rec(key(), 20, Outcome::Ok),
-            rec(other, 3, err()),
-        ]);
-        assert_eq!(merged.len(), 2);
-        assert_eq!((merged[0].key.ctx, merged[0].started_unix_s), (8192, 5));
-        assert_eq!(
-            (merged[1].key.ctx, merged[1].outcome.clone()),
-            (4096, Outcome::Ok)
-        );
-    }
-
-    #[test]
-    fn stat_spread() {
-        let s = Stat::of(&[10.0, 12.0, 11.0, 9.0, 13.0]);
-        assert_eq!(
-            (s.n, s.median, s.mean, s.min, s.max),
-            (5, 11.0, 11.0, 9.0, 13.0)
-        );
-        assert!((s.stddev - 2.5f64.sqrt()).abs() < 1e-12);
-        assert_eq!(Stat::of(&[4.0]).stddev, 0.0);
-        assert_eq!(Stat::of(&[]).n, 0);
-    }
-
-    #[test]
-    fn outcomes_classify_out_of_memory() {
-        let oom = Outcome::from_error(
-            "unsupported: synthetic:27b in f32 needs 100.6 GiB of weights; this machine has 22.0 GiB available".into(),
-        );
-        assert!(matches!(oom, Outcome::Oom { .. }));
+        // Words alone do not make an out-of-memory.
         assert!(matches!(
-            Outcome::from_error("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into()),
-            Outcome::Oom { .. }
+            Outcome::of_error(&Error::BadInput("needs 3 GiB, 2 available".into())),
+            Outcome::Error { .. }
         ));
         assert!(matches!(
-            Outcome::from_error("tensor 'x' is missing".into()),
-            Outcome::Error { .. }
+            Outcome::of_error(&Error::ContextFull {
+                used: 8,
+                requested: 1,
+                room: 8
+            }),
+            Outcome::Error { message } if message.starts_with("context full")
         ));
         let v = serde_json::to_value(Outcome::Timeout { limit_s: 60.0 }).unwrap();
         assert_eq!(v, serde_json::json!({"status": "timeout", "limit_s": 60.0}));

@@ -1,13 +1,22 @@
-//! Suite files (TOML, `suites/*.toml`): axes whose product is the matrix of cases, with
-//! excludes, and the settings every case shares. See `suites/README.md` for the format.
+//! Suites: a TOML file of axes whose product, minus excludes, is the matrix of cases, with the
+//! settings every case shares (`suites/README.md` documents the format). The runner
+//! (`runner.rs`) runs them, each in a child process (`child.rs`); the frontier search
+//! (`frontier.rs`) runs probes the same way.
 
+pub mod child;
+pub mod frontier;
 pub mod runner;
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
+use crate::engine::device::DeviceSpec;
+use crate::engine::kv_cache::KvDtype;
+use crate::engine::load::format::Format;
+use crate::engine::load::spec::ModelSpec;
 use crate::error::{Error, Result};
+use crate::result::case::{CaseSpec, FillKv, ImageSpec};
 
 /// A suite as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -28,10 +37,10 @@ pub struct Suite {
     #[serde(default = "default_timeout")]
     pub timeout_s: f64,
     #[serde(default = "cpu")]
-    pub device: String,
+    pub device: DeviceSpec,
     /// A cap on each case's resident memory, e.g. "1536MiB" (overridden by `--memory-limit`).
-    #[serde(default)]
-    pub memory_limit: Option<String>,
+    #[serde(default, deserialize_with = "byte_size")]
+    pub memory_limit: Option<u64>,
 }
 
 fn one() -> usize {
@@ -40,8 +49,17 @@ fn one() -> usize {
 fn default_timeout() -> f64 {
     600.0
 }
-fn cpu() -> String {
-    "cpu".into()
+fn cpu() -> DeviceSpec {
+    DeviceSpec::Cpu
+}
+
+fn byte_size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) => crate::units::parse_bytes(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
 }
 
 /// The axes; every combination is a case (formats apply to synthetic models and safetensors
@@ -51,9 +69,9 @@ fn cpu() -> String {
 pub struct Axes {
     pub models: Vec<String>,
     #[serde(default)]
-    pub quants: Vec<String>,
+    pub quants: Vec<Format>,
     #[serde(default = "f32_kv")]
-    pub kv_dtypes: Vec<String>,
+    pub kv_dtypes: Vec<KvDtype>,
     pub contexts: Vec<usize>,
     pub prompt_tokens: Vec<usize>,
     pub gen_tokens: Vec<usize>,
@@ -64,15 +82,14 @@ pub struct Axes {
     pub images: Vec<ImageAxis>,
     /// How the context before the prompt is reached: "none" or "synthetic" (see `run --fill-kv`).
     #[serde(default = "no_fill")]
-    pub fill_kv: Vec<String>,
+    pub fill_kv: Vec<FillKv>,
 }
 
-fn no_fill() -> Vec<String> {
-    vec!["none".into()]
+fn no_fill() -> Vec<FillKv> {
+    vec![FillKv::None]
 }
-
-fn f32_kv() -> Vec<String> {
-    vec!["f32".into()]
+fn f32_kv() -> Vec<KvDtype> {
+    vec![KvDtype::F32]
 }
 fn default_chunk() -> Vec<usize> {
     vec![512]
@@ -89,11 +106,11 @@ pub enum ImageAxis {
 }
 
 impl ImageAxis {
-    fn spec(&self) -> Option<String> {
+    fn spec(&self) -> Option<ImageSpec> {
         match self {
             ImageAxis::Flag(false) => None,
-            ImageAxis::Flag(true) => Some("synthetic".into()),
-            ImageAxis::File(f) => Some(f.clone()),
+            ImageAxis::Flag(true) => Some(ImageSpec::Synthetic),
+            ImageAxis::File(f) => f.parse().ok(),
         }
     }
 }
@@ -103,8 +120,8 @@ impl ImageAxis {
 #[serde(deny_unknown_fields)]
 pub struct Exclude {
     pub model: Option<String>,
-    pub quant: Option<String>,
-    pub kv_dtype: Option<String>,
+    pub quant: Option<Format>,
+    pub kv_dtype: Option<KvDtype>,
     pub context: Option<usize>,
     pub prompt_tokens: Option<usize>,
     pub gen_tokens: Option<usize>,
@@ -112,44 +129,28 @@ pub struct Exclude {
     pub image: Option<ImageAxis>,
 }
 
-/// One cell of the matrix.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SuiteCase {
-    pub model: String,
-    pub quant: Option<String>,
-    pub kv_dtype: String,
-    pub ctx: usize,
-    pub prompt_tokens: usize,
-    pub gen_tokens: usize,
-    pub prefill_chunk: usize,
-    pub image: Option<String>,
-    pub fill_kv: bool,
-}
-
 impl Exclude {
-    fn matches(&self, c: &SuiteCase) -> bool {
-        let eq = |a: &Option<String>, b: &str| a.as_ref().is_none_or(|a| a.eq_ignore_ascii_case(b));
-        eq(&self.model, &c.model)
-            && self.quant.as_ref().is_none_or(|q| {
-                c.quant
-                    .as_ref()
-                    .is_some_and(|cq| cq.eq_ignore_ascii_case(q))
-            })
-            && eq(&self.kv_dtype, &c.kv_dtype)
-            && self.context.is_none_or(|v| v == c.ctx)
-            && self.prompt_tokens.is_none_or(|v| v == c.prompt_tokens)
-            && self.gen_tokens.is_none_or(|v| v == c.gen_tokens)
-            && self.prefill_chunk.is_none_or(|v| v == c.prefill_chunk)
+    fn matches(&self, c: &CaseSpec) -> bool {
+        fn given<T: PartialEq>(want: &Option<T>, have: T) -> bool {
+            want.as_ref().is_none_or(|w| *w == have)
+        }
+        self.model
+            .as_ref()
+            .is_none_or(|m| m.eq_ignore_ascii_case(&c.model))
+            && self.quant.is_none_or(|q| c.quant == Some(q))
+            && given(&self.kv_dtype, c.kv_dtype)
+            && given(&self.context, c.ctx.unwrap_or(0))
+            && given(&self.prompt_tokens, c.prompt_tokens)
+            && given(&self.gen_tokens, c.gen_tokens)
+            && given(&self.prefill_chunk, c.prefill_chunk)
             && self.image.as_ref().is_none_or(|i| i.spec() == c.image)
     }
 }
 
 /// Whether `--quant` applies to a model spec (synthetic models and safetensors folders).
 pub fn takes_quant(model: &str) -> bool {
-    match model.parse::<crate::engine::load::spec::ModelSpec>() {
-        Ok(crate::engine::load::spec::ModelSpec::Synthetic(_))
-        | Ok(crate::engine::load::spec::ModelSpec::HfDir(_))
-        | Ok(crate::engine::load::spec::ModelSpec::Hub(_)) => true,
+    match model.parse::<ModelSpec>() {
+        Ok(ModelSpec::Synthetic(_)) | Ok(ModelSpec::HfDir(_)) | Ok(ModelSpec::Hub(_)) => true,
         // GGUF files, the default model, and specs that do not parse (the case records why).
         _ => model.starts_with("synthetic:") || model.starts_with("hf:"),
     }
@@ -166,7 +167,8 @@ impl Suite {
     }
 
     pub fn parse(text: &str) -> std::result::Result<Self, String> {
-        let suite: Suite = toml::from_str(text).map_err(|e| e.to_string())?;
+        let suite: Suite =
+            toml::from_str(text).map_err(|e| crate::error::toml_message(text, &e))?;
         let a = &suite.axes;
         let empty = [
             ("axes.models", a.models.is_empty()),
@@ -189,60 +191,58 @@ impl Suite {
         if !(suite.timeout_s.is_finite() && suite.timeout_s > 0.0) {
             return Err("timeout_s must be a positive number of seconds".into());
         }
-        if let Some(l) = &suite.memory_limit {
-            parse_bytes(l).map_err(|e| format!("memory_limit: {e}"))?;
-        }
-        for kv in &a.kv_dtypes {
-            crate::measure::pass::parse_kv_dtype(kv).map_err(|e| format!("axes.kv_dtypes: {e}"))?;
-        }
-        if let Some(f) = a
-            .fill_kv
+        if let Some(ImageAxis::File(f)) = a
+            .images
             .iter()
-            .find(|f| !matches!(f.as_str(), "none" | "synthetic"))
+            .find(|i| i.spec().is_none() && **i != ImageAxis::Flag(false))
         {
-            return Err(format!("axes.fill_kv: '{f}' (choose none or synthetic)"));
-        }
-        for q in &a.quants {
-            crate::engine::load::synthetic::parse_format(q)
-                .map_err(|e| format!("axes.quants: {e}"))?;
+            return Err(format!(
+                "axes.images: '{f}' is not an image (true, false or a path)"
+            ));
         }
         Ok(suite)
     }
 
-    /// Every case, in a fixed order (axes nested as listed), excludes removed.
-    pub fn cases(&self) -> Vec<SuiteCase> {
+    /// Every case, in a fixed order (axes nested as listed), excludes removed; `threads` per
+    /// case.
+    pub fn cases(&self, threads: usize) -> Vec<CaseSpec> {
         let a = &self.axes;
         let mut out = Vec::new();
         for model in &a.models {
-            let quants: Vec<Option<String>> = if takes_quant(model) {
-                a.quants.iter().cloned().map(Some).collect()
+            let quants: Vec<Option<Format>> = if takes_quant(model) {
+                a.quants.iter().copied().map(Some).collect()
             } else {
                 vec![None]
             };
-            for quant in &quants {
-                for kv in &a.kv_dtypes {
+            for &quant in &quants {
+                for &kv_dtype in &a.kv_dtypes {
                     for &ctx in &a.contexts {
-                        for &p in &a.prompt_tokens {
-                            for &g in &a.gen_tokens {
-                                for &chunk in &a.prefill_chunks {
-                                    for (img, fill) in a
-                                        .images
-                                        .iter()
-                                        .flat_map(|i| a.fill_kv.iter().map(move |f| (i, f)))
-                                    {
-                                        let c = SuiteCase {
-                                            model: model.clone(),
-                                            quant: quant.clone(),
-                                            kv_dtype: kv.to_ascii_lowercase(),
-                                            ctx,
-                                            prompt_tokens: p,
-                                            gen_tokens: g,
-                                            prefill_chunk: chunk,
-                                            image: img.spec(),
-                                            fill_kv: fill == "synthetic",
-                                        };
-                                        if !self.exclude.iter().any(|e| e.matches(&c)) {
-                                            out.push(c);
+                        for &prompt_tokens in &a.prompt_tokens {
+                            for &gen_tokens in &a.gen_tokens {
+                                for &prefill_chunk in &a.prefill_chunks {
+                                    for image in &a.images {
+                                        for &fill_kv in &a.fill_kv {
+                                            let c = CaseSpec {
+                                                model: model.clone(),
+                                                quant,
+                                                seed: 0,
+                                                device: self.device,
+                                                threads,
+                                                prompt_tokens,
+                                                gen_tokens,
+                                                ctx: Some(ctx),
+                                                prefill_chunk,
+                                                kv_dtype,
+                                                image: image.spec(),
+                                                fill_kv,
+                                                repeats: self.repeats.max(1),
+                                                warmup: self.warmup,
+                                                sample_ms: 10.0,
+                                                memory_limit_bytes: self.memory_limit,
+                                            };
+                                            if !self.exclude.iter().any(|e| e.matches(&c)) {
+                                                out.push(c);
+                                            }
                                         }
                                     }
                                 }
@@ -287,35 +287,6 @@ impl Shard {
     }
 }
 
-/// Parses a byte size: "512MiB", "1.5GiB", "24GB", "1048576".
-pub fn parse_bytes(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (e.g. 512MiB, 24GiB)"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "kib" | "k" => 1024.0,
-        "mib" | "m" => 1024f64.powi(2),
-        "gib" | "g" => 1024f64.powi(3),
-        "tib" | "t" => 1024f64.powi(4),
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        "tb" => 1e12,
-        other => {
-            return Err(format!(
-                "'{s}': unknown unit '{other}' (use KiB, MiB, GiB, GB, ...)"
-            ))
-        }
-    };
-    Ok((v * mult) as u64)
-}
-
 /// The suites shipped in `suites/`, built into the binary so `bench quick` works from any folder.
 const SHIPPED: &[(&str, &str)] = &[
     ("quick", include_str!("../../suites/quick.toml")),
@@ -345,7 +316,7 @@ pub fn find(name_or_path: &str) -> Result<(Suite, PathBuf)> {
             })?;
             Ok((suite, origin))
         }
-        None => Err(Error::Unsupported(format!(
+        None => Err(Error::BadInput(format!(
             "no suite '{name_or_path}': give a path to a .toml file or one of {}",
             SHIPPED
                 .iter()
@@ -381,22 +352,24 @@ context = 4096
     #[test]
     fn the_matrix_is_the_product_minus_excludes() {
         let s = Suite::parse(SUITE).unwrap();
-        let cases = s.cases();
+        let cases = s.cases(2);
         // default: 1 (own format) × 2 ctx × 2 images = 4; 1b: 2 quants × 2 × 2 = 8, minus 2.
         assert_eq!(cases.len(), 4 + 8 - 2);
         assert!(cases
             .iter()
             .all(|c| c.model != "default" || c.quant.is_none()));
+        let q8: Format = "q8_0".parse().unwrap();
         assert!(!cases
             .iter()
-            .any(|c| c.quant.as_deref() == Some("q8_0") && c.ctx == 4096));
+            .any(|c| c.quant == Some(q8) && c.ctx == Some(4096)));
         assert_eq!(cases.iter().filter(|c| c.image.is_some()).count(), 5);
-        assert_eq!((s.repeats, s.device.as_str()), (2, "cpu"));
+        assert_eq!((s.repeats, s.device), (2, DeviceSpec::Cpu));
+        assert!(cases.iter().all(|c| c.repeats == 2 && c.threads == 2));
     }
 
     #[test]
     fn shards_are_disjoint_and_cover_the_matrix() {
-        let n = Suite::parse(SUITE).unwrap().cases().len();
+        let n = Suite::parse(SUITE).unwrap().cases(1).len();
         for count in 1..=5 {
             let mut seen = vec![0; n];
             for index in 1..=count {
@@ -426,7 +399,15 @@ context = 4096
             .unwrap_err();
         assert!(e.contains("axes.quants"), "{e}");
         let e = Suite::parse(&SUITE.replace("\"q8_0\"]", "\"q9_9\"]")).unwrap_err();
-        assert!(e.contains("q9_9"), "{e}");
+        assert!(e.contains("q9_9") && e.contains("line 7"), "{e}");
+        let e =
+            Suite::parse(&SUITE.replace("[axes]", "memory_limit = \"lots\"\n[axes]")).unwrap_err();
+        assert!(e.contains("'lots' is not a size"), "{e}");
+        let e =
+            Suite::parse(&SUITE.replace("[axes]", "[axes]\nkv_dtypes = [\"q8_0\"]")).unwrap_err();
+        assert!(e.contains("kv_dtypes") && e.contains("q8_0"), "{e}");
+        // One line, whatever toml's own layout.
+        assert!(!e.contains('\n'), "{e}");
     }
 
     #[test]
@@ -434,16 +415,7 @@ context = 4096
         for (name, text) in SHIPPED {
             let s = Suite::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(s.name, *name);
-            assert!(!s.cases().is_empty(), "{name}");
+            assert!(!s.cases(1).is_empty(), "{name}");
         }
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_bytes("1.5GiB"), Ok(3 << 29));
-        assert_eq!(parse_bytes("24GB"), Ok(24_000_000_000));
-        assert!(parse_bytes("lots").is_err());
-        assert!(parse_bytes("3 parsecs").is_err());
     }
 }

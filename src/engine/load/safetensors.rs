@@ -10,8 +10,8 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
+use crate::engine::load::format::Format;
 use crate::engine::load::hf_config::{self, HfConfig};
-use crate::engine::load::synthetic::Format;
 use crate::engine::load::weights::{cpu_storage, WeightBytes, WeightSource};
 use crate::error::{Error, Result};
 
@@ -135,7 +135,7 @@ impl SafetensorsWeights {
 
     /// The HF name of a GGUF tensor name.
     fn hf_name(&self, gguf: &str) -> String {
-        if crate::engine::load::synthetic::is_vision_tensor(gguf) {
+        if crate::engine::load::format::is_vision_tensor(gguf) {
             return self.hf_vision_name(gguf);
         }
         let p = &self.prefix;
@@ -286,7 +286,7 @@ impl WeightSource for SafetensorsWeights {
                     _ => wanted,
                 };
                 // (The vision tower's F16 under a quantized format is a convention, not a fallback.)
-                if wanted != plain && !crate::engine::load::synthetic::is_vision_tensor(name) {
+                if wanted != plain && !crate::engine::load::format::is_vision_tensor(name) {
                     self.fallbacks.push((name.into(), plain, wanted));
                 }
                 let dtype = if wanted == GgmlDType::Q5_0 {

@@ -1,11 +1,15 @@
-//! Exports others already read: llama-bench's JSON/CSV rows (its field names where the meaning
-//! matches), Bencher Metric Format (BMF) JSON, and github-action-benchmark's JSON.
+//! llama-bench's rows (its field names where the meaning matches), as JSON and CSV.
 
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
+use crate::engine::device::DeviceKind;
+use crate::error::Result;
+use crate::output::table::Table;
+use crate::report::export::Exporter;
 use crate::report::Variant;
 use crate::result::CaseResult;
+use crate::stats::Stat;
 
 /// One llama-bench row: a prefill test (n_prompt > 0, n_gen = 0) or a decode test (n_prompt = 0,
 /// n_gen > 0) at a depth (n_depth) of positions already in the KV cache, as llama-bench writes
@@ -82,7 +86,7 @@ pub fn llama_bench_rows(r: &CaseResult) -> Vec<LlamaBenchRow> {
             .as_ref()
             .map(|g| g.name.clone())
             .unwrap_or_default(),
-        backends: if k.device_kind == "cpu" {
+        backends: if k.device_kind == DeviceKind::Cpu {
             "CPU"
         } else {
             "CUDA"
@@ -95,8 +99,8 @@ pub fn llama_bench_rows(r: &CaseResult) -> Vec<LlamaBenchRow> {
         n_batch: k.prefill_chunk,
         n_ubatch: k.prefill_chunk,
         n_threads: k.threads,
-        type_k: k.kv_dtype.clone(),
-        type_v: k.kv_dtype.clone(),
+        type_k: k.kv_dtype.to_string(),
+        type_v: k.kv_dtype.to_string(),
         n_prompt: 0,
         n_gen: 0,
         n_depth: m.fill_depth,
@@ -109,12 +113,8 @@ pub fn llama_bench_rows(r: &CaseResult) -> Vec<LlamaBenchRow> {
         samples_ts: Vec::new(),
     };
     // Per repeat: tokens / second, and the nanoseconds those tokens took.
-    let with = |mut row: LlamaBenchRow, tokens: usize, ts: &crate::result::Stat| {
-        let samples = if ts.samples.is_empty() {
-            vec![ts.median]
-        } else {
-            ts.samples.clone()
-        };
+    let with = |mut row: LlamaBenchRow, tokens: usize, ts: &Stat| {
+        let samples = ts.values();
         row.samples_ts = samples.clone();
         row.samples_ns = samples
             .iter()
@@ -165,7 +165,7 @@ pub fn llama_bench_rows(r: &CaseResult) -> Vec<LlamaBenchRow> {
 
 /// llama-bench's CSV: a header of its field names (in its order), one row per test; sample
 /// lists as space-separated numbers, as llama-bench writes them.
-pub fn llama_bench_csv(rows: &[LlamaBenchRow]) -> crate::Result<String> {
+pub fn llama_bench_csv(rows: &[LlamaBenchRow]) -> Result<String> {
     const FIELDS: [&str; 23] = [
         "build_commit",
         "cpu_info",
@@ -191,71 +191,46 @@ pub fn llama_bench_csv(rows: &[LlamaBenchRow]) -> crate::Result<String> {
         "samples_ns",
         "samples_ts",
     ];
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(FIELDS)
-        .map_err(crate::estimate::fit::csv_err)?;
+    let mut t = Table::new(FIELDS);
     for r in rows {
         let v = serde_json::to_value(r)?;
-        w.write_record(FIELDS.iter().map(|f| match &v[*f] {
+        t.row(FIELDS.iter().map(|f| match &v[*f] {
             Value::String(s) => s.clone(),
             Value::Array(a) => a.iter().map(Value::to_string).collect::<Vec<_>>().join(" "),
             other => other.to_string(),
-        }))
-        .map_err(crate::estimate::fit::csv_err)?;
+        }));
     }
-    crate::estimate::fit::csv_string(w)
+    t.csv()
 }
 
-fn bench_name(r: &CaseResult) -> String {
-    format!(
-        "gemma-fit/{}/ctx{}/p{}+g{}",
-        Variant::of(r).label().replace(' ', "_"),
-        r.key.ctx,
-        r.key.prompt_tokens,
-        r.key.gen_tokens
-    )
+fn rows(records: &[CaseResult]) -> Vec<LlamaBenchRow> {
+    records.iter().flat_map(llama_bench_rows).collect()
 }
 
-/// Bencher Metric Format: { benchmark: { measure: { value, lower_value, upper_value } } }.
-pub fn bmf(records: &[CaseResult]) -> Value {
-    let mut out = Map::new();
-    for r in records {
-        let Some(m) = r.metrics.as_ref() else {
-            continue;
-        };
-        let stat = |s: &crate::result::Stat| json!({"value": s.median, "lower_value": s.min, "upper_value": s.max});
-        let mut measures = Map::new();
-        measures.insert("decode-tok-per-s".into(), stat(&m.decode_tok_per_s));
-        measures.insert("prefill-tok-per-s".into(), stat(&m.prefill_tok_per_s));
-        if let Some(p) = r.peak_bytes() {
-            measures.insert("peak-memory-bytes".into(), json!({"value": p}));
-        }
-        out.insert(bench_name(r), Value::Object(measures));
+/// `llama-bench.json`.
+pub struct Json;
+
+impl Exporter for Json {
+    fn file_name(&self) -> &'static str {
+        "llama-bench.json"
     }
-    Value::Object(out)
+
+    fn render(&self, records: &[CaseResult]) -> Result<String> {
+        Ok(serde_json::to_string_pretty(&rows(records))? + "\n")
+    }
 }
 
-/// github-action-benchmark's "customBiggerIsBetter" list: { name, unit, value, range, extra }.
-pub fn benchmark_action(records: &[CaseResult]) -> Value {
-    let mut out = Vec::new();
-    for r in records {
-        let Some(m) = r.metrics.as_ref() else {
-            continue;
-        };
-        for (what, s) in [
-            ("decode", &m.decode_tok_per_s),
-            ("prefill", &m.prefill_tok_per_s),
-        ] {
-            out.push(json!({
-                "name": format!("{} {what}", bench_name(r)),
-                "unit": "tok/s",
-                "value": s.median,
-                "range": format!("± {:.3}", s.stddev),
-                "extra": format!("{} repeats on {}", s.n, r.environment.gpu.as_ref().map_or(&r.environment.cpu_model, |g| &g.name)),
-            }));
-        }
+/// `llama-bench.csv`.
+pub struct Csv;
+
+impl Exporter for Csv {
+    fn file_name(&self) -> &'static str {
+        "llama-bench.csv"
     }
-    Value::Array(out)
+
+    fn render(&self, records: &[CaseResult]) -> Result<String> {
+        llama_bench_csv(&rows(records))
+    }
 }
 
 #[cfg(test)]

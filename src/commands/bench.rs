@@ -1,0 +1,70 @@
+//! `gemma-fit bench`: a suite, each case in a child process, and the report of the results.
+
+use anyhow::Result;
+
+use crate::cli::BenchArgs;
+use crate::suite::child::ChildProcess;
+use crate::suite::runner::{self, BenchOptions};
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let (suite, origin) = crate::suite::find(&args.suite)?;
+    let threads = super::threads(args.threads);
+    if args.list {
+        println!(
+            "# {} ({}): {}",
+            suite.name,
+            origin.display(),
+            suite.description
+        );
+        for (i, c) in suite.cases(threads).iter().enumerate() {
+            if args.shard.is_none_or(|s| s.has(i)) {
+                println!(
+                    "{} {} kv={} ctx={} prompt={} gen={} chunk={} image={}",
+                    c.model,
+                    c.quant.map_or("-".into(), |q| q.to_string()),
+                    c.kv_dtype,
+                    c.ctx.unwrap_or(0),
+                    c.prompt_tokens,
+                    c.gen_tokens,
+                    c.prefill_chunk,
+                    c.image.as_ref().map_or("-".into(), |i| i.to_string())
+                );
+            }
+        }
+        return Ok(());
+    }
+    eprintln!(
+        "suite {} ({}): {} cases",
+        suite.name,
+        origin.display(),
+        suite.cases(threads).len()
+    );
+    let summary = runner::run(
+        &BenchOptions {
+            suite,
+            out: args.out.clone(),
+            resume: args.resume,
+            shard: args.shard,
+            memory_limit: args.memory_limit,
+            threads,
+            progress: super::show_progress(),
+        },
+        &ChildProcess::new()?,
+    )?;
+    println!("{summary}");
+    // The report of everything the results file holds, beside it.
+    if let Some(dir) = summary.results.parent() {
+        let (records, _) = crate::result::store::read_records(&summary.results)?;
+        let pages = crate::report::write(records, &super::beside_bandwidth(&[dir])?, dir)?;
+        for p in pages {
+            println!("report: {}", p.display());
+        }
+    }
+    if summary.not_run > 0 {
+        anyhow::bail!(
+            "interrupted: {} cases not run (--resume continues)",
+            summary.not_run
+        );
+    }
+    Ok(())
+}

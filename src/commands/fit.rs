@@ -1,0 +1,60 @@
+//! `gemma-fit fit`: the fit table of a GPU or a memory size, or measured results beside their
+//! predictions.
+
+use anyhow::Result;
+
+use crate::cli::FitArgs;
+use crate::estimate::catalog::Catalog;
+use crate::estimate::{accuracy, fit, Target};
+use crate::probe::host::HostInfo;
+use crate::units::gib;
+
+/// `gemma-fit fit`: the fit table of a GPU or memory size, or measured results beside their
+/// predictions.
+pub fn run(args: &FitArgs) -> Result<()> {
+    if !args.results.is_empty() {
+        let (records, bad) = crate::result::store::read_all(&args.results)?;
+        if bad > 0 {
+            eprintln!("warning: {bad} line(s) are not result records; skipped");
+        }
+        let (compared, skipped) = accuracy::against(&records);
+        print!("{}", accuracy::render(&compared, &skipped, args.format)?);
+        return Ok(());
+    }
+    let catalog = Catalog::load(&args.catalog)?;
+    let cap = match (&args.gpu, args.memory) {
+        (Some(name), _) => {
+            let g = catalog.find(name)?;
+            fit::Capacity {
+                name: g.name.clone(),
+                total_bytes: g.total_bytes(),
+                bandwidth_gbs: Some(g.bandwidth_gbs),
+                target: args.device.unwrap_or(Target::Cuda),
+            }
+        }
+        (None, Some(bytes)) => fit::Capacity {
+            name: format!("{:.1} GiB", gib(bytes)),
+            total_bytes: bytes,
+            bandwidth_gbs: args.bandwidth,
+            target: args.device.unwrap_or(Target::Cuda),
+        },
+        (None, None) => fit::Capacity {
+            name: "this machine's RAM".into(),
+            total_bytes: HostInfo::read().ram_total_bytes,
+            bandwidth_gbs: None,
+            target: args.device.unwrap_or(Target::Cpu),
+        },
+    };
+    let req = fit::Request {
+        models: args.model.clone(),
+        quants: args.quant.clone(),
+        kv_dtypes: args.kv_dtype.clone(),
+        ctxs: args.ctx.clone(),
+        rows: args.prefill_chunk as usize,
+        image: args.image,
+        breakdown: args.breakdown,
+    };
+    let rows = fit::table(&req, &cap)?;
+    print!("{}", fit::render(&rows, &req, &cap, args.format)?);
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! `gemma-fit frontier`: the measured fit frontier, by bisection over the context.
+
+use anyhow::Result;
+
+use crate::cli::FrontierArgs;
+use crate::output::outcome;
+use crate::suite::child::ChildProcess;
+use crate::suite::frontier::{frontier, FrontierOptions};
+use crate::units::mib;
+
+pub fn run(args: &FrontierArgs) -> Result<()> {
+    if !(args.timeout.is_finite() && args.timeout > 0.0) {
+        anyhow::bail!("--timeout must be a positive number of seconds");
+    }
+    let (rows, results) = frontier(
+        &FrontierOptions {
+            models: args.model.clone(),
+            quants: args.quant.clone(),
+            kv_dtypes: args.kv_dtype.clone(),
+            device: args.device,
+            memory_limit: args.memory_limit,
+            min_ctx: args.min_ctx,
+            max_ctx: args.max_ctx,
+            step: args.step as usize,
+            prompt_tokens: args.prompt_tokens,
+            gen_tokens: args.gen,
+            timeout: std::time::Duration::from_secs_f64(args.timeout),
+            out: args.out.clone(),
+            threads: super::threads(args.threads),
+            progress: super::show_progress(),
+        },
+        &ChildProcess::new()?,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    let mib = |b: u64| format!("{:.0} MiB", mib(b));
+    for r in &rows {
+        let what = format!(
+            "{} {} kv {}{}",
+            r.model,
+            r.quant.map_or(String::new(), |q| q.to_string()),
+            r.kv_dtype,
+            r.memory_limit_bytes
+                .map_or(String::new(), |b| format!(", limit {}", mib(b)))
+        );
+        let ok = match (r.largest_ok_ctx, r.largest_ok_peak_bytes) {
+            (Some(c), Some(p)) => format!("largest context {c} (peak {})", mib(p)),
+            (Some(c), None) => format!("largest context {c}"),
+            (None, _) => "does not run at the smallest context".into(),
+        };
+        let failing = match (&r.smallest_failing_ctx, &r.failure) {
+            (Some(c), Some(o)) => format!("; {c} fails ({})", outcome::line(o)),
+            _ => "; the largest context tried runs".into(),
+        };
+        let predicted = r
+            .predicted_ctx
+            .map_or(String::new(), |c| format!("; estimator: {c}"));
+        println!("{what}: {ok}{failing}{predicted} [{} probes]", r.probes);
+    }
+    println!("probe records in {}", results.display());
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! How right the estimator was (`gemma-fit fit --results`, and the report's checks): measured
+//! cases set beside their predictions, with the error of the total and of the part that is not
+//! weights.
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::estimate::{predict, Breakdown, Query, Target};
+use crate::output::table::Table;
+use crate::output::Format;
+use crate::result::case::FillKv;
+use crate::result::CaseResult;
+use crate::units::{ctx_label, mib};
+
+/// A measured case beside its prediction.
+#[derive(Debug, Clone, Serialize)]
+pub struct Compared {
+    pub case: String,
+    pub target: Target,
+    pub measured_peak_bytes: u64,
+    pub predicted_bytes: u64,
+    /// (predicted - measured) / measured.
+    pub error: f64,
+    pub measured_non_weight_bytes: u64,
+    pub predicted_non_weight_bytes: u64,
+    pub non_weight_error: f64,
+    pub breakdown: Breakdown,
+}
+
+/// Cases of `records` set beside their predictions; cases that cannot be predicted (not a
+/// preset shape, failed, no memory reading) are returned as (case, reason).
+pub fn against(records: &[CaseResult]) -> (Vec<Compared>, Vec<(String, String)>) {
+    let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    for r in records {
+        match one(r) {
+            Ok(c) => out.push(c),
+            Err(why) => skipped.push((r.key.id(), why)),
+        }
+    }
+    (out, skipped)
+}
+
+fn one(r: &CaseResult) -> std::result::Result<Compared, String> {
+    let k = &r.key;
+    let m = r
+        .metrics
+        .as_ref()
+        .ok_or("no metrics (the case did not finish)")?;
+    let q = Query::for_record(r)?;
+    let measured = r.peak_bytes().ok_or(match q.target {
+        Target::Cpu => "no peak RSS recorded",
+        Target::Cuda => "no NVML process memory recorded",
+    })?;
+    let p = predict(&q).map_err(|e| e.to_string())?;
+    let b = p.breakdown;
+    let weights =
+        m.weights.resident_weight_bytes + m.vision_weights.map_or(0, |v| v.resident_weight_bytes);
+    let measured_non_weight = measured.saturating_sub(weights);
+    let rel = |p: u64, m: u64| {
+        if m == 0 {
+            0.0
+        } else {
+            (p as f64 - m as f64) / m as f64
+        }
+    };
+    Ok(Compared {
+        case: format!(
+            "{} {} kv {} ctx {} p{}+g{}{}{}",
+            q.size,
+            q.quant,
+            k.kv_dtype,
+            ctx_label(k.ctx),
+            k.prompt_tokens,
+            k.gen_tokens,
+            if k.image.is_some() { " +image" } else { "" },
+            if k.fill_kv == FillKv::None {
+                ""
+            } else {
+                " (filled)"
+            }
+        ),
+        target: q.target,
+        measured_peak_bytes: measured,
+        predicted_bytes: b.total(),
+        error: rel(b.total(), measured),
+        measured_non_weight_bytes: measured_non_weight,
+        predicted_non_weight_bytes: b.non_weight(),
+        non_weight_error: rel(b.non_weight(), measured_non_weight),
+        breakdown: b,
+    })
+}
+
+fn pct(e: f64) -> String {
+    format!("{:+.1}%", 100.0 * e)
+}
+
+fn mib1(b: u64) -> String {
+    format!("{:.1}", mib(b))
+}
+
+/// The comparison as the report's checks show it (MiB and errors).
+pub fn table(c: &[Compared]) -> Table {
+    let mut t = Table::new([
+        "case",
+        "measured MiB",
+        "predicted MiB",
+        "error",
+        "non-weight measured MiB",
+        "non-weight predicted MiB",
+        "non-weight error",
+    ]);
+    for x in c {
+        t.row([
+            x.case.clone(),
+            mib1(x.measured_peak_bytes),
+            mib1(x.predicted_bytes),
+            pct(x.error),
+            mib1(x.measured_non_weight_bytes),
+            mib1(x.predicted_non_weight_bytes),
+            pct(x.non_weight_error),
+        ]);
+    }
+    t
+}
+
+/// Renders a comparison in `format` (CSV and JSON: one object per case).
+pub fn render(c: &[Compared], skipped: &[(String, String)], format: Format) -> Result<String> {
+    match format {
+        Format::Json => Ok(serde_json::to_string_pretty(c)? + "\n"),
+        Format::Csv => {
+            let mut t = Table::new([
+                "case",
+                "target",
+                "measured_peak_bytes",
+                "predicted_bytes",
+                "error",
+                "measured_non_weight_bytes",
+                "predicted_non_weight_bytes",
+                "non_weight_error",
+            ]);
+            for x in c {
+                t.row([
+                    x.case.clone(),
+                    x.target.to_string(),
+                    x.measured_peak_bytes.to_string(),
+                    x.predicted_bytes.to_string(),
+                    format!("{:.4}", x.error),
+                    x.measured_non_weight_bytes.to_string(),
+                    x.predicted_non_weight_bytes.to_string(),
+                    format!("{:.4}", x.non_weight_error),
+                ]);
+            }
+            t.csv()
+        }
+        Format::Table | Format::Md => {
+            let mut t = Table::new([
+                "case (measured)",
+                "on",
+                "measured MiB",
+                "predicted MiB",
+                "error",
+                "non-weight measured",
+                "predicted",
+                "error",
+            ]);
+            for x in c {
+                t.row([
+                    x.case.clone(),
+                    x.target.to_string(),
+                    mib1(x.measured_peak_bytes),
+                    mib1(x.predicted_bytes),
+                    pct(x.error),
+                    mib1(x.measured_non_weight_bytes),
+                    mib1(x.predicted_non_weight_bytes),
+                    pct(x.non_weight_error),
+                ]);
+            }
+            let mut out =
+                "Measured peaks (CPU: peak RSS; CUDA: NVML process memory) beside predictions\n"
+                    .to_string();
+            out.push_str(&t.render(format)?);
+            out.push('\n');
+            for (case, why) in skipped {
+                out.push_str(&format!("  not compared: {case}: {why}\n"));
+            }
+            Ok(out)
+        }
+    }
+}
