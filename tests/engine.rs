@@ -241,6 +241,17 @@ fn the_context_is_enforced() {
     };
     let mut s = m.model.session(8, DType::F32).unwrap();
     let err = m.model.prefill(&prompt(&m, 9), 512, &mut s).err().unwrap();
+    assert!(
+        matches!(
+            err,
+            gemma_fit::Error::ContextFull {
+                used: 0,
+                requested: 9,
+                room: 8
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("context full"), "{err}");
 }
 

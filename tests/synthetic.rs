@@ -79,7 +79,7 @@ fn gguf_cfg(size: &str) -> gemma_fit::engine::config::Gemma3Config {
     c
 }
 
-/// Within 1% of the published files (GGUF, and safetensors for bf16 270M; fact sheet §3.2/§3.3; the files add a few MB of
+/// Within 1% of the published files (GGUF, and safetensors for bf16 270M; docs/gemma3.md §6; the files add a few MB of
 /// metadata and vocabulary).
 #[test]
 fn mixes_match_published_file_sizes() {
@@ -92,7 +92,7 @@ fn mixes_match_published_file_sizes() {
         ("q8_0", "270m", 292e6 - META_270M), // ggml-org/gemma-3-270m-GGUF (recalled, UNVERIFIED)
         ("bf16", "270m", 536e6),             // google/gemma-3-270m model.safetensors
         ("bf16", "1b", 2.0e9),               // tech report Table 3
-        ("f16", "4b", 7.77e9),               // fact sheet §3.2 (F16 GGUF; bf16 is the same size)
+        ("f16", "4b", 7.77e9),               // docs/gemma3.md §6 (F16 GGUF; bf16 is the same size)
         ("bf16", "12b", 23.5e9),
         ("bf16", "27b", 54e9),
         ("q4_k_m", "1b", 0.806e9),

@@ -200,7 +200,7 @@ fn full_size_tower_gives_256_tokens_of_the_text_width() {
 
 #[test]
 fn vision_weight_bytes_match_a_published_mmproj() {
-    // llama.cpp's mmproj-model-f16.gguf for Gemma 3 4B: 851 MB (fact sheet §2); ours in f16 for
+    // llama.cpp's mmproj-model-f16.gguf for Gemma 3 4B: 851 MB (docs/gemma3.md §5); ours in f16 for
     // the same tensors (matrices f16, norms and biases f32) must be within 1%.
     let p = gemma_fit::engine::presets::find("4b").unwrap();
     let v = p.vision.as_ref().unwrap();

@@ -167,7 +167,7 @@ pub fn param_counts(c: &Gemma3Config, vision: Option<&VisionConfig>) -> ParamCou
 mod tests {
     use super::*;
 
-    /// The exact figures of the fact sheet (§1.3).
+    /// The exact figures of `docs/gemma3.md` §3.
     #[test]
     fn parameter_counts_match_the_fact_sheet() {
         let want = [

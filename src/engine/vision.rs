@@ -39,7 +39,7 @@ pub struct VisionConfig {
 }
 
 impl VisionConfig {
-    /// Gemma 3's SigLIP-400M tower (fact sheet §2), shared by 4B, 12B and 27B.
+    /// Gemma 3's SigLIP-400M tower (`docs/gemma3.md` §5), shared by 4B, 12B and 27B.
     pub fn gemma3() -> Self {
         VisionConfig {
             hidden_size: 1152,
@@ -293,7 +293,7 @@ impl VisionTower {
         let (g, p, d) = (c.patches_per_side(), c.patch_size, c.hidden_size);
         let want = (c.num_channels, c.image_size, c.image_size);
         if pixels.dims3()? != want {
-            return Err(crate::Error::Unsupported(format!(
+            return Err(crate::Error::BadInput(format!(
                 "vision: image tensor {:?}, the tower expects {want:?}",
                 pixels.dims()
             )));

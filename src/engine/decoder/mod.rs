@@ -1,44 +1,24 @@
-//! The Gemma 3 text decoder.
-//!
-//! Per layer: RMSNorm → attention (q/k RMSNorm, RoPE, sliding or global span) → RMSNorm → residual;
-//! RMSNorm → GELU-tanh gated feed-forward → RMSNorm → residual. Embeddings are scaled by
-//! sqrt(hidden); the output projection is the (quantized) token embedding itself.
+//! The Gemma 3 text decoder: the token embedding, the layers (`layer.rs`: each a type with its
+//! loader and `forward`), the final norm and the output projection, which is the (quantized)
+//! token embedding itself. Embeddings are scaled by sqrt(hidden). Per-sequence state (KV cache,
+//! RoPE tables) is a [`Session`].
+
+mod layer;
 
 use std::sync::Arc;
 
 use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 
-use crate::engine::attention::{cpu as attention_cpu, generic as attention};
 use crate::engine::config::{Gemma3Config, LayerKind};
 use crate::engine::kernels::linear::Linear;
-use crate::engine::kernels::ops;
-use crate::engine::kv_cache::{KvCache, LayerCache};
+use crate::engine::kv_cache::KvCache;
 use crate::engine::load::gguf::GgufFile;
 use crate::engine::load::weights::{GgufWeights, WeightBytes, WeightSource};
 use crate::engine::rope::RopeTable;
 use crate::error::Result;
 
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    q_norm: Tensor,
-    k_norm: Tensor,
-}
-
-struct DecoderLayer {
-    kind: LayerKind,
-    attn_norm: Tensor,
-    attn: Attention,
-    post_attn_norm: Tensor,
-    ffn_norm: Tensor,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-    post_ffn_norm: Tensor,
-}
+use self::layer::{DecoderLayer, Step};
 
 /// Every tensor a Gemma 3 GGUF file holds for `cfg`, with its shape (candle order: rows,
 /// columns), in the order the loader reads them. Synthetic weights and size estimates use the
@@ -157,7 +137,8 @@ impl Session {
     }
 }
 
-fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+/// RMSNorm over the last dimension (Gemma's 1 + w is already in the loaded weight).
+pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
     candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)
 }
 
@@ -179,13 +160,7 @@ impl Gemma3 {
 
     /// Builds the model from any weight source (GGUF tensor names and shapes).
     pub fn load(cfg: Gemma3Config, w: &mut dyn WeightSource, device: &Device) -> Result<Self> {
-        let vocab = cfg.vocab_size;
-        let (h, hd) = (cfg.hidden_size, cfg.head_dim);
-        let (q_out, kv_out, ff) = (
-            cfg.num_heads * hd,
-            cfg.num_kv_heads * hd,
-            cfg.intermediate_size,
-        );
+        let (vocab, h) = (cfg.vocab_size, cfg.hidden_size);
         // The largest tensor first, so the transient copy made while reading it does not stack
         // on top of everything else (it bounds the peak resident memory of a load).
         let embed = Arc::new(w.qtensor("token_embd.weight", &[vocab, h])?);
@@ -201,38 +176,9 @@ impl Gemma3 {
             }
         };
         let final_norm = w.f32_tensor("output_norm.weight", &[h])?;
-        let mut layers = Vec::with_capacity(cfg.num_layers);
-        for i in 0..cfg.num_layers {
-            let n = |s: &str| format!("blk.{i}.{s}.weight");
-            let mut qm = |s: &str, shape: &[usize]| -> Result<Linear> {
-                Ok(Linear::new(Arc::new(w.qtensor(&n(s), shape)?))?)
-            };
-            let attn = Attention {
-                q: qm("attn_q", &[q_out, h])?,
-                k: qm("attn_k", &[kv_out, h])?,
-                v: qm("attn_v", &[kv_out, h])?,
-                o: qm("attn_output", &[h, q_out])?,
-                q_norm: w.f32_tensor(&n("attn_q_norm"), &[hd])?,
-                k_norm: w.f32_tensor(&n("attn_k_norm"), &[hd])?,
-            };
-            let mut qm = |s: &str, shape: &[usize]| -> Result<Linear> {
-                Ok(Linear::new(Arc::new(w.qtensor(&n(s), shape)?))?)
-            };
-            let gate = qm("ffn_gate", &[ff, h])?;
-            let up = qm("ffn_up", &[ff, h])?;
-            let down = qm("ffn_down", &[h, ff])?;
-            layers.push(DecoderLayer {
-                kind: cfg.layer_kind(i),
-                attn_norm: w.f32_tensor(&n("attn_norm"), &[h])?,
-                attn,
-                post_attn_norm: w.f32_tensor(&n("post_attention_norm"), &[h])?,
-                ffn_norm: w.f32_tensor(&n("ffn_norm"), &[h])?,
-                gate,
-                up,
-                down,
-                post_ffn_norm: w.f32_tensor(&n("post_ffw_norm"), &[h])?,
-            });
-        }
+        let layers = (0..cfg.num_layers)
+            .map(|i| DecoderLayer::load(&cfg, i, w))
+            .collect::<Result<Vec<_>>>()?;
         // Weights repacked at load (`packed.rs`) freed their loaded copies; those under the
         // allocator's mmap threshold sit between live buffers on the heap, resident until
         // something reuses them (~25 MB for 4B Q4_K_M). Hand their pages back now, so the memory
@@ -317,10 +263,10 @@ impl Gemma3 {
                 Segment::Image(soft) => {
                     let (len, width) = soft.dims2()?;
                     if width != self.cfg.hidden_size || len == 0 {
-                        return Err(crate::Error::Candle(candle_core::Error::Msg(format!(
+                        return Err(crate::Error::BadInput(format!(
                             "image soft tokens are [{len}, {width}]; the model needs rows of {}",
                             self.cfg.hidden_size
-                        ))));
+                        )));
                     }
                     if !ids.is_empty() && ids.len() + len > chunk {
                         logits = Some(self.forward_with_images(&ids, &images, s)?);
@@ -336,11 +282,7 @@ impl Gemma3 {
         if !ids.is_empty() {
             logits = Some(self.forward_with_images(&ids, &images, s)?);
         }
-        logits.ok_or_else(|| {
-            crate::Error::Candle(candle_core::Error::Msg(
-                "prefill needs at least one token".into(),
-            ))
-        })
+        logits.ok_or_else(|| crate::Error::BadInput("prefill needs at least one token".into()))
     }
 
     /// Processes `tokens` at the session's next positions as one chunk; returns the last
@@ -360,10 +302,11 @@ impl Gemma3 {
         let n = tokens.len();
         let pos = s.cache.len;
         if pos + n > s.cache.ctx {
-            return Err(crate::Error::Candle(candle_core::Error::Msg(format!(
-                "context full: {pos} positions used, {n} more requested, room for {} (raise --ctx)",
-                s.cache.ctx
-            ))));
+            return Err(crate::Error::ContextFull {
+                used: pos,
+                requested: n,
+                room: s.cache.ctx,
+            });
         }
         let ids = Tensor::new(tokens, &self.device)?;
         let mut x = (self.embed.lookup(&ids)? * (self.cfg.hidden_size as f64).sqrt())?;
@@ -382,84 +325,18 @@ impl Gemma3 {
                 LayerKind::Sliding => &s.rope_local,
                 LayerKind::Global => &s.rope_global,
             };
-            x = layer.forward(&x, pos, &spans, cache, rope, &self.cfg)?;
+            let step = Step {
+                pos,
+                spans: &spans,
+                cache,
+                rope,
+            };
+            x = layer.forward(&x, &step, &self.cfg)?;
         }
         s.cache.len += n;
         let last = x.narrow(0, n - 1, 1)?;
         let last = rms_norm(&last, &self.final_norm, self.cfg.rms_norm_eps)?;
         let logits = self.lm_head.forward(&last)?.squeeze(0)?;
         Ok(logits.to_dtype(DType::F32)?.to_vec1::<f32>()?)
-    }
-}
-
-impl DecoderLayer {
-    fn forward(
-        &self,
-        x: &Tensor,
-        pos: usize,
-        spans: &[(usize, usize)],
-        cache: &LayerCache,
-        rope: &RopeTable,
-        cfg: &Gemma3Config,
-    ) -> candle_core::Result<Tensor> {
-        let eps = cfg.rms_norm_eps;
-        let h = rms_norm(x, &self.attn_norm, eps)?;
-        let h = self.attn.forward(&h, pos, spans, cache, rope, cfg)?;
-        let x = (x + rms_norm(&h, &self.post_attn_norm, eps)?)?;
-        let h = rms_norm(&x, &self.ffn_norm, eps)?;
-        let h = ops::gelu_tanh_mul(&self.gate.forward(&h)?, &self.up.forward(&h)?)?;
-        let h = self.down.forward(&h)?;
-        x + rms_norm(&h, &self.post_ffn_norm, eps)?
-    }
-}
-
-impl Attention {
-    /// `x`: [n, hidden] at positions pos..pos+n; `spans`: its image runs (absolute positions).
-    fn forward(
-        &self,
-        x: &Tensor,
-        pos: usize,
-        spans: &[(usize, usize)],
-        cache: &LayerCache,
-        rope: &RopeTable,
-        cfg: &Gemma3Config,
-    ) -> candle_core::Result<Tensor> {
-        let (n, _) = x.dims2()?;
-        let (heads, kv_heads, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-        let eps = cfg.rms_norm_eps;
-        let q = self.q.forward(x)?.reshape((n, heads, hd))?;
-        let q = rms_norm(&q, &self.q_norm, eps)?
-            .transpose(0, 1)?
-            .contiguous()?;
-        let q = (rope.apply(&q, pos)? * cfg.query_pre_attn_scalar.powf(-0.5))?;
-        let k = self.k.forward(x)?.reshape((n, kv_heads, hd))?;
-        let k = rms_norm(&k, &self.k_norm, eps)?
-            .transpose(0, 1)?
-            .contiguous()?;
-        let k = rope.apply(&k, pos)?;
-        let v = self
-            .v
-            .forward(x)?
-            .reshape((n, kv_heads, hd))?
-            .transpose(0, 1)?
-            .contiguous()?;
-
-        let dims = attention_cpu::Dims {
-            heads,
-            kv_heads,
-            head_dim: hd,
-            pos,
-            n,
-            window: (cache.kind == LayerKind::Sliding).then_some(cfg.sliding_window),
-            spans,
-        };
-        let out = if attention_cpu::supported(cache) {
-            let out = attention_cpu::attend(&q, &k, &v, cache, &dims)?;
-            cache.write(&k, &v, pos)?;
-            out
-        } else {
-            attention::attend_and_write(&q, &k, &v, cache, &dims)?
-        };
-        self.o.forward(&out)
     }
 }

@@ -1,6 +1,6 @@
 //! Hugging Face `config.json` for Gemma 3: the full text config of 270M/1B (`gemma3_text`) and
 //! the sparse multimodal config of 4B/12B/27B (`gemma3`, whose `text_config` lists only the keys
-//! that differ from `Gemma3TextConfig`'s defaults). Defaults from the fact sheet (transformers
+//! that differ from `Gemma3TextConfig`'s defaults). Defaults from `docs/gemma3.md` §2 (transformers
 //! v4.50 `Gemma3TextConfig`).
 
 use serde::Deserialize;
@@ -43,7 +43,7 @@ struct TextConfig {
     max_position_embeddings: Option<usize>,
 }
 
-/// `vision_config`: absent keys take Gemma 3's SigLIP values (fact sheet §2), not SigLIP's
+/// `vision_config`: absent keys take Gemma 3's SigLIP values (`docs/gemma3.md` §5), not SigLIP's
 /// generic defaults, since every Gemma 3 release uses that one tower.
 #[derive(Debug, Default, Deserialize)]
 struct VisionJson {
@@ -194,7 +194,7 @@ mod tests {
     use super::*;
     use crate::engine::presets;
 
-    /// 27B's hub config, verbatim keys (fact sheet §1.2): only non-default keys in text_config.
+    /// 27B's hub config, verbatim keys (`docs/gemma3.md` §2): only non-default keys in text_config.
     const SPARSE_27B: &str = r#"{
         "architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3",
         "text_config": {"head_dim": 128, "hidden_size": 5376, "intermediate_size": 21504,

@@ -75,7 +75,7 @@ impl ModelSpec {
             ModelSpec::Default => crate::engine::load::fetch::default_model_path(progress),
             ModelSpec::Gguf(p) | ModelSpec::HfDir(p) => Ok(p.clone()),
             ModelSpec::Hub(id) => crate::engine::load::hub::resolve(id, progress),
-            ModelSpec::Synthetic(size) => Err(Error::Unsupported(format!(
+            ModelSpec::Synthetic(size) => Err(Error::BadInput(format!(
                 "synthetic:{size} has no file (it is built in memory)"
             ))),
         }

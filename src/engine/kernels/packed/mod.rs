@@ -1,7 +1,47 @@
-//! Weights repacked at load for AVX-512 VNNI: what `q8pack.rs` (Q8_0), `q4kpack.rs` (Q4_K) and
-//! `q6kpack.rs` (Q6_K) share. Each lays sixteen weight rows side by side, so one `vpdpbusd`
+//! Weights repacked at load for AVX-512 VNNI: what `q8_0.rs` (Q8_0), `q4_k.rs` (Q4_K) and
+//! `q6_k.rs` (Q6_K) share. Each lays sixteen weight rows side by side, so one `vpdpbusd`
 //! advances sixteen outputs by four products each and the per-block scaling is shared by sixteen
 //! rows; each holds exactly the file's bytes, rearranged.
+
+/// [`PackedWeight`] for a K-quant layout (256 values per block, `n` rows of `kb` blocks) whose
+/// `tile::<R>(acts, r0, group, out)` computes one group of 16 rows for 1 or 4 activation rows
+/// (Q4_K and Q6_K; Q8_0 tiles two groups at once and writes its own).
+#[cfg(target_arch = "x86_64")]
+macro_rules! packed_weight_by_group {
+    ($layout:ty) => {
+        impl $crate::engine::kernels::packed::PackedWeight for $layout {
+            fn rows(&self) -> usize {
+                self.n
+            }
+
+            fn cols(&self) -> usize {
+                self.kb * 256
+            }
+
+            fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> candle_core::Result<()> {
+                $crate::engine::kernels::packed::check_product(self, x, m, out)?;
+                let acts = $crate::engine::kernels::packed::q4_k::Acts::new(x, m, self.kb);
+                let out = $crate::engine::kernels::qmatmul::SendPtr(out.as_mut_ptr());
+                $crate::engine::kernels::packed::tiles(
+                    self.n / $crate::engine::kernels::packed::ROWS,
+                    m,
+                    |g, r0, four| {
+                        // SAFETY: VNNI checked by check_product; a tile writes only its own
+                        // outputs.
+                        unsafe {
+                            if four {
+                                self.tile::<4>(&acts, r0, g, &out)
+                            } else {
+                                self.tile::<1>(&acts, r0, g, &out)
+                            }
+                        }
+                    },
+                );
+                Ok(())
+            }
+        }
+    };
+}
 
 #[cfg(target_arch = "x86_64")]
 pub mod q4_k;

@@ -20,7 +20,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Result;
 
 use crate::engine::kernels::kquant::{scales_and_mins, Q4K_BYTES, Q8K_BYTES};
-use crate::engine::kernels::packed::{check_product, checked, tiles, PackedWeight, ROWS};
+use crate::engine::kernels::packed::{checked, ROWS};
 use crate::engine::kernels::qmatmul::{as_bytes, f16_at, quantize_rows, SendPtr};
 
 /// Quant bytes of one group's block.
@@ -68,32 +68,7 @@ impl PackedQ4K {
     }
 }
 
-impl PackedWeight for PackedQ4K {
-    fn rows(&self) -> usize {
-        self.n
-    }
-
-    fn cols(&self) -> usize {
-        self.kb * 256
-    }
-
-    fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
-        check_product(self, x, m, out)?;
-        let acts = Acts::new(x, m, self.kb);
-        let out = SendPtr(out.as_mut_ptr());
-        tiles(self.n / ROWS, m, |g, r0, four| {
-            // SAFETY: VNNI checked by check_product; a tile writes only its own outputs.
-            unsafe {
-                if four {
-                    self.tile::<4>(&acts, r0, g, &out)
-                } else {
-                    self.tile::<1>(&acts, r0, g, &out)
-                }
-            }
-        });
-        Ok(())
-    }
-}
+packed_weight_by_group!(PackedQ4K);
 
 impl PackedQ4K {
     // Indexed loops over the tile's registers read plainest here.

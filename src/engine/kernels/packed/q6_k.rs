@@ -19,7 +19,7 @@ use candle_core::Result;
 
 use crate::engine::kernels::kquant::Q8K_BYTES;
 use crate::engine::kernels::packed::q4_k::Acts;
-use crate::engine::kernels::packed::{check_product, checked, tiles, PackedWeight, ROWS};
+use crate::engine::kernels::packed::{checked, ROWS};
 use crate::engine::kernels::qmatmul::{f16_at, SendPtr};
 
 /// Bytes of a Q6_K block: 128 low-bit bytes, 64 high-bit bytes, 16 scales, f16 d.
@@ -75,32 +75,7 @@ impl PackedQ6K {
     }
 }
 
-impl PackedWeight for PackedQ6K {
-    fn rows(&self) -> usize {
-        self.n
-    }
-
-    fn cols(&self) -> usize {
-        self.kb * 256
-    }
-
-    fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
-        check_product(self, x, m, out)?;
-        let acts = Acts::new(x, m, self.kb);
-        let out = SendPtr(out.as_mut_ptr());
-        tiles(self.n / ROWS, m, |g, r0, four| {
-            // SAFETY: VNNI checked by check_product; a tile writes only its own outputs.
-            unsafe {
-                if four {
-                    self.tile::<4>(&acts, r0, g, &out)
-                } else {
-                    self.tile::<1>(&acts, r0, g, &out)
-                }
-            }
-        });
-        Ok(())
-    }
-}
+packed_weight_by_group!(PackedQ6K);
 
 impl PackedQ6K {
     // Indexed loops over the tile's registers read plainest here.
