@@ -2,11 +2,12 @@
 
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 use crate::error::{Error, Result};
 
-/// A device as users name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A device as users name it; records hold it as that text ("cpu", "cuda:1").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, SerializeDisplay, DeserializeFromStr)]
 pub enum DeviceSpec {
     Cpu,
     Cuda(usize),
@@ -81,21 +82,6 @@ impl std::fmt::Display for DeviceKind {
             DeviceKind::Cpu => "cpu",
             DeviceKind::Cuda => "cuda",
         })
-    }
-}
-
-/// Records hold the spec as its text ("cpu", "cuda:1").
-impl Serialize for DeviceSpec {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for DeviceSpec {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -99,20 +99,38 @@ fn mib1(b: u64) -> String {
     format!("{:.1}", mib(b))
 }
 
-/// The comparison as the report's checks show it (MiB and errors).
-pub fn table(c: &[Compared]) -> Table {
-    let mut t = Table::new([
-        "case",
-        "measured MiB",
-        "predicted MiB",
-        "error",
-        "non-weight measured MiB",
-        "non-weight predicted MiB",
-        "non-weight error",
-    ]);
+/// The comparison in MiB and errors: as the report's checks show it, or (`with_device`) as
+/// `fit --results` prints it, with the device each case ran on.
+fn readable(c: &[Compared], with_device: bool) -> Table {
+    let header: &[&str] = if with_device {
+        &[
+            "case (measured)",
+            "on",
+            "measured MiB",
+            "predicted MiB",
+            "error",
+            "non-weight measured",
+            "predicted",
+            "error",
+        ]
+    } else {
+        &[
+            "case",
+            "measured MiB",
+            "predicted MiB",
+            "error",
+            "non-weight measured MiB",
+            "non-weight predicted MiB",
+            "non-weight error",
+        ]
+    };
+    let mut t = Table::new(header.iter().copied());
     for x in c {
-        t.row([
-            x.case.clone(),
+        let mut row = vec![x.case.clone()];
+        if with_device {
+            row.push(x.target.to_string());
+        }
+        row.extend([
             mib1(x.measured_peak_bytes),
             mib1(x.predicted_bytes),
             pct(x.error),
@@ -120,8 +138,14 @@ pub fn table(c: &[Compared]) -> Table {
             mib1(x.predicted_non_weight_bytes),
             pct(x.non_weight_error),
         ]);
+        t.row(row);
     }
     t
+}
+
+/// The comparison as the report's checks show it.
+pub fn table(c: &[Compared]) -> Table {
+    readable(c, false)
 }
 
 /// Renders a comparison in `format` (CSV and JSON: one object per case).
@@ -154,28 +178,7 @@ pub fn render(c: &[Compared], skipped: &[(String, String)], format: Format) -> R
             t.csv()
         }
         Format::Table | Format::Md => {
-            let mut t = Table::new([
-                "case (measured)",
-                "on",
-                "measured MiB",
-                "predicted MiB",
-                "error",
-                "non-weight measured",
-                "predicted",
-                "error",
-            ]);
-            for x in c {
-                t.row([
-                    x.case.clone(),
-                    x.target.to_string(),
-                    mib1(x.measured_peak_bytes),
-                    mib1(x.predicted_bytes),
-                    pct(x.error),
-                    mib1(x.measured_non_weight_bytes),
-                    mib1(x.predicted_non_weight_bytes),
-                    pct(x.non_weight_error),
-                ]);
-            }
+            let t = readable(c, true);
             let mut out =
                 "Measured peaks (CPU: peak RSS; CUDA: NVML process memory) beside predictions\n"
                     .to_string();

@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 use crate::engine::device::{DeviceKind, DeviceSpec};
 use crate::engine::kv_cache::KvDtype;
@@ -18,8 +19,9 @@ use crate::engine::load::format::Format;
 use crate::engine::load::spec::ModelSpec;
 use crate::engine::vision::VisionConfig;
 
-/// An image in a case's prompt: seeded random pixels, or a PNG/JPEG file.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// An image in a case's prompt: seeded random pixels, or a PNG/JPEG file ("synthetic" or the
+/// path, in specs and records).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, SerializeDisplay, DeserializeFromStr)]
 pub enum ImageSpec {
     Synthetic,
     File(PathBuf),
@@ -52,20 +54,6 @@ impl std::fmt::Display for ImageSpec {
             ImageSpec::Synthetic => f.write_str("synthetic"),
             ImageSpec::File(p) => write!(f, "{}", p.display()),
         }
-    }
-}
-
-impl Serialize for ImageSpec {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for ImageSpec {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -3,6 +3,7 @@
 //! weights, safetensors quantized at load and the memory plan all take their types from here.
 
 use candle_core::quantized::GgmlDType;
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 /// Every format, by the name `--quant` takes (the first name of each; `q4_0_qat` also works).
 pub const FORMATS: [(&str, Format); 13] = [
@@ -22,7 +23,8 @@ pub const FORMATS: [(&str, Format); 13] = [
 ];
 
 /// A weight format: one type for every matrix, or a file-level mix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Records hold a format by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, SerializeDisplay, DeserializeFromStr)]
 pub enum Format {
     Plain(GgmlDType),
     /// llama.cpp's Q4_K_M: Q4_K, with attn_v and ffn_down in Q6_K on the layers where
@@ -134,21 +136,6 @@ impl std::str::FromStr for Format {
 impl std::fmt::Display for Format {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// Records hold a format by its name.
-impl serde::Serialize for Format {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Format {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
     }
 }
 
