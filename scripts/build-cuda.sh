@@ -2,16 +2,22 @@
 # Builds gemma-fit with `--features cuda` on a machine without a GPU or a CUDA install: the CUDA
 # 13.0 compiler, headers and libraries come from PyPI wheels, and a link-time stub stands in for
 # the driver's libcuda (never shipped: the GPU machine's driver provides the real one).
-# Recipe and pitfalls: ../shared/notes/cuda-build.md (the team's notes).
+# Recipe, pitfalls and what the binary needs at run time: docs/cuda-build.md.
 #
-# Usage: scripts/build-cuda.sh [WORKDIR]   (default /tmp/gemma-fit-cuda; ~1.2 GB of wheels there)
+# Usage: scripts/build-cuda.sh [--clippy] [WORKDIR]
+#   WORKDIR   the toolchain (~1.2 GB of wheels) and the cargo target folder, outside the clone so
+#             they outlive it (default /tmp/gemma-fit-cuda)
+#   --clippy  check instead of build: `cargo clippy --features cuda --all-targets -D warnings`
+#             (what .ci/run does, so the CUDA code keeps compiling)
 #   CUDA_COMPUTE_CAP=90 (default; H100/H200 — the kernels are built for sm_90a only)
-# Output: target/cuda/release/gemma-fit (stripped copy: WORKDIR/gemma-fit). At run time the GPU
-# machine needs libcudart.so.13, libcublas.so.13, libcublasLt.so.13 and libcurand.so.10 on
-# LD_LIBRARY_PATH (e.g. from a PyTorch CUDA 13 venv: site-packages/nvidia/cu13/lib) and a driver
-# that supports CUDA 13 (580 or newer).
+# Output of a build: WORKDIR/target/release/gemma-fit, and a stripped copy WORKDIR/gemma-fit. At
+# run time the GPU machine needs libcudart.so.13, libcublas.so.13, libcublasLt.so.13 and
+# libcurand.so.10 on LD_LIBRARY_PATH (e.g. from a PyTorch CUDA 13 venv:
+# site-packages/nvidia/cu13/lib) and a driver that supports CUDA 13 (580 or newer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+clippy=false
+if [ "${1:-}" = --clippy ]; then clippy=true; shift; fi
 work=${1:-/tmp/gemma-fit-cuda}
 venv=$work/venv
 root=$work/root
@@ -42,6 +48,11 @@ gcc -shared -fPIC -nostdlib -Wl,-soname,libcuda.so.1 -o "$root/lib/stubs/libcuda
 
 export CUDA_HOME=$root CUDA_PATH=$root NVCC=$root/bin/nvcc PATH=$root/bin:$PATH
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
-CARGO_TARGET_DIR=target/cuda cargo build --release --locked --features cuda
-strip -o "$work/gemma-fit" target/cuda/release/gemma-fit
+export CARGO_TARGET_DIR=$work/target
+if $clippy; then
+  cargo clippy --locked --features cuda --all-targets -- -D warnings
+  exit
+fi
+cargo build --release --locked --features cuda
+strip -o "$work/gemma-fit" "$CARGO_TARGET_DIR/release/gemma-fit"
 ls -l "$work/gemma-fit"

@@ -7,12 +7,13 @@
 # case and a 4B case with an image. Every record goes to OUT/results.jsonl and the comparison
 # (`gemma-fit fit --results`) to OUT/check.md.
 #
-# Usage: scripts/estimator-check.sh [OUT]   (default reports/estimator/<cpu>/; ~8 min on 2 cores)
+# Usage: scripts/estimator-check.sh [OUT]   (default results/estimator/<cpu>/; ~8 min on 2 cores)
+# To publish the check, pass OUT=reports/estimator/<cpu> and commit it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 bin=target/release/gemma-fit
-out=${1:-reports/estimator/$("$bin" info --json | python3 -c 'import json,sys,re; print(re.sub(r"[^a-z0-9]+","-",json.load(sys.stdin)["host"]["cpu_model"].lower()).strip("-"))')}
+out=${1:-results/estimator/$("$bin" info --json | python3 -c 'import json,sys,re; print(re.sub(r"[^a-z0-9]+","-",json.load(sys.stdin)["host"]["cpu_model"].lower()).strip("-"))')}
 mkdir -p "$out"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -x "$BIN" ] || { echo "no gemma-fit binary at $BIN (--bin PATH)" >&2; exit 2; }
-OUT=${OUT:-reports/gpu-run-$(date +%Y%m%d-%H%M%S)}
+OUT=${OUT:-results/gpu-run-$(date +%Y%m%d-%H%M%S)}  # publish with --out reports/<gpu>
 mkdir -p "$OUT"
 start=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - start) )); }
