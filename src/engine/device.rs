@@ -4,7 +4,7 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use serde_with::{DeserializeFromStr, SerializeDisplay};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A device as users name it; records hold it as that text ("cpu", "cuda:1").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, SerializeDisplay, DeserializeFromStr)]
@@ -44,7 +44,7 @@ impl DeviceSpec {
             #[cfg(feature = "cuda")]
             DeviceSpec::Cuda(n) => Ok(Device::new_cuda(*n)?),
             #[cfg(not(feature = "cuda"))]
-            DeviceSpec::Cuda(_) => Err(Error::Unsupported(
+            DeviceSpec::Cuda(_) => Err(crate::Error::Unsupported(
                 "this gemma-fit was built without CUDA support; rebuild with `cargo build --release --features cuda` (needs the CUDA toolkit)".into(),
             )),
         }
