@@ -7,7 +7,11 @@ use crate::units::mib;
 
 pub fn run(args: &BandwidthArgs) -> Result<()> {
     let device = args.device.device()?;
-    let threads = super::threads(args.threads);
+    // Every logical core: a read of memory is faster with all of them (the engine's default is
+    // candle's, the physical cores).
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let b = crate::probe::bandwidth::measure(&device, args.size, threads, args.repeats as usize)?;
     if args.json {
         println!("{}", serde_json::to_string(&b)?);

@@ -25,6 +25,7 @@ pub fn run(args: &CaseArgs) -> Result<()> {
     };
     let spec: CaseSpec = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a case spec", args.spec.display()))?;
+    spec.check()?;
     // candle sizes its thread pool from RAYON_NUM_THREADS when it is first used.
     std::env::set_var("RAYON_NUM_THREADS", spec.threads.max(1).to_string());
     let result = measure(&spec, |device, vision| {

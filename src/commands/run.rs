@@ -1,5 +1,5 @@
 //! `gemma-fit run`: one measured case, printed (or as its record with --json) and written with
-//! --out; and the hidden `case`, the same from a spec as JSON (what the runner's children run).
+//! --out.
 
 use anyhow::Result;
 
@@ -41,10 +41,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
             anyhow::bail!("--image {}: no such file", path.display());
         }
     }
-    if !(args.sample_ms.is_finite() && args.sample_ms > 0.0) {
-        anyhow::bail!("--sample-ms must be a positive number of milliseconds");
-    }
-    let result = measure(&spec(args), |device, vision| {
+    let spec = spec(args);
+    spec.check()?;
+    let result = measure(&spec, |device, vision| {
         super::load_model(&args.engine, vision, device)
     });
     if let Some(out) = &args.out {

@@ -141,6 +141,21 @@ pub struct CaseSpec {
 }
 
 impl CaseSpec {
+    /// Refuses a spec no case can run with (the CLI's ranges, for specs read as JSON).
+    pub fn check(&self) -> crate::error::Result<()> {
+        let bad = |what: &str| Err(crate::error::Error::BadInput(format!("case spec: {what}")));
+        if !(self.sample_ms.is_finite() && self.sample_ms > 0.0) {
+            return bad("the sampling interval (sample_ms, --sample-ms) must be a positive number of milliseconds");
+        }
+        if self.prompt_tokens == 0 || self.prefill_chunk == 0 || self.repeats == 0 {
+            return bad("prompt_tokens, prefill_chunk and repeats must each be at least 1");
+        }
+        if self.threads == 0 {
+            return bad("threads must be at least 1");
+        }
+        Ok(())
+    }
+
     /// The positions the case needs: prompt, the image's (soft tokens and markers), generated.
     pub fn needed_positions(&self, image_positions: usize) -> usize {
         self.prompt_tokens + image_positions + self.gen_tokens
@@ -370,6 +385,31 @@ mod tests {
         assert_eq!(v["quant"], "q4_k");
         assert_eq!(v["device_kind"], "cpu");
         assert_eq!(v["fill_kv"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn specs_no_case_can_run_with_are_refused() {
+        assert!(spec().check().is_ok());
+        for bad in [
+            CaseSpec {
+                sample_ms: -1.0,
+                ..spec()
+            },
+            CaseSpec {
+                repeats: 0,
+                ..spec()
+            },
+            CaseSpec {
+                threads: 0,
+                ..spec()
+            },
+        ] {
+            assert!(bad
+                .check()
+                .unwrap_err()
+                .to_string()
+                .starts_with("case spec: "));
+        }
     }
 
     #[test]
