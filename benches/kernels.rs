@@ -1,15 +1,15 @@
-//! The CPU weight-product kernels (`model::qmatmul`) against candle's own, at the shapes Gemma 3
+//! The CPU weight-product kernels (`engine::kernels::qmatmul`) against candle's own, at the shapes Gemma 3
 //! 270M decodes and prefills with: one activation row (decode) and 64 rows (a prefill chunk), for
 //! the tied output projection (262,144 × 640, Q8_0) and a feed-forward matrix (2,048 × 640, Q8_0
 //! as the Q5_0 weights are held, and Q4_K / Q6_K at 640 × 2,048).
 //!
-//! Q8_0, Q4_K and Q6_K matrices also run through the repacked kernels (`model::packed`:
+//! Q8_0, Q4_K and Q6_K matrices also run through the repacked kernels (`engine::kernels::packed`:
 //! `packed_m*`) where the CPU has AVX-512 VNNI: what the engine uses for the layers' weights there.
 //!
 //! The attention kernel too (`attention_270m`).
 //!
 //! `cargo bench --bench kernels`. Each kernel's agreement with candle's result is a unit test in
-//! `src/model/qmatmul.rs`, `kquant.rs`, `q8pack.rs`, `q4kpack.rs` and `q6kpack.rs`.
+//! `src/engine/kernels/qmatmul.rs`, `kquant.rs` and `packed/` (`q8_0.rs`, `q4_k.rs`, `q6_k.rs`).
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
@@ -52,10 +52,10 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-/// The CPU attention kernel (`model::attention_cpu`) at 270M's shapes (4 query heads on one KV
+/// The CPU attention kernel (`engine::attention::cpu`) at 270M's shapes (4 query heads on one KV
 /// head of 256) on a global layer: a 512-position prefill chunk, and one decoded token after
 /// 2,047 cached positions. Its agreement with candle's operations is a unit test in
-/// `src/model/attention.rs`, the AVX-512 path's with the plain loops one in `attention_cpu.rs`.
+/// `src/engine/attention/generic.rs`, the AVX-512 path's with the plain loops one in `cpu.rs`.
 fn attention(c: &mut Criterion) {
     use gemma_fit::engine::attention::cpu::{attend, Dims};
     use gemma_fit::engine::kv_cache::KvCache;

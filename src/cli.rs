@@ -14,6 +14,22 @@ use crate::output::Format as OutputFormat;
 use crate::result::case::{FillKv, ImageSpec};
 use crate::units::{parse_bytes, parse_ctx};
 
+/// A count of at least 1 (threads).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("'{s}' is not a count of at least 1")),
+    }
+}
+
+/// A positive, finite number of milliseconds.
+fn positive_ms(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number of milliseconds")),
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "gemma-fit",
@@ -250,7 +266,7 @@ pub struct BandwidthArgs {
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     pub size: u64,
     /// Threads reading on the CPU (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub threads: Option<usize>,
     /// Timed repetitions (the median is reported).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
@@ -301,7 +317,7 @@ pub struct FrontierArgs {
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// CPU threads per probe.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub threads: Option<usize>,
     /// Print the frontier as JSON.
     #[arg(long)]
@@ -329,7 +345,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     pub memory_limit: Option<u64>,
     /// CPU threads per case (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub threads: Option<usize>,
     /// List the cases and exit.
     #[arg(long)]
@@ -389,7 +405,7 @@ pub struct EngineArgs {
     #[arg(long, default_value = "f32")]
     pub kv_dtype: KvDtype,
     /// CPU threads for the engine's kernels (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one)]
     pub threads: Option<usize>,
     /// Where to run: cpu, or cuda:N (builds with the `cuda` feature only).
     #[arg(long, default_value = "cpu")]
@@ -447,7 +463,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0)]
     pub warmup: usize,
     /// GPU sampling interval in milliseconds (NVML: memory, power, energy, clocks, ...).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = positive_ms)]
     pub sample_ms: f64,
     /// Print the result record (schema v1, docs/result-schema.md) as JSON.
     #[arg(long)]
@@ -461,8 +477,9 @@ pub struct RunArgs {
     /// that depth: memory and per-token speed at 128K in seconds, not hours of prefill).
     #[arg(long, default_value = "none")]
     pub fill_kv: FillKv,
-    /// Recorded in the case key: the memory limit the suite runner enforces on this case (set by
-    /// `bench`, not needed by hand). On a GPU the case itself fills the card down to it.
+    /// Recorded in the case key: a memory limit the case runs under. On a GPU the case fills the
+    /// card down to it (a ballast); on the CPU only `bench` and `frontier` enforce one (their
+    /// watchdog), so here it is only recorded.
     #[arg(long, hide = true)]
     pub memory_limit_bytes: Option<u64>,
 }

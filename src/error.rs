@@ -66,11 +66,11 @@ pub enum Error {
     OutOfMemory(String),
 
     /// The sequence has no room for more positions.
-    #[error("context full: {used} positions used, {requested} more requested, room for {room} (raise --ctx)")]
+    #[error("context full: {used} positions used, {requested} more requested, room for {capacity} (raise --ctx)")]
     ContextFull {
         used: usize,
         requested: usize,
-        room: usize,
+        capacity: usize,
     },
 
     /// The user stopped the run (Ctrl-C).

@@ -43,7 +43,7 @@ fn main() {
         _ => None,
     };
     if let Some(n) = threads {
-        std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
     let result = match &cli.command {
         Command::Fetch(a) => commands::fetch::run(a),

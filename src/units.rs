@@ -2,7 +2,6 @@
 //! commonly quoted figures use them), context lengths ("4K" = 4096 positions), and the parsing of
 //! both from what users type.
 
-pub const KIB: u64 = 1 << 10;
 pub const MIB: u64 = 1 << 20;
 pub const GIB: u64 = 1 << 30;
 

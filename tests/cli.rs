@@ -369,6 +369,14 @@ fn bad_values_are_usage_errors_that_name_the_choices() {
     assert_usage_error(&["fit", "--memory", "lots"], "'lots' is not a size");
     assert_usage_error(&["fit", "--ctx", "4M"], "not a context length");
     assert_usage_error(&["bandwidth", "--device", "tpu"], "unknown device 'tpu'");
+    assert_usage_error(
+        &with(&["--threads", "0"]),
+        "'0' is not a count of at least 1",
+    );
+    assert_usage_error(
+        &with(&["--sample-ms", "0"]),
+        "not a positive number of milliseconds",
+    );
 }
 
 /// Errors are one line: no Debug structs, no doubled words, no backtrace even when

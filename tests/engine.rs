@@ -247,7 +247,7 @@ fn the_context_is_enforced() {
             gemma_fit::Error::ContextFull {
                 used: 0,
                 requested: 9,
-                room: 8
+                capacity: 8
             }
         ),
         "{err}"

@@ -27,7 +27,7 @@ pub fn run(args: &CaseArgs) -> Result<()> {
         .with_context(|| format!("{} is not a case spec", args.spec.display()))?;
     spec.check()?;
     // candle sizes its thread pool from RAYON_NUM_THREADS when it is first used.
-    std::env::set_var("RAYON_NUM_THREADS", spec.threads.max(1).to_string());
+    std::env::set_var("RAYON_NUM_THREADS", spec.threads.to_string());
     let result = measure(&spec, |device, vision| {
         LoadedModel::from_spec(&spec.model, spec.quant, spec.seed, vision, device, false)
     });

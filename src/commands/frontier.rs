@@ -5,14 +5,14 @@ use anyhow::Result;
 use crate::cli::FrontierArgs;
 use crate::output::outcome;
 use crate::suite::child::ChildProcess;
-use crate::suite::frontier::{frontier, FrontierOptions};
+use crate::suite::frontier::{frontier, FrontierOptions, FrontierRow};
 use crate::units::mib;
 
 pub fn run(args: &FrontierArgs) -> Result<()> {
     if !(args.timeout.is_finite() && args.timeout > 0.0) {
         anyhow::bail!("--timeout must be a positive number of seconds");
     }
-    let (rows, results) = frontier(
+    let found = frontier(
         &FrontierOptions {
             models: args.model.clone(),
             quants: args.quant.clone(),
@@ -32,11 +32,23 @@ pub fn run(args: &FrontierArgs) -> Result<()> {
         &ChildProcess::new()?,
     )?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
+        println!("{}", serde_json::to_string_pretty(&found.rows)?);
+    } else {
+        print_rows(&found.rows);
+        println!("probe records in {}", found.results.display());
     }
+    if found.not_searched > 0 {
+        anyhow::bail!(
+            "interrupted: {} of the searches not finished (their probes are recorded)",
+            found.not_searched
+        );
+    }
+    Ok(())
+}
+
+fn print_rows(rows: &[FrontierRow]) {
     let mib = |b: u64| format!("{:.0} MiB", mib(b));
-    for r in &rows {
+    for r in rows {
         let what = format!(
             "{} {} kv {}{}",
             r.model,
@@ -59,6 +71,4 @@ pub fn run(args: &FrontierArgs) -> Result<()> {
             .map_or(String::new(), |c| format!("; estimator: {c}"));
         println!("{what}: {ok}{failing}{predicted} [{} probes]", r.probes);
     }
-    println!("probe records in {}", results.display());
-    Ok(())
 }

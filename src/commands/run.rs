@@ -6,7 +6,7 @@ use anyhow::Result;
 use crate::cli::RunArgs;
 use crate::measure::measure;
 use crate::output::outcome;
-use crate::result::case::{CaseSpec, ImageSpec};
+use crate::result::case::CaseSpec;
 use crate::result::store::write_json_atomically;
 use crate::result::{CaseResult, Outcome};
 use crate::stats::Stat;
@@ -35,12 +35,6 @@ pub fn spec(args: &RunArgs) -> CaseSpec {
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
-    if let Some(ImageSpec::File(path)) = &args.image {
-        // Fail before loading gigabytes of weights.
-        if !path.is_file() {
-            anyhow::bail!("--image {}: no such file", path.display());
-        }
-    }
     let spec = spec(args);
     spec.check()?;
     let result = measure(&spec, |device, vision| {

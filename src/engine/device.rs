@@ -1,7 +1,6 @@
 //! Where the engine runs: `--device cpu` or `cuda:N`.
 
 use candle_core::Device;
-use serde::{Deserialize, Serialize};
 use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 use crate::error::Result;
@@ -13,9 +12,9 @@ pub enum DeviceSpec {
     Cuda(usize),
 }
 
-/// The kind of a device, without its index: what identifies a case across machines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// The kind of a device, without its index: what identifies a case across machines ("cpu",
+/// "cuda" in records).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, SerializeDisplay, DeserializeFromStr)]
 pub enum DeviceKind {
     Cpu,
     Cuda,
@@ -72,6 +71,17 @@ impl std::fmt::Display for DeviceSpec {
         match self {
             DeviceSpec::Cpu => write!(f, "cpu"),
             DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(DeviceKind::Cpu),
+            "cuda" => Ok(DeviceKind::Cuda),
+            other => Err(format!("unknown device kind '{other}' (cpu or cuda)")),
         }
     }
 }

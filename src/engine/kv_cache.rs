@@ -5,13 +5,15 @@
 //! (global_layers × ctx + sliding_layers × min(ctx, window)) × 2 × kv_heads × head_dim × dtype.
 
 use candle_core::{DType, Device, Result, Tensor};
-use serde::{Deserialize, Serialize};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 use crate::engine::config::{Gemma3Config, LayerKind};
 
-/// The element types the KV cache can hold (`--kv-dtype`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// The element types the KV cache can hold (`--kv-dtype`); records hold the name ("bf16"), and
+/// any case is read.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, SerializeDisplay, DeserializeFromStr,
+)]
 pub enum KvDtype {
     F32,
     F16,

@@ -64,10 +64,6 @@ impl Table {
         self.rows.push(cells.into_iter().map(Into::into).collect());
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-
     fn comfy(&self, preset: &str, escape_pipes: bool) -> comfy_table::Table {
         let mut t = comfy_table::Table::new();
         t.load_preset(preset);
@@ -149,8 +145,9 @@ impl Table {
         s
     }
 
-    /// The table in a text format: terminal, markdown or CSV (JSON is the caller's: a table is
-    /// a view of data that has its own serialization).
+    /// The table in a text format: terminal, markdown or CSV. (JSON is the caller's to write:
+    /// a table is a view of data that serializes itself; asked for JSON, this gives the
+    /// terminal form.)
     pub fn render(&self, format: super::Format) -> Result<String> {
         Ok(match format {
             super::Format::Md => self.markdown(),

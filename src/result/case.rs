@@ -68,12 +68,6 @@ pub enum FillKv {
     Synthetic,
 }
 
-impl FillKv {
-    pub fn is_none(&self) -> bool {
-        *self == FillKv::None
-    }
-}
-
 impl std::str::FromStr for FillKv {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -152,6 +146,15 @@ impl CaseSpec {
         }
         if self.threads == 0 {
             return bad("threads must be at least 1");
+        }
+        if let Some(ImageSpec::File(path)) = &self.image {
+            // Fail before loading gigabytes of weights.
+            if !path.is_file() {
+                return Err(crate::error::Error::BadInput(format!(
+                    "--image {}: no such file",
+                    path.display()
+                )));
+            }
         }
         Ok(())
     }

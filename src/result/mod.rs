@@ -264,7 +264,7 @@ mod tests {
             Outcome::of_error(&Error::ContextFull {
                 used: 8,
                 requested: 1,
-                room: 8
+                capacity: 8
             }),
             Outcome::Error { message } if message.starts_with("context full")
         ));

@@ -96,32 +96,32 @@ impl Executor for ChildProcess {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
+        // The child's own record, whole or absent (it is written atomically): a case that
+        // finished just as Ctrl-C came is kept.
+        let recorded = std::fs::read_to_string(&out)
+            .ok()
+            .and_then(|t| serde_json::from_str::<CaseResult>(&t).ok());
         // A Ctrl-C in a terminal reaches the child too; a case it cut short is not run, not failed.
-        if self.stop.load(Ordering::SeqCst) && !out.exists() {
+        if self.stop.load(Ordering::SeqCst) && recorded.is_none() {
             return Ok(None);
         }
         let unrun =
             |outcome| CaseResult::unrun(spec, outcome, environment(spec.device.gpu_index()), None);
-        let record = match stopped {
-            Some(Stopped::Interrupted) => return Ok(None),
-            Some(Stopped::Timeout(limit_s)) => unrun(Outcome::Timeout { limit_s }),
-            Some(Stopped::Memory { rss, limit }) => unrun(Outcome::Oom {
+        let record = match (stopped, recorded) {
+            (None | Some(Stopped::Interrupted), Some(r)) => r,
+            (Some(Stopped::Interrupted), None) => return Ok(None),
+            (Some(Stopped::Timeout(limit_s)), _) => unrun(Outcome::Timeout { limit_s }),
+            (Some(Stopped::Memory { rss, limit }), _) => unrun(Outcome::Oom {
                 message: format!(
                     "resident memory reached {:.1} MiB, over the limit of {:.1} MiB",
                     mib(rss),
                     mib(limit)
                 ),
             }),
-            None => match std::fs::read_to_string(&out)
-                .ok()
-                .and_then(|t| serde_json::from_str::<CaseResult>(&t).ok())
-            {
-                Some(r) => r,
-                None => unrun(judge_exit(
-                    status,
-                    &std::fs::read_to_string(&stderr_path).unwrap_or_default(),
-                )),
-            },
+            (None, None) => unrun(judge_exit(
+                status,
+                &std::fs::read_to_string(&stderr_path).unwrap_or_default(),
+            )),
         };
         Ok(Some(record))
     }

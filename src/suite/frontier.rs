@@ -145,12 +145,20 @@ fn predicted_frontier(base: &CaseSpec, capacity: u64) -> Option<usize> {
     .flatten()
 }
 
+/// What a search found.
+#[derive(Debug)]
+pub struct Frontier {
+    /// One row per (model, quant, KV dtype) searched to the end.
+    pub rows: Vec<FrontierRow>,
+    /// The results file the probes went to.
+    pub results: PathBuf,
+    /// Combinations not searched (or not to the end) because the run was interrupted.
+    pub not_searched: usize,
+}
+
 /// Finds, by bisection over the context size, the largest context each case runs at (on the
-/// device, or under the memory limit). Returns the rows and the results file the probes went to.
-pub fn frontier(
-    opts: &FrontierOptions,
-    executor: &dyn Executor,
-) -> Result<(Vec<FrontierRow>, PathBuf)> {
+/// device, or under the memory limit). An interrupted search keeps the rows it finished.
+pub fn frontier(opts: &FrontierOptions, executor: &dyn Executor) -> Result<Frontier> {
     let results = opts
         .out
         .clone()
@@ -179,6 +187,7 @@ pub fn frontier(
             .and_then(|n| crate::probe::nvml::total_memory_bytes(n).ok())
     });
     let mut rows = Vec::new();
+    let total = combos.len();
     for (model, quant, kv_dtype) in combos {
         let base = CaseSpec {
             model: model.clone(),
@@ -226,12 +235,16 @@ pub fn frontier(
             .max(lo_ctx);
         let guess = capacity.and_then(|cap| predicted_frontier(&base, cap));
         let mut details = BTreeMap::new();
-        let (ok, failing, probes) = bisect(lo_ctx, hi_ctx, opts.step, guess, |ctx| {
+        let searched = bisect(lo_ctx, hi_ctx, opts.step, guess, |ctx| {
             let r = probe(ctx)?;
             let ok = r.outcome.is_ok();
             details.insert(ctx, r);
             Ok(ok)
-        })?;
+        });
+        let (ok, failing, probes) = match searched {
+            Err(Error::Interrupted) => break,
+            other => other?,
+        };
         rows.push(FrontierRow {
             predicted_ctx: guess,
             model: model.clone(),
@@ -250,7 +263,11 @@ pub fn frontier(
         });
     }
     bar.finish_and_clear();
-    Ok((rows, results))
+    Ok(Frontier {
+        not_searched: total - rows.len(),
+        rows,
+        results,
+    })
 }
 
 #[cfg(test)]
@@ -347,7 +364,12 @@ mod tests {
             threads: 2,
             progress: false,
         };
-        let (rows, results) = frontier(&opts, &fits).unwrap();
+        let Frontier {
+            rows,
+            results,
+            not_searched,
+        } = frontier(&opts, &fits).unwrap();
+        assert_eq!(not_searched, 0);
         assert_eq!(rows.len(), 2);
         for r in &rows {
             let (ok, fail) = (r.largest_ok_ctx.unwrap(), r.smallest_failing_ctx.unwrap());
@@ -361,5 +383,10 @@ mod tests {
         assert!(seen
             .iter()
             .all(|s| (s.fill_kv == FillKv::Synthetic) == (s.ctx.unwrap() > 68)));
+        // Interrupted in the second search: the first one's row is kept.
+        let second_stops = Scripted::new(|s| (s.model == "synthetic:270m").then_some(Outcome::Ok));
+        let cut = frontier(&opts, &second_stops).unwrap();
+        assert_eq!((cut.rows.len(), cut.not_searched), (1, 1));
+        assert_eq!(cut.rows[0].largest_ok_ctx, Some(32_768));
     }
 }

@@ -408,6 +408,11 @@ context = 4096
         assert!(e.contains("kv_dtypes") && e.contains("q8_0"), "{e}");
         // One line, whatever toml's own layout.
         assert!(!e.contains('\n'), "{e}");
+        // Names are read in any case, as they always were.
+        let upper =
+            Suite::parse(&SUITE.replace("[axes]", "device = 'CPU'\n[axes]\nkv_dtypes = ['BF16']"))
+                .unwrap();
+        assert_eq!(upper.cases(1)[0].kv_dtype, KvDtype::Bf16);
     }
 
     #[test]

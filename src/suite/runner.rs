@@ -80,6 +80,24 @@ pub fn default_results_path(device: DeviceSpec) -> PathBuf {
     ))
 }
 
+/// Before 2026-12-02 results went to `reports/<machine>/` by default: a `--resume` that finds
+/// nothing in `results/<machine>/` but something there says where it is.
+fn warn_of_the_old_folder(results: &std::path::Path) {
+    if results.exists() || !results.starts_with(store::RESULTS_DIR) {
+        return;
+    }
+    let old = std::path::Path::new("reports")
+        .join(results.strip_prefix(store::RESULTS_DIR).unwrap_or(results));
+    if old.is_file() {
+        eprintln!(
+            "note: {} does not exist yet; earlier versions wrote results to {}: pass --out {} to resume from it",
+            results.display(),
+            old.display(),
+            old.display()
+        );
+    }
+}
+
 /// One line about a finished case.
 pub fn brief(r: &CaseResult) -> String {
     match (&r.outcome, &r.metrics) {
@@ -102,6 +120,7 @@ pub fn run(opts: &BenchOptions, executor: &dyn Executor) -> Result<Summary> {
         .unwrap_or_else(|| default_results_path(suite.device));
     store::create_parent(&results)?;
     let done = if opts.resume {
+        warn_of_the_old_folder(&results);
         store::recorded_keys(&results)
     } else {
         HashSet::new()

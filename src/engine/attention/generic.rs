@@ -1,5 +1,5 @@
 //! Attention with candle's tensor operations, for devices without a kernel of our own (the CPU
-//! uses `attention_cpu.rs`). Same inputs, same result up to float summation order; the test
+//! uses `cpu.rs`). Same inputs, same result up to float summation order; the test
 //! below holds the two against each other.
 
 use candle_core::{DType, Result, Tensor};

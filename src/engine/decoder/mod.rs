@@ -305,7 +305,7 @@ impl Gemma3 {
             return Err(crate::Error::ContextFull {
                 used: pos,
                 requested: n,
-                room: s.cache.ctx,
+                capacity: s.cache.ctx,
             });
         }
         let ids = Tensor::new(tokens, &self.device)?;

@@ -1,4 +1,4 @@
-//! Q4_K weights repacked at load for AVX-512 VNNI, as `q8pack.rs` does for Q8_0: sixteen weight
+//! Q4_K weights repacked at load for AVX-512 VNNI, as `q8_0.rs` does for Q8_0: sixteen weight
 //! rows side by side, so one `vpdpbusd` advances sixteen outputs by four products each and the
 //! per-block scale work is shared by sixteen rows.
 //!

@@ -1,4 +1,4 @@
-//! Q6_K weights repacked at load for AVX-512 VNNI, as `q4kpack.rs` does for Q4_K: sixteen weight
+//! Q6_K weights repacked at load for AVX-512 VNNI, as `q4_k.rs` does for Q4_K: sixteen weight
 //! rows side by side, so one `vpdpbusd` advances sixteen outputs by four products each.
 //!
 //! Layout, per group of 16 rows and per 256-value block (ggml's block: 128 bytes of low 4 bits,
