@@ -63,6 +63,18 @@ pub enum Command {
     Info(InfoArgs),
     /// Turn text into token ids with the model's own tokenizer (read from the GGUF file).
     Tokenize(TokenizeArgs),
+    /// Check a model file or folder without loading its weights: the header (every length,
+    /// count, offset and size within bounds), the configuration, the tokenizer, and every tensor
+    /// the engine loads (present, in the configured shape, of a type it runs). Prints what the
+    /// model is, or one line saying what is wrong and where. Use it on a new download.
+    Check(CheckArgs),
+    /// Fuzz the model readers: mutate a model (a GGUF file, or a folder with config.json and
+    /// a *.safetensors file) in structure-aware ways, run each mutation through `check` or
+    /// `run` in a child process under a memory limit and a timeout, and count the outcomes.
+    /// Fails if any case panics, dies of a signal, hangs, goes over the memory bound or prints
+    /// a bad message. For developers; `scripts/fuzz.sh` wraps it.
+    #[command(hide = true)]
+    Fuzz(FuzzArgs),
     /// List the Gemma 3 sizes with their shapes and exact parameter counts, and the model files
     /// found locally (the gemma-fit cache and the current folder).
     Models(ModelsArgs),
@@ -364,6 +376,45 @@ pub struct InfoArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Model spec: 'default', a path to a .gguf file, a Hugging Face folder or hf:ORG/NAME.
+    #[arg(long, short, default_value = "default")]
+    pub model: String,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FuzzArgs {
+    /// The model to mutate: 'default', a .gguf file, or a folder with config.json and a
+    /// *.safetensors file.
+    #[arg(default_value = "default")]
+    pub model: String,
+    /// Mutations to run.
+    #[arg(long, default_value_t = 1000)]
+    pub cases: u64,
+    /// Seed: the same seed and case number give the same mutation.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Parallel workers, each with its own copy of the model.
+    #[arg(long, default_value_t = 2, value_parser = at_least_one)]
+    pub workers: usize,
+    /// Share of cases run through `run` (a load and a few tokens); the rest go through `check`.
+    #[arg(long, default_value_t = 0.3)]
+    pub run_share: f64,
+    /// Where the workers' copies go (default: /dev/shm when present, else the temp folder).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// A case over this many times the unmutated model's peak memory (on its path) fails.
+    #[arg(long, default_value_t = 2.0)]
+    pub memory_factor: f64,
+    /// Run only this case, print what it did, and keep its mutated copy.
+    #[arg(long)]
+    pub only: Option<u64>,
 }
 
 #[derive(Debug, Args)]

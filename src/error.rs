@@ -16,7 +16,7 @@ pub enum Error {
     )]
     NotGguf { path: PathBuf, magic: Vec<u8> },
 
-    #[error("{path}: GGUF file is damaged or truncated: {reason}")]
+    #[error("{path}: GGUF file is damaged or truncated: {reason} (download it again)")]
     CorruptGguf { path: PathBuf, reason: String },
 
     #[error("{path}: architecture '{found}' is not supported (gemma-fit runs Gemma 3: general.architecture = \"gemma3\")")]
@@ -50,7 +50,7 @@ pub enum Error {
     #[error("{index} lists shard {shard}, which is missing")]
     MissingShard { index: PathBuf, shard: PathBuf },
 
-    #[error("{path}: safetensors damaged or unreadable: {reason}")]
+    #[error("{path}: safetensors damaged or unreadable: {reason} (download it again)")]
     CorruptSafetensors { path: PathBuf, reason: String },
 
     #[error("{path}: not a readable image (PNG or JPEG): {reason}")]
@@ -158,6 +158,26 @@ fn candle_out_of_memory(e: &candle_core::Error) -> bool {
             )
         }
         _ => false,
+    }
+}
+
+/// `s` quoted for an error message: escaped (no control characters, no raw bytes) and cut to
+/// 60 characters, so a damaged name can never fill a terminal.
+pub fn quote(s: &str) -> String {
+    cut(s.escape_debug().to_string())
+}
+
+/// Bytes that may not be text, quoted as [`quote`] does: printable ASCII as it is, everything
+/// else as escapes (`\xff`).
+pub fn quote_bytes(b: &[u8]) -> String {
+    cut(b.escape_ascii().to_string())
+}
+
+fn cut(escaped: String) -> String {
+    const MAX: usize = 60;
+    match escaped.char_indices().nth(MAX) {
+        Some((i, _)) => format!("'{}…'", &escaped[..i]),
+        None => format!("'{escaped}'"),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod engine;
 pub mod error;
 pub mod estimate;
+pub mod fuzz;
 pub mod gate;
 pub mod measure;
 pub mod output;

@@ -49,6 +49,8 @@ fn main() {
         Command::Fetch(a) => commands::fetch::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
+        Command::Check(a) => commands::check::run(a),
+        Command::Fuzz(a) => commands::fuzz::run(a),
         Command::Models(a) => commands::models::run(a),
         Command::Generate(a) => commands::generate::run(a),
         Command::Run(a) => commands::run::run(a),

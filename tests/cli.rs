@@ -158,15 +158,21 @@ fn missing_and_misshapen_tensors_are_named() {
         "gemma3",
         &md,
         &[
-            ("token_embd.weight", (264, 64)),
+            ("token_embd.weight", (265, 64)),
             ("output_norm.weight", (1, 64)),
         ],
     );
     assert_fails_with(&run_args, "output_norm.weight");
-    common::write_gguf(&p, "gemma3", &md, &[("token_embd.weight", (264, 64))]);
+    common::write_gguf(&p, "gemma3", &md, &[("token_embd.weight", (265, 64))]);
     assert_fails_with(&run_args, "tensor 'output_norm.weight' is missing");
-    common::write_gguf(&p, "gemma3", &md, &[("token_embd.weight", (264, 48))]);
-    assert_fails_with(&run_args, "tensor 'token_embd.weight' has shape [264, 48]");
+    common::write_gguf(&p, "gemma3", &md, &[("token_embd.weight", (265, 48))]);
+    assert_fails_with(&run_args, "tensor 'token_embd.weight' has shape [265, 48]");
+    // A token past the embedding's rows could never be looked up.
+    common::write_gguf(&p, "gemma3", &md, &[("token_embd.weight", (264, 64))]);
+    assert_fails_with(
+        &run_args,
+        "the tokenizer has 265 tokens, but token_embd.weight has 264 rows",
+    );
 }
 
 #[test]
@@ -389,7 +395,7 @@ fn errors_are_one_clean_line() {
         &p,
         "gemma3",
         &common::tiny_gemma3_metadata(),
-        &[("token_embd.weight", (264, 48))],
+        &[("token_embd.weight", (265, 48))],
     );
     let out = gemma_fit()
         .env("RUST_BACKTRACE", "1")
@@ -588,4 +594,74 @@ fn bandwidth_measures_the_cpu_and_says_why_not_a_gpu() {
         .assert()
         .failure()
         .stderr(predicates::str::contains("unknown device"));
+}
+
+/// `check` reads a model without its weights: what it is, or one line on what is wrong.
+#[test]
+fn check_describes_a_model_or_says_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("tiny.gguf");
+    common::write_tiny_model_gguf(&p);
+    let out = gemma_fit()
+        .args(["check", "--model", p.to_str().unwrap(), "--json"])
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(v["layers"], 2);
+    assert_eq!(v["tensors"], 2 + 2 * 13);
+    assert_eq!(v["types"]["Q8_0"]["tensors"], 1 + 2 * 7);
+    let hf = dir.path().join("hf");
+    std::fs::create_dir(&hf).unwrap();
+    common::tiny::write_hf(&hf);
+    gemma_fit()
+        .args(["check", "--model", hf.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("7 layers"));
+    common::write_gguf(
+        &p,
+        "gemma3",
+        &common::tiny_gemma3_metadata(),
+        &[("token_embd.weight", (265, 64))],
+    );
+    assert_fails_with(
+        &["check", "--model", p.to_str().unwrap()],
+        "tensor 'output_norm.weight' is missing",
+    );
+}
+
+/// The tensor-name length one byte too long (the next field's first byte read as part of the
+/// name): one short line naming the field, its offset and the name escaped, for every command
+/// that opens the file.
+#[test]
+fn a_name_length_one_byte_too_long_is_one_short_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("tiny.gguf");
+    common::write_tiny_model_gguf(&p);
+    let mut b = std::fs::read(&p).unwrap();
+    let name = b"token_embd.weight";
+    let at = b.windows(name.len()).position(|w| w == name).unwrap() - 8;
+    b[at] += 1;
+    std::fs::write(&p, &b).unwrap();
+    for args in [
+        vec!["check"],
+        vec!["run", "--prompt-tokens", "4", "--gen", "1"],
+        vec!["tokenize", "hi"],
+    ] {
+        let out = gemma_fit()
+            .args(&args)
+            .args(["--model", p.to_str().unwrap()])
+            .assert()
+            .code(1);
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap();
+        assert!(
+            line.contains("tensor 'token_embd.weight\\u{2}'") && line.contains("dimensions"),
+            "{line}"
+        );
+        assert!(
+            line.len() < 300 && !line.chars().any(char::is_control),
+            "{line}"
+        );
+    }
 }

@@ -28,6 +28,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["measure", "estimate", "engine", "probe", "result", "output"],
     ),
     ("gate", &["result", "output"]),
+    ("fuzz", &["engine", "output"]),
     (
         "report",
         &["estimate", "engine", "probe", "result", "output"],
@@ -40,7 +41,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "commands",
         &[
             "cli", "report", "gate", "suite", "estimate", "measure", "engine", "probe", "result",
-            "output",
+            "output", "fuzz",
         ],
     ),
 ];

@@ -4,10 +4,12 @@
 pub mod bandwidth;
 pub mod bench;
 pub mod case;
+pub mod check;
 pub mod compare;
 pub mod fetch;
 pub mod fit;
 pub mod frontier;
+pub mod fuzz;
 pub mod generate;
 pub mod gpus;
 pub mod info;

@@ -82,7 +82,7 @@ impl Gemma3Config {
         let query_pre_attn_scalar =
             match file.get_opt_float(&k("attention.query_pre_attn_scalar"))? {
                 Some(v) => v,
-                None if num_layers == LAYERS_27B => (hidden_size / num_heads) as f64,
+                None if num_layers == LAYERS_27B => (hidden_size / num_heads.max(1)) as f64,
                 None => head_dim as f64,
             };
         let cfg = Gemma3Config {
@@ -124,20 +124,49 @@ impl Gemma3Config {
 
     /// Checks the values that the engine divides by or sizes buffers with.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let positive = [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_layers", self.num_layers),
-            ("num_heads", self.num_heads),
-            ("num_kv_heads", self.num_kv_heads),
-            ("head_dim", self.head_dim),
-            ("sliding_window", self.sliding_window),
-            ("sliding_window_pattern", self.sliding_window_pattern),
+        // Each size at least 1 and at most a bound far above Gemma 3 27B's (5376 hidden, 21504
+        // feed-forward, 62 layers, 32 heads of 128, 262,208 tokens, 128K positions): a larger
+        // value is damage, and would size buffers past any machine.
+        let sizes = [
+            ("vocab_size", self.vocab_size, 1 << 22),
+            ("hidden_size", self.hidden_size, 1 << 16),
+            ("intermediate_size", self.intermediate_size, 1 << 18),
+            ("num_layers", self.num_layers, 1 << 10),
+            ("num_heads", self.num_heads, 1 << 10),
+            ("num_kv_heads", self.num_kv_heads, 1 << 10),
+            ("head_dim", self.head_dim, 1 << 12),
+            ("sliding_window", self.sliding_window, 1 << 24),
+            (
+                "sliding_window_pattern",
+                self.sliding_window_pattern,
+                usize::MAX,
+            ),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                1 << 24,
+            ),
         ];
-        for (name, v) in positive {
+        for (name, v, max) in sizes {
             if v == 0 {
                 return Err(format!("{name} is 0"));
+            }
+            if v > max {
+                return Err(format!(
+                    "{name} is {v}, more than any Gemma 3 could have ({max} at most)"
+                ));
+            }
+        }
+        let floats = [
+            ("rope_global_base", self.rope_global_base),
+            ("rope_local_base", self.rope_local_base),
+            ("rope_global_scale", self.rope_global_scale),
+            ("query_pre_attn_scalar", self.query_pre_attn_scalar),
+            ("rms_norm_eps", self.rms_norm_eps),
+        ];
+        for (name, v) in floats {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("{name} is {v}, not a positive number"));
             }
         }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {

@@ -14,7 +14,7 @@ use std::collections::BinaryHeap;
 
 use candle_core::quantized::gguf_file::Value;
 
-use crate::engine::load::gguf::GgufFile;
+use crate::engine::load::gguf::{describe, GgufFile};
 use crate::error::{Error, Result};
 
 /// A token's kind, as stored in `tokenizer.ggml.token_type`.
@@ -113,7 +113,10 @@ impl Tokenizer {
             return Err(Error::BadMetadata {
                 path: file.path.clone(),
                 key: "tokenizer.ggml.model".into(),
-                reason: format!("'{model}' is not a SentencePiece ('llama') vocabulary"),
+                reason: format!(
+                    "{} is not a SentencePiece ('llama') vocabulary",
+                    crate::error::quote(&model)
+                ),
             });
         }
         let bad = |key: &str, reason: String| Error::BadMetadata {
@@ -124,17 +127,27 @@ impl Tokenizer {
         let pieces = file
             .get_array("tokenizer.ggml.tokens")?
             .iter()
-            .map(|v| v.to_string().cloned())
+            .map(|v| v.to_string().cloned().map_err(|_| describe(v)))
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| bad("tokenizer.ggml.tokens", e.to_string()))?;
+            .map_err(|found| {
+                bad(
+                    "tokenizer.ggml.tokens",
+                    format!("holds {found}, not only strings"),
+                )
+            })?;
         let n = pieces.len();
         let scores = match file.metadata().get("tokenizer.ggml.scores") {
             Some(_) => file
                 .get_array("tokenizer.ggml.scores")?
                 .iter()
-                .map(|v| v.to_f32())
+                .map(|v| v.to_f32().map_err(|_| describe(v)))
                 .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| bad("tokenizer.ggml.scores", e.to_string()))?,
+                .map_err(|found| {
+                    bad(
+                        "tokenizer.ggml.scores",
+                        format!("holds {found}, not only f32"),
+                    )
+                })?,
             None => vec![0.0; n],
         };
         let kinds = match file.metadata().get("tokenizer.ggml.token_type") {

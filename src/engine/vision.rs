@@ -70,6 +70,35 @@ impl VisionConfig {
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
+        // Sizes far above SigLIP-400M's, as for the text config: larger is damage.
+        let sizes = [
+            ("hidden_size", self.hidden_size, 1 << 14),
+            ("intermediate_size", self.intermediate_size, 1 << 16),
+            ("num_hidden_layers", self.num_layers, 1 << 8),
+            ("num_attention_heads", self.num_heads, 1 << 8),
+            ("patch_size", self.patch_size, 1 << 10),
+            ("image_size", self.image_size, 1 << 13),
+            ("mm_tokens_per_image", self.tokens_per_image, 1 << 14),
+        ];
+        for (name, v, max) in sizes {
+            if v == 0 || v > max {
+                return Err(format!(
+                    "vision config: {name} is {v} (1 to {max} are possible)"
+                ));
+            }
+        }
+        if self.num_channels != 3 {
+            return Err(format!(
+                "vision config: num_channels is {}, images are RGB (3)",
+                self.num_channels
+            ));
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return Err(format!(
+                "vision config: layer_norm_eps is {}, not a positive number",
+                self.layer_norm_eps
+            ));
+        }
         let side = self.tokens_per_side();
         let checks = [
             (
@@ -384,15 +413,15 @@ const PIXEL_STD: f32 = 0.5;
 /// An image file as the encoder's input: resized to `size` × `size` (bilinear, aspect ratio not
 /// kept, as Gemma 3's processor does without pan-and-scan), RGB, scaled to [-1, 1], [3, size, size].
 pub fn load_image(path: &std::path::Path, size: usize, device: &Device) -> Result<Tensor> {
-    let img = image::ImageReader::open(path)
+    let mut reader = image::ImageReader::open(path)
         .map_err(|e| crate::Error::io(path, e))?
         .with_guessed_format()
-        .map_err(|e| crate::Error::io(path, e))?
-        .decode()
-        .map_err(|e| crate::Error::BadImage {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| crate::Error::io(path, e))?;
+    reader.limits(image_limits());
+    let img = reader.decode().map_err(|e| crate::Error::BadImage {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
     let rgb = image::imageops::resize(
         &img.to_rgb8(),
         size as u32,
@@ -407,6 +436,18 @@ pub fn load_image(path: &std::path::Path, size: usize, device: &Device) -> Resul
     Ok(Tensor::from_vec(data, (size, size, 3), device)?
         .permute((2, 0, 1))?
         .contiguous()?)
+}
+
+/// What an image may claim before it is decoded: its dimensions and the decoder's allocations
+/// are checked against these from the header, so a decompression bomb (a small file declaring
+/// a huge image) is refused at once. 8192 × 8192 RGBA is 256 MiB; every image is resized to the
+/// tower's 896 × 896 anyway.
+pub fn image_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(8192);
+    limits.max_image_height = Some(8192);
+    limits.max_alloc = Some(512 << 20);
+    limits
 }
 
 /// A seeded random image in the encoder's input range ([3, size, size]): for measuring without

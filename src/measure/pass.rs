@@ -140,16 +140,20 @@ pub fn run_pass(
         }
         None => (None, None),
     };
-    let (boi, eoi) = image_markers(m)?;
-    let segments = match &soft {
-        Some(soft) => vec![
+    // Only an image case needs the markers (a small vocabulary has no room for them).
+    let markers = match &soft {
+        Some(_) => Some(image_markers(m)?),
+        None => None,
+    };
+    let segments = match (&soft, &markers) {
+        (Some(soft), Some((boi, eoi))) => vec![
             Segment::Text(&prompt[..1]),
-            Segment::Text(std::slice::from_ref(&boi)),
+            Segment::Text(std::slice::from_ref(boi)),
             Segment::Image(soft),
-            Segment::Text(std::slice::from_ref(&eoi)),
+            Segment::Text(std::slice::from_ref(eoi)),
             Segment::Text(&prompt[1..]),
         ],
-        None => vec![Segment::Text(&prompt)],
+        _ => vec![Segment::Text(&prompt)],
     };
     let image_positions = match &soft {
         Some(s) => s.dim(0)? + 2,

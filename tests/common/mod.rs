@@ -40,12 +40,71 @@ pub fn write_tiny_gguf(path: &Path, arch: &str) {
     write_gguf(path, arch, &[], &[("blk.0.x.weight", (64, 64))]);
 }
 
-/// Writes a GGUF file with the tiny vocabulary (264 tokens), extra metadata and zero F32 tensors.
+/// Writes a GGUF file with the tiny vocabulary (265 tokens), extra metadata and zero F32 tensors.
 pub fn write_gguf(
     path: &Path,
     arch: &str,
     extra: &[(&str, Value)],
     tensors: &[(&str, (usize, usize))],
+) {
+    let qs: Vec<(String, QTensor)> = tensors
+        .iter()
+        .map(|(name, shape)| {
+            let t = Tensor::zeros(*shape, candle_core::DType::F32, &Device::Cpu).unwrap();
+            (
+                name.to_string(),
+                QTensor::quantize(&t, GgmlDType::F32).unwrap(),
+            )
+        })
+        .collect();
+    write_gguf_tensors(path, arch, extra, qs);
+}
+
+/// A complete tiny Gemma 3 that runs (`tiny_gemma3_metadata`, the tiny vocabulary): seeded
+/// random weights, Q8_0 matrices and f32 norms.
+pub fn write_tiny_model_gguf(path: &Path) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+    let (h, heads, kv, hd, ff, layers, vocab) = (64, 2, 1, 32, 128, 2, 265);
+    let mut t = |shape: &[usize], dtype: GgmlDType| {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-0.3f32..0.3)).collect();
+        QTensor::quantize(&Tensor::from_vec(v, shape, &Device::Cpu).unwrap(), dtype).unwrap()
+    };
+    let mut qs = vec![
+        (
+            "token_embd.weight".to_string(),
+            t(&[vocab, h], GgmlDType::Q8_0),
+        ),
+        ("output_norm.weight".into(), t(&[h], GgmlDType::F32)),
+    ];
+    for i in 0..layers {
+        for (name, shape, dtype) in [
+            ("attn_q", vec![heads * hd, h], GgmlDType::Q8_0),
+            ("attn_k", vec![kv * hd, h], GgmlDType::Q8_0),
+            ("attn_v", vec![kv * hd, h], GgmlDType::Q8_0),
+            ("attn_output", vec![h, heads * hd], GgmlDType::Q8_0),
+            ("attn_q_norm", vec![hd], GgmlDType::F32),
+            ("attn_k_norm", vec![hd], GgmlDType::F32),
+            ("ffn_gate", vec![ff, h], GgmlDType::Q8_0),
+            ("ffn_up", vec![ff, h], GgmlDType::Q8_0),
+            ("ffn_down", vec![h, ff], GgmlDType::Q8_0),
+            ("attn_norm", vec![h], GgmlDType::F32),
+            ("post_attention_norm", vec![h], GgmlDType::F32),
+            ("ffn_norm", vec![h], GgmlDType::F32),
+            ("post_ffw_norm", vec![h], GgmlDType::F32),
+        ] {
+            qs.push((format!("blk.{i}.{name}.weight"), t(&shape, dtype)));
+        }
+    }
+    write_gguf_tensors(path, "gemma3", &tiny_gemma3_metadata(), qs);
+}
+
+fn write_gguf_tensors(
+    path: &Path,
+    arch: &str,
+    extra: &[(&str, Value)],
+    qs: Vec<(String, QTensor)>,
 ) {
     let mut tokens = vec!["<pad>", "<eos>", "<bos>", "<unk>"]
         .into_iter()
@@ -77,16 +136,9 @@ pub fn write_gguf(
         ("tokenizer.ggml.eos_token_id", Value::U32(1)),
         ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
     ];
-    let qs: Vec<(&str, QTensor)> = tensors
-        .iter()
-        .map(|(name, shape)| {
-            let t = Tensor::zeros(*shape, candle_core::DType::F32, &Device::Cpu).unwrap();
-            (*name, QTensor::quantize(&t, GgmlDType::F32).unwrap())
-        })
-        .collect();
     let mut md_refs: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (*k, v)).collect();
     md_refs.extend(extra.iter().map(|(k, v)| (*k, v)));
-    let q_refs: Vec<(&str, &QTensor)> = qs.iter().map(|(n, q)| (*n, q)).collect();
+    let q_refs: Vec<(&str, &QTensor)> = qs.iter().map(|(n, q)| (n.as_str(), q)).collect();
     let mut f = std::fs::File::create(path).unwrap();
     gguf_file::write(&mut f, &md_refs, &q_refs).unwrap();
 }

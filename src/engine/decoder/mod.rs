@@ -145,6 +145,13 @@ pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<
 impl Gemma3 {
     /// Loads a Gemma 3 GGUF file onto `device`.
     pub fn from_gguf(file: &GgufFile, device: &Device) -> Result<Self> {
+        let cfg = Self::config_of(file)?;
+        Self::load(cfg, &mut GgufWeights::new(file, device)?, device)
+    }
+
+    /// The configuration of a GGUF file: its `gemma3.*` keys, the vocabulary from the token
+    /// embedding's shape.
+    pub fn config_of(file: &GgufFile) -> Result<Gemma3Config> {
         let embed_info = file
             .content
             .tensor_infos
@@ -154,8 +161,7 @@ impl Gemma3 {
                 name: "token_embd.weight".into(),
             })?;
         let vocab = embed_info.shape.dims().first().copied().unwrap_or(0);
-        let cfg = Gemma3Config::from_gguf(file, vocab)?;
-        Self::load(cfg, &mut GgufWeights::new(file, device)?, device)
+        Gemma3Config::from_gguf(file, vocab)
     }
 
     /// Builds the model from any weight source (GGUF tensor names and shapes).

@@ -1,6 +1,6 @@
 //! Opening a GGUF file: magic, header, tensor extents, architecture, typed metadata access.
-//! candle's reader parses the header; this module turns its failures into errors that name the
-//! file and adds the checks it leaves to the caller (truncated tensor data, architecture).
+//! `gguf_header` reads and checks the header (every bound, before any allocation); this module
+//! names the file in its errors and gives typed access to the metadata.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
 
+use crate::engine::load::gguf_header;
 use crate::error::{Error, Result};
 
 pub struct GgufFile {
@@ -40,20 +41,16 @@ impl GgufFile {
                 magic: magic[..got].to_vec(),
             });
         }
-        use std::io::Seek;
-        reader
-            .seek(std::io::SeekFrom::Start(0))
-            .map_err(|e| Error::io(path, e))?;
-        let content = Content::read(&mut reader).map_err(|e| Error::CorruptGguf {
-            path: path.into(),
-            reason: format!("header could not be read ({e})"),
-        })?;
+        let (content, _) =
+            gguf_header::read(reader, file_size, false).map_err(|e| Error::CorruptGguf {
+                path: path.into(),
+                reason: e.to_string(),
+            })?;
         let file = GgufFile {
             path: path.into(),
             content,
             file_size,
         };
-        file.check_tensor_extents()?;
         Ok(file)
     }
 
@@ -72,47 +69,6 @@ impl GgufFile {
 
     pub fn architecture(&self) -> Result<String> {
         self.get_str("general.architecture")
-    }
-
-    /// Every tensor must lie inside the file: a truncated download fails here, at open, rather
-    /// than when the tensor is first read.
-    fn check_tensor_extents(&self) -> Result<()> {
-        let mut worst: Option<(&str, u64)> = None;
-        for (name, info) in &self.content.tensor_infos {
-            let elems = info.shape.elem_count();
-            let block = info.ggml_dtype.block_size();
-            if elems % block != 0 {
-                return Err(self.corrupt(format!(
-                    "tensor '{name}' has {elems} elements, not a multiple of its {:?} block size {block}",
-                    info.ggml_dtype
-                )));
-            }
-            let bytes = (elems / block * info.ggml_dtype.type_size()) as u64;
-            let end = self
-                .content
-                .tensor_data_offset
-                .saturating_add(info.offset)
-                .saturating_add(bytes);
-            if worst.is_none_or(|(_, e)| end > e) {
-                worst = Some((name, end));
-            }
-        }
-        if let Some((name, end)) = worst {
-            if end > self.file_size {
-                return Err(self.corrupt(format!(
-                    "the file has {} bytes but tensor '{name}' ends at byte {end} (truncated download?)",
-                    self.file_size
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn corrupt(&self, reason: String) -> Error {
-        Error::CorruptGguf {
-            path: self.path.clone(),
-            reason,
-        }
     }
 
     fn bad_key(&self, key: &str, reason: impl Into<String>) -> Error {
@@ -135,10 +91,15 @@ impl GgufFile {
     }
 
     pub fn get_str(&self, key: &str) -> Result<String> {
-        self.value(key)?
-            .to_string()
-            .cloned()
-            .map_err(|e| self.bad_key(key, e.to_string()))
+        self.value(key)?.to_string().cloned().map_err(|_| {
+            self.bad_key(
+                key,
+                format!(
+                    "expected a string, found {}",
+                    describe(self.value(key).unwrap())
+                ),
+            )
+        })
     }
 
     /// Any integer type, as u64 (GGUF writers differ in which width they use).
@@ -156,7 +117,7 @@ impl GgufFile {
             other => {
                 return Err(self.bad_key(
                     key,
-                    format!("expected an unsigned integer, found {other:?}"),
+                    format!("expected an unsigned integer, found {}", describe(other)),
                 ))
             }
         };
@@ -174,7 +135,7 @@ impl GgufFile {
         match self.value(key)? {
             Value::F32(x) => Ok(*x as f64),
             Value::F64(x) => Ok(*x),
-            other => Err(self.bad_key(key, format!("expected a float, found {other:?}"))),
+            other => Err(self.bad_key(key, format!("expected a float, found {}", describe(other)))),
         }
     }
 
@@ -189,14 +150,42 @@ impl GgufFile {
         match self.content.metadata.get(key) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(other) => Err(self.bad_key(key, format!("expected a bool, found {other:?}"))),
+            Some(other) => {
+                Err(self.bad_key(key, format!("expected a bool, found {}", describe(other))))
+            }
         }
     }
 
     pub fn get_array(&self, key: &str) -> Result<&Vec<Value>> {
-        self.value(key)?
-            .to_vec()
-            .map_err(|e| self.bad_key(key, e.to_string()))
+        self.value(key)?.to_vec().map_err(|_| {
+            self.bad_key(
+                key,
+                format!(
+                    "expected an array, found {}",
+                    describe(self.value(key).unwrap())
+                ),
+            )
+        })
+    }
+}
+
+/// A metadata value in a few words: its type and, for scalars and strings, the value (quoted and
+/// shortened); never a whole array.
+pub fn describe(v: &Value) -> String {
+    match v {
+        Value::U8(x) => format!("u8 {x}"),
+        Value::I8(x) => format!("i8 {x}"),
+        Value::U16(x) => format!("u16 {x}"),
+        Value::I16(x) => format!("i16 {x}"),
+        Value::U32(x) => format!("u32 {x}"),
+        Value::I32(x) => format!("i32 {x}"),
+        Value::U64(x) => format!("u64 {x}"),
+        Value::I64(x) => format!("i64 {x}"),
+        Value::F32(x) => format!("f32 {x}"),
+        Value::F64(x) => format!("f64 {x}"),
+        Value::Bool(x) => format!("bool {x}"),
+        Value::String(s) => format!("the string {}", crate::error::quote(s)),
+        Value::Array(a) => format!("an array of {} values", a.len()),
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod fetch;
 pub mod format;
 pub mod gguf;
+pub mod gguf_header;
 pub mod hf_config;
 pub mod hub;
 pub mod safetensors;
@@ -44,6 +45,11 @@ impl LoadedModel {
         let start = Instant::now();
         let mut file = GgufFile::open_gemma3(path)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
+        vocabulary_fits(
+            &file,
+            &tokenizer,
+            &crate::engine::decoder::Gemma3::config_of(&file)?,
+        )?;
         // The vocabulary arrays are large as parsed metadata; the tokenizer has its own compact
         // copy, so free them before the weights arrive.
         file.content
@@ -180,6 +186,105 @@ impl LoadedModel {
             (spec, None) => Self::load(&spec.resolve(progress)?, device),
         }
     }
+}
+
+/// What [`check`] found: the model's configuration, its tokenizer's size (GGUF files), and per
+/// stored type the tensors the engine would load and their bytes.
+pub struct ModelCheck {
+    pub source: String,
+    pub config: crate::engine::config::Gemma3Config,
+    pub vision: Option<crate::engine::vision::VisionConfig>,
+    pub vocabulary: Option<usize>,
+    /// Stored type → (tensors, bytes).
+    pub types: std::collections::BTreeMap<String, (usize, u64)>,
+}
+
+/// Checks a model file or folder as far as it can be without reading its weights: the header
+/// (every bound), the configuration, the tokenizer, and every tensor the engine loads (present,
+/// in the configuration's shape, of a type it runs). A model that passes loads unless its
+/// tensor bytes cannot be read.
+pub fn check(spec: &str, progress: bool) -> Result<ModelCheck> {
+    let spec: ModelSpec = spec.parse()?;
+    let path = match &spec {
+        ModelSpec::Synthetic(_) => {
+            return Err(Error::BadInput(
+                "synthetic weights are made, not read: there is no file to check".into(),
+            ))
+        }
+        spec => spec.resolve(progress)?,
+    };
+    let mut types = std::collections::BTreeMap::new();
+    let mut tally =
+        |w: &dyn weights::WeightSource, shapes: Vec<(String, Vec<usize>)>| -> Result<()> {
+            for (name, shape) in shapes {
+                let (dtype, bytes) = w.check(&name, &shape)?;
+                let e = types.entry(dtype).or_insert((0, 0));
+                e.0 += 1;
+                e.1 += bytes;
+            }
+            Ok(())
+        };
+    let text_shapes = |cfg: &crate::engine::config::Gemma3Config, w: &dyn weights::WeightSource| {
+        let mut shapes = crate::engine::decoder::tensor_shapes(cfg);
+        if w.has("output.weight") {
+            shapes.push((
+                "output.weight".into(),
+                vec![cfg.vocab_size, cfg.hidden_size],
+            ));
+        }
+        shapes
+    };
+    if safetensors::is_model_dir(&path) {
+        let cfg = safetensors::read_config(&path)?;
+        let w =
+            safetensors::SafetensorsWeights::open(&path, cfg.text.num_layers, None, &Device::Cpu)?;
+        tally(&w, text_shapes(&cfg.text, &w))?;
+        if let Some(v) = &cfg.vision {
+            tally(
+                &w,
+                crate::engine::vision::tensor_shapes(v, cfg.text.hidden_size),
+            )?;
+        }
+        return Ok(ModelCheck {
+            source: path.display().to_string(),
+            config: cfg.text,
+            vision: cfg.vision,
+            vocabulary: None,
+            types,
+        });
+    }
+    let file = GgufFile::open_gemma3(&path)?;
+    let tokenizer = Tokenizer::from_gguf(&file)?;
+    let cfg = crate::engine::decoder::Gemma3::config_of(&file)?;
+    vocabulary_fits(&file, &tokenizer, &cfg)?;
+    let w = weights::GgufWeights::new(&file, &Device::Cpu)?;
+    tally(&w, text_shapes(&cfg, &w))?;
+    Ok(ModelCheck {
+        source: path.display().to_string(),
+        config: cfg,
+        vision: None,
+        vocabulary: Some(tokenizer.vocab_size()),
+        types,
+    })
+}
+
+/// Every token the tokenizer can produce must have a row in the embedding.
+fn vocabulary_fits(
+    file: &GgufFile,
+    tokenizer: &Tokenizer,
+    cfg: &crate::engine::config::Gemma3Config,
+) -> Result<()> {
+    if tokenizer.vocab_size() > cfg.vocab_size {
+        return Err(Error::BadConfig {
+            path: file.path.clone(),
+            reason: format!(
+                "the tokenizer has {} tokens, but token_embd.weight has {} rows",
+                tokenizer.vocab_size(),
+                cfg.vocab_size
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The error for an image case on a model without a vision tower.

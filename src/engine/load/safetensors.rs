@@ -102,7 +102,7 @@ impl SafetensorsWeights {
         let st =
             unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| Error::CorruptSafetensors {
                 path: dir.into(),
-                reason: e.to_string(),
+                reason: short_reason(&e.to_string()),
             })?;
         let prefix = ["model.", "language_model.model.", "model.language_model."]
             .into_iter()
@@ -212,8 +212,14 @@ impl SafetensorsWeights {
         format!("{tower}{part}.{kind}")
     }
 
-    /// The tensor as stored, shape-checked.
-    fn view(&self, gguf: &str, shape: &[usize]) -> Result<(String, Tensor)> {
+    /// The HF name of a tensor and its header entry, checked: present, this shape, f32, f16 or
+    /// bf16 (the header's offsets, sizes and overlaps are checked by the safetensors crate when
+    /// the file is opened).
+    fn entry(
+        &self,
+        gguf: &str,
+        shape: &[usize],
+    ) -> Result<(String, safetensors::tensor::TensorView<'_>)> {
         let name = self.hf_name(gguf);
         let view = self.st.get(&name).map_err(|_| Error::MissingTensor {
             path: self.dir.clone(),
@@ -227,22 +233,29 @@ impl SafetensorsWeights {
                 found: view.shape().to_vec(),
             });
         }
+        use safetensors::Dtype;
+        if !matches!(view.dtype(), Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(Error::CorruptSafetensors {
+                path: self.dir.clone(),
+                reason: format!(
+                    "tensor '{name}' is {:?}; expected f32, f16 or bf16",
+                    view.dtype()
+                ),
+            });
+        }
+        Ok((name, view))
+    }
+
+    /// The tensor as stored, checked.
+    fn view(&self, gguf: &str, shape: &[usize]) -> Result<(String, Tensor)> {
+        let (name, _) = self.entry(gguf, shape)?;
         let t = self
             .st
             .load(&name, &Device::Cpu)
             .map_err(|e| Error::CorruptSafetensors {
                 path: self.dir.clone(),
-                reason: format!("tensor '{name}': {e}"),
+                reason: format!("tensor '{name}': {}", short_reason(&e.to_string())),
             })?;
-        if !matches!(t.dtype(), DType::F32 | DType::F16 | DType::BF16) {
-            return Err(Error::CorruptSafetensors {
-                path: self.dir.clone(),
-                reason: format!(
-                    "tensor '{name}' is {:?}; expected f32, f16 or bf16",
-                    t.dtype()
-                ),
-            });
-        }
         Ok((name, t))
     }
 }
@@ -339,6 +352,29 @@ impl WeightSource for SafetensorsWeights {
 
     fn repacked(&self) -> &[(String, GgmlDType, GgmlDType)] {
         &self.repacked
+    }
+
+    fn check(&self, name: &str, shape: &[usize]) -> Result<(String, u64)> {
+        let (_, view) = self.entry(name, shape)?;
+        Ok((format!("{:?}", view.dtype()), view.data().len() as u64))
+    }
+}
+
+/// candle's safetensors error in a few words: without the path it repeats (the error names the
+/// folder) and without serde's list of every dtype it expected.
+fn short_reason(e: &str) -> String {
+    let mut s = e;
+    if let Some(rest) = s.strip_prefix("path: \"") {
+        if let Some(end) = rest.find("\" ") {
+            s = &rest[end + 2..];
+        }
+    }
+    let s = s.split(", expected one of").next().unwrap_or(s);
+    let cut: String = s.chars().take(200).collect();
+    if cut.len() < s.len() {
+        format!("{cut}…")
+    } else {
+        cut
     }
 }
 

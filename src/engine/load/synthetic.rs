@@ -135,6 +135,15 @@ impl WeightSource for SyntheticWeights {
     fn repacked(&self) -> &[(String, GgmlDType, GgmlDType)] {
         &self.repacked
     }
+
+    fn check(&self, name: &str, shape: &[usize]) -> Result<(String, u64)> {
+        let dtype = self.format.tensor_type(name, shape, self.layers);
+        let elems: usize = shape.iter().product();
+        Ok((
+            format!("{dtype:?}"),
+            (elems / dtype.block_size() * dtype.type_size()) as u64,
+        ))
+    }
 }
 
 /// Fills `buf` on every core, each part from its own generator seeded from (`seed`, part), so the

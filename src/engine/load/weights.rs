@@ -38,6 +38,9 @@ pub trait WeightSource {
     fn bytes(&self) -> WeightBytes;
     /// Tensors whose format was changed at load: (name, from, to).
     fn repacked(&self) -> &[(String, GgmlDType, GgmlDType)];
+    /// Checks a tensor as [`qtensor`](Self::qtensor) would (present, this shape, a type the
+    /// engine runs) without reading it; returns its stored type and bytes.
+    fn check(&self, name: &str, shape: &[usize]) -> Result<(String, u64)>;
 }
 
 /// The type the engine holds a weight of `dtype` in: Q5_0 becomes Q8_0 on the CPU (see
@@ -211,6 +214,10 @@ impl WeightSource for GgufWeights<'_> {
     }
     fn repacked(&self) -> &[(String, GgmlDType, GgmlDType)] {
         &self.repacked
+    }
+    fn check(&self, name: &str, shape: &[usize]) -> Result<(String, u64)> {
+        let (dtype, _, size) = self.locate(name, shape)?;
+        Ok((format!("{dtype:?}"), size as u64))
     }
 }
 
