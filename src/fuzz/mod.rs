@@ -183,13 +183,13 @@ fn args(path: Via, model: &Path) -> Vec<OsString> {
 }
 
 /// A worker's copy of the target.
-struct Copy {
+struct WorkCopy {
     dir: PathBuf,
     /// The path the cases name (the file, or the folder).
     model: PathBuf,
 }
 
-fn make_copy(target: &Target, work_dir: &Path, worker: usize) -> Result<Copy> {
+fn make_copy(target: &Target, work_dir: &Path, worker: usize) -> Result<WorkCopy> {
     let dir = work_dir.join(format!("gemma-fit-fuzz-{}-{worker}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     for f in &target.files {
@@ -205,7 +205,7 @@ fn make_copy(target: &Target, work_dir: &Path, worker: usize) -> Result<Copy> {
     } else {
         dir.join(&target.files[0])
     };
-    Ok(Copy { dir, model })
+    Ok(WorkCopy { dir, model })
 }
 
 fn original(target: &Target, file: usize) -> PathBuf {
@@ -228,7 +228,7 @@ fn copy_tail(from: &Path, start: u64, to: &mut std::fs::File, at: u64) -> std::i
     to.set_len(at + len.saturating_sub(start))
 }
 
-fn apply(target: &Target, copy: &Copy, m: &Mutation) -> std::io::Result<()> {
+fn apply(target: &Target, copy: &WorkCopy, m: &Mutation) -> std::io::Result<()> {
     let path = copy.dir.join(&target.files[m.file]);
     let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
     match &m.edit {
@@ -256,7 +256,7 @@ fn apply(target: &Target, copy: &Copy, m: &Mutation) -> std::io::Result<()> {
     f.sync_data().or(Ok(()))
 }
 
-fn restore(target: &Target, copy: &Copy, m: &Mutation) -> std::io::Result<()> {
+fn restore(target: &Target, copy: &WorkCopy, m: &Mutation) -> std::io::Result<()> {
     let path = copy.dir.join(&target.files[m.file]);
     let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
     let src = original(target, m.file);
@@ -285,7 +285,7 @@ fn case_rng(seed: u64, case: u64) -> SmallRng {
 }
 
 fn judge(exit: &child::Exit, clean: &Clean, factor: f64) -> (Outcome, String) {
-    let last_error = exit
+    let error_lines = exit
         .stderr
         .lines()
         .filter(|l| l.starts_with("error:"))
@@ -337,7 +337,7 @@ fn judge(exit: &child::Exit, clean: &Clean, factor: f64) -> (Outcome, String) {
     match exit.code {
         Some(0) => (Outcome::Accepted, String::new()),
         Some(1 | 2) => {
-            let bad = match last_error.as_slice() {
+            let bad = match error_lines.as_slice() {
                 [one] if one.chars().count() > MESSAGE_MAX => {
                     Some(format!("{} characters", one.chars().count()))
                 }
@@ -349,7 +349,7 @@ fn judge(exit: &child::Exit, clean: &Clean, factor: f64) -> (Outcome, String) {
                 more => Some(format!("{} error lines", more.len())),
             };
             match bad {
-                None => (Outcome::CleanError, last_error[0].to_string()),
+                None => (Outcome::CleanError, error_lines[0].to_string()),
                 Some(why) => (
                     Outcome::BadMessage,
                     format!("{why}: {}", crate::error::quote(&tail)),
@@ -377,7 +377,7 @@ pub fn run(cfg: &Config, progress: &indicatif::ProgressBar, stop: &AtomicBool) -
     let start = Instant::now();
     let target = Target::open(&cfg.target)?;
     let workers = cfg.workers.max(1);
-    let copies: Vec<Copy> = (0..workers)
+    let copies: Vec<WorkCopy> = (0..workers)
         .map(|w| make_copy(&target, &cfg.work_dir, w))
         .collect::<Result<_>>()?;
     let result = run_cases(cfg, &target, &copies, progress, stop);
@@ -394,7 +394,7 @@ pub fn run(cfg: &Config, progress: &indicatif::ProgressBar, stop: &AtomicBool) -
 fn run_cases(
     cfg: &Config,
     target: &Target,
-    copies: &[Copy],
+    copies: &[WorkCopy],
     progress: &indicatif::ProgressBar,
     stop: &AtomicBool,
 ) -> Result<Report> {

@@ -226,8 +226,9 @@ fn read_le(header: &[u8], f: &Field) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Candidate replacements for an integer field of `width` bytes now holding `v`.
-fn integer_values(rng: &mut SmallRng, v: u64, width: u8, size: u64, at: u64) -> u64 {
+/// A replacement for an integer field of `width` bytes at `at` now holding `v`: a neighbour, 0,
+/// the maximum, a power of two, the file size or what is left of it, a bit flipped.
+fn odd_integer(rng: &mut SmallRng, v: u64, width: u8, size: u64, at: u64) -> u64 {
     let max = if width >= 8 {
         u64::MAX
     } else {
@@ -278,7 +279,7 @@ fn gguf(
                 let other = tensor_offsets[rng.random_range(0..tensor_offsets.len())];
                 [other, v + 1, v + 32, other + 32][rng.random_range(0..4)]
             }
-            _ => integer_values(rng, v, f.width, size, f.offset),
+            _ => odd_integer(rng, v, f.width, size, f.offset),
         };
         let bytes = new.to_le_bytes()[..f.width as usize].to_vec();
         return Mutation {
@@ -455,7 +456,7 @@ fn safetensors_mutation(
     let data_start = 8 + header_len;
     let roll = rng.random_range(0..100);
     if roll < 15 {
-        let new = integer_values(rng, header_len, 8, size, 0);
+        let new = odd_integer(rng, header_len, 8, size, 0);
         return Mutation {
             file,
             what: format!("header length: {header_len} -> {new}"),
