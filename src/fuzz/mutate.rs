@@ -88,12 +88,7 @@ impl Target {
             })?;
         let data_start = content.tensor_data_offset;
         let mut header = vec![0u8; data_start.min(size) as usize];
-        {
-            use std::io::Read;
-            std::fs::File::open(root)
-                .and_then(|mut f| f.read_exact(&mut header))
-                .map_err(|e| Error::io(root, e))?;
-        }
+        read_at(root, 0, &mut header)?;
         let mut kinds: Vec<(FieldKind, Vec<usize>)> = Vec::new();
         let mut tensor_offsets = Vec::new();
         for (i, f) in fields.iter().enumerate() {
@@ -143,26 +138,13 @@ impl Target {
             .map_err(|e| Error::io(&st_path, e))?
             .len();
         let mut len = [0u8; 8];
-        {
-            use std::io::Read;
-            std::fs::File::open(&st_path)
-                .and_then(|mut f| f.read_exact(&mut len))
-                .map_err(|e| Error::io(&st_path, e))?;
-        }
+        read_at(&st_path, 0, &mut len)?;
         let header_len = u64::from_le_bytes(len);
         if header_len > 100_000_000 || 8 + header_len > size {
             return Err(bad("the safetensors file's header length is invalid"));
         }
         let mut raw = vec![0u8; header_len as usize];
-        {
-            use std::io::{Read, Seek, SeekFrom};
-            std::fs::File::open(&st_path)
-                .and_then(|mut f| {
-                    f.seek(SeekFrom::Start(8))?;
-                    f.read_exact(&mut raw)
-                })
-                .map_err(|e| Error::io(&st_path, e))?;
-        }
+        read_at(&st_path, 8, &mut raw)?;
         let header = match serde_json::from_slice(&raw) {
             Ok(Json::Object(m)) => m,
             _ => return Err(bad("the safetensors header is not a JSON object")),
@@ -217,6 +199,17 @@ impl Target {
             }
         }
     }
+}
+
+/// Fills `buf` from `path` at `offset`.
+fn read_at(path: &Path, offset: u64, buf: &mut [u8]) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    std::fs::File::open(path)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::Start(offset))?;
+            f.read_exact(buf)
+        })
+        .map_err(|e| Error::io(path, e))
 }
 
 fn read_le(header: &[u8], f: &Field) -> u64 {
