@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Long fuzz runs of the model readers (`gemma-fit fuzz`, src/fuzz/).
+# Long fuzz runs of the model readers and the logits-file reader (`gemma-fit fuzz`, src/fuzz/).
 #
 #   scripts/fuzz.sh N [MODEL] [OPTIONS...]
 #
@@ -9,6 +9,11 @@
 # copy on /dev/shm in place and restoring it; 30% of the cases through `run`, the rest through
 # `check` (the header-only path). OPTIONS go to `gemma-fit fuzz` (--seed S, --workers N,
 # --run-share F, --memory-factor X, --only CASE to replay one case).
+#
+# MODEL may also be a logits file (`quality --save-logits`), given with the model that made it
+# (and its text, if not the shipped one) in OPTIONS: `--with-model M [--with-text FILE]`; or
+# 'tiny-logits': the tests' tiny GGUF model's logits file over a short text (chunks of 16, top 8,
+# 2 full rows). Every case then runs `gemma-fit quality --model M --against <the mutated copy>`.
 #
 # For a GGUF file it first runs the classic case alone: the first tensor name's length one
 # byte too long, through `run`, and prints its time, peak memory and message. Ends with the
@@ -23,16 +28,24 @@ shift $(( $# >= 2 ? 2 : 1 ))
 cargo build --release --quiet
 BIN=$PWD/target/release/gemma-fit
 
+WITH=()
 case "$MODEL" in
-  tiny-gguf|tiny-hf)
+  tiny-gguf|tiny-hf|tiny-logits)
     TINY=$(mktemp -d)
     trap 'rm -rf "$TINY"' EXIT
     GEMMA_FIT_TINY_DIR=$TINY cargo test --quiet --test fuzz write_tiny_models -- --ignored >/dev/null
-    [ "$MODEL" = tiny-gguf ] && MODEL=$TINY/tiny.gguf || MODEL=$TINY/tiny-hf ;;
+    case "$MODEL" in
+      tiny-gguf) MODEL=$TINY/tiny.gguf ;;
+      tiny-hf) MODEL=$TINY/tiny-hf ;;
+      tiny-logits)
+        MODEL=$TINY/tiny.logits
+        WITH=(--with-model "$TINY/tiny.gguf" --with-text "$TINY/tiny-text.txt") ;;
+    esac ;;
   default) MODEL=$("$BIN" fetch) ;;
 esac
 
-if [ -f "$MODEL" ]; then
+# The name-length case is a GGUF one: not for a logits file.
+if [ -f "$MODEL" ] && [ "$(head -c 8 "$MODEL" | tr -d '\000')" != GFLOGITS ]; then
   COPY=$(mktemp -p /dev/shm name-length-XXXXXX.gguf 2>/dev/null || mktemp --suffix .gguf)
   cp "$MODEL" "$COPY"
   python3 - "$COPY" <<'PY'
@@ -71,6 +84,6 @@ fi
 
 start=$(date +%s)
 status=0
-"$BIN" fuzz "$MODEL" --cases "$N" "$@" || status=$?
+"$BIN" fuzz "$MODEL" --cases "$N" "${WITH[@]}" "$@" || status=$?
 echo "wall time: $(( $(date +%s) - start )) s"
 exit $status

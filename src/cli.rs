@@ -80,6 +80,32 @@ pub enum Command {
     Models(ModelsArgs),
     /// Generate text greedily from a prompt.
     Generate(GenerateArgs),
+    /// Write a GGUF model as a Hugging Face folder (config.json + model.safetensors) with every
+    /// tensor dequantized to f32, bf16 or f16, so that `--quant FORMAT` on that folder makes
+    /// each weight format from one source (`quality` per format). RMSNorm weights are written as
+    /// HF stores them (GGUF's 1 + w, minus 1). The folder has no tokenizer: `quality --against`
+    /// takes its token ids from the reference.
+    Dequantize(DequantizeArgs),
+    /// Measure quality: perplexity over a text, and against a reference the KL divergence
+    /// and top-1 agreement of the next-token distributions (llama-perplexity's figures).
+    ///
+    /// Teacher-forced, as `llama-perplexity` does it, so the figures compare with llama.cpp's:
+    /// the text is tokenized once with BOS first and cut into consecutive chunks of --ctx tokens
+    /// (the rest dropped); each chunk is a fresh sequence whose first token is replaced by BOS;
+    /// offsets ctx/2 … ctx−2 of each chunk are scored, each predicting the next token.
+    ///
+    /// Prints the perplexity with its uncertainty (one standard error). With --against FILE (a
+    /// logits file from --save-logits or scripts/llamacpp_logits.py): the reference's
+    /// perplexity, the PPL ratio, the mean, median, p99 and max of KL(reference ‖ ours) in nats,
+    /// top-1 agreement, the mean and RMS change of the next token's probability (Δp), and the
+    /// positions that differ most. The reference fixes the token ids (checked against this
+    /// model's tokenizer; a model without one, such as a safetensors folder, evaluates the
+    /// reference's ids) and the chunk length. KL from the reference's top-K tokens merges the
+    /// rest of the vocabulary into one outcome; a file with full rows (--full-rows) checks that
+    /// against the full-vocabulary KL. Format: docs/quality.md.
+    ///
+    /// Example: gemma-fit quality --against tests/data/llamacpp/default-ctx2048.logits
+    Quality(QualityArgs),
     /// Measure one case: load time, time to first token, prefill and decode speed, memory.
     ///
     /// The prompt is a fixed English text cut to --prompt-tokens tokens (BOS included); then
@@ -390,10 +416,17 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct FuzzArgs {
-    /// The model to mutate: 'default', a .gguf file, or a folder with config.json and a
-    /// *.safetensors file.
+    /// What to mutate: 'default', a .gguf file, a folder with config.json and a *.safetensors
+    /// file, or a logits file (`quality --save-logits`; needs --with-model).
     #[arg(default_value = "default")]
     pub model: String,
+    /// For a logits file: the model that made it. Each case runs `gemma-fit quality --model
+    /// FILE --against <the mutated copy> --threads 1`.
+    #[arg(long, value_name = "FILE")]
+    pub with_model: Option<PathBuf>,
+    /// For a logits file made with `quality --text FILE`: that text (passed as --text).
+    #[arg(long, value_name = "FILE")]
+    pub with_text: Option<PathBuf>,
     /// Mutations to run.
     #[arg(long, default_value_t = 1000)]
     pub cases: u64,
@@ -404,6 +437,7 @@ pub struct FuzzArgs {
     #[arg(long, default_value_t = 2, value_parser = at_least_one)]
     pub workers: usize,
     /// Share of cases run through `run` (a load and a few tokens); the rest go through `check`.
+    /// (A logits file's cases all go through `quality`.)
     #[arg(long, default_value_t = 0.3)]
     pub run_share: f64,
     /// Where the workers' copies go (default: /dev/shm when present, else the temp folder).
@@ -483,6 +517,68 @@ pub struct GenerateArgs {
     /// Print {"prompt_ids": [...], "output_ids": [...], "text": "..."} instead of streaming text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DequantizeArgs {
+    /// Model spec: 'default' or a path to a .gguf file.
+    #[arg(long, short, default_value = "default")]
+    pub model: String,
+    /// The folder to write (created; it must not hold a model already).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Element type of the written tensors.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
+    pub dtype: String,
+}
+
+#[derive(Debug, Args)]
+pub struct QualityArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// The text to evaluate (UTF-8). Default: the text shipped with gemma-fit (the GNU GPL v3,
+    /// GPL v2 and LGPL v2.1, about 18,000 tokens; src/quality/EVAL-TEXT.md).
+    #[arg(long, value_name = "FILE")]
+    pub text: Option<PathBuf>,
+    /// Tokens per chunk (default 512; with --against, the reference's).
+    #[arg(long, value_parser = at_least_four)]
+    pub ctx: Option<usize>,
+    /// Evaluate only the first N chunks (default: every whole chunk of the text).
+    #[arg(long, value_parser = at_least_one)]
+    pub chunks: Option<usize>,
+    /// A reference logits file to compare against (KL divergence, top-1 agreement, Δp).
+    #[arg(long, value_name = "FILE")]
+    pub against: Option<PathBuf>,
+    /// Write this run's logits as a reference file: per scored position the top-K
+    /// log-probabilities, the next token's id and log-probability, and the log-sum-exp.
+    #[arg(long, value_name = "FILE")]
+    pub save_logits: Option<PathBuf>,
+    /// Tokens kept per position in --save-logits (at least 64 for the KL to hold within 1e-4).
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
+    pub top_k: usize,
+    /// Also write full log-probability rows for the first N scored positions (vocab × 4 bytes
+    /// each: 1 MiB per row for Gemma 3), so a later --against checks its top-K KL against
+    /// the full-vocabulary KL.
+    #[arg(long, default_value_t = 0)]
+    pub full_rows: usize,
+    /// Positions listed as differing most (largest KL).
+    #[arg(long, default_value_t = 10)]
+    pub worst: usize,
+    /// Print the result record (schema v1 with its quality block) as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the result record to FILE (`fit --results` and reports read it).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// A chunk length of at least 4 tokens (one scored position).
+fn at_least_four(s: &str) -> Result<usize, String> {
+    match crate::units::parse_ctx(s) {
+        Ok(n) if n >= 4 => Ok(n),
+        Ok(n) => Err(format!("--ctx {n}: a chunk needs at least 4 tokens")),
+        Err(e) => Err(e),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -53,6 +53,9 @@ pub enum Error {
     #[error("{path}: safetensors damaged or unreadable: {reason} (download it again)")]
     CorruptSafetensors { path: PathBuf, reason: String },
 
+    #[error("{path}: logits file is damaged or truncated: {reason} (make it again)")]
+    CorruptLogits { path: PathBuf, reason: String },
+
     #[error("{path}: not a readable image (PNG or JPEG): {reason}")]
     BadImage { path: PathBuf, reason: String },
 

@@ -11,6 +11,7 @@ pub mod gate;
 pub mod measure;
 pub mod output;
 pub mod probe;
+pub mod quality;
 pub mod report;
 pub mod result;
 pub mod stats;

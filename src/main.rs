@@ -32,6 +32,24 @@ fn fail(e: &anyhow::Error, code: i32) -> ! {
     std::process::exit(code);
 }
 
+/// Whether an error is the input's fault (exit status 2), not the run's.
+fn input_error(e: &anyhow::Error) -> bool {
+    use gemma_fit::Error as E;
+    matches!(
+        e.downcast_ref::<E>(),
+        Some(
+            E::BadInput(_)
+                | E::CorruptLogits { .. }
+                | E::ModelNotFound { .. }
+                | E::NotGguf { .. }
+                | E::CorruptGguf { .. }
+                | E::CorruptSafetensors { .. }
+                | E::BadConfig { .. }
+                | E::UnknownModelSpec { .. }
+        )
+    )
+}
+
 fn main() {
     tune_allocator();
     quiet_on_closed_pipe();
@@ -40,6 +58,7 @@ fn main() {
     let threads = match &cli.command {
         Command::Generate(a) => a.engine.threads,
         Command::Run(a) => a.engine.threads,
+        Command::Quality(a) => a.engine.threads,
         _ => None,
     };
     if let Some(n) = threads {
@@ -54,6 +73,12 @@ fn main() {
         Command::Models(a) => commands::models::run(a),
         Command::Generate(a) => commands::generate::run(a),
         Command::Run(a) => commands::run::run(a),
+        Command::Dequantize(a) => commands::dequantize::run(a),
+        // Bad input (a short text, a reference from another model, a damaged file) exits 2.
+        Command::Quality(a) => match commands::quality::run(a) {
+            Ok(()) => Ok(()),
+            Err(e) => fail(&e, if input_error(&e) { 2 } else { 1 }),
+        },
         Command::Case(a) => commands::case::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Frontier(a) => commands::frontier::run(a),

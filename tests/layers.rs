@@ -28,7 +28,8 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["measure", "estimate", "engine", "probe", "result", "output"],
     ),
     ("gate", &["result", "output"]),
-    ("fuzz", &["engine", "output"]),
+    ("quality", &["engine", "result", "output"]),
+    ("fuzz", &["engine", "quality", "probe", "output"]),
     (
         "report",
         &["estimate", "engine", "probe", "result", "output"],
@@ -41,7 +42,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "commands",
         &[
             "cli", "report", "gate", "suite", "estimate", "measure", "engine", "probe", "result",
-            "output", "fuzz",
+            "output", "fuzz", "quality",
         ],
     ),
 ];

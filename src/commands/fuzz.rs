@@ -1,4 +1,5 @@
-//! `gemma-fit fuzz` (hidden; `scripts/fuzz.sh` wraps it): the fuzz run of `src/fuzz/`.
+//! `gemma-fit fuzz` (hidden; `scripts/fuzz.sh` wraps it): the fuzz run of `src/fuzz/`, on a model
+//! or (with `--with-model`) on a logits file.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
     let cfg = Config {
         bin: std::env::current_exe()?,
         target: target.clone(),
+        with_model: args.with_model.clone(),
+        with_text: args.with_text.clone(),
         cases: args.cases,
         seed: args.seed,
         workers: args.workers,
@@ -82,9 +85,19 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
             report.worst_memory_ratio
         );
     }
+    // What a replay needs besides the target, the seed and the case.
+    let mut with = String::new();
+    for (flag, file) in [
+        ("--with-model", &cfg.with_model),
+        ("--with-text", &cfg.with_text),
+    ] {
+        if let Some(f) = file {
+            with.push_str(&format!(" {flag} {}", f.display()));
+        }
+    }
     for f in report.failures.iter().take(20) {
         println!(
-            "FAILED case {} [{}]: {}: {}\n  {}\n  replay: gemma-fit fuzz {} --seed {} --only {}",
+            "FAILED case {} [{}]: {}: {}\n  {}\n  replay: gemma-fit fuzz {}{with} --seed {} --only {}",
             f.case,
             f.path,
             f.outcome.name(),

@@ -25,6 +25,12 @@ pub struct Compared {
     pub predicted_non_weight_bytes: u64,
     pub non_weight_error: f64,
     pub breakdown: Breakdown,
+    /// Mean KL divergence (nats) and top-1 agreement (%) of a quality record of the same model,
+    /// quantization and KV type, where one was given (`gemma-fit quality --out`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kl_mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top1_pct: Option<f64>,
 }
 
 /// Cases of `records` set beside their predictions; cases that cannot be predicted (not a
@@ -32,9 +38,16 @@ pub struct Compared {
 pub fn against(records: &[CaseResult]) -> (Vec<Compared>, Vec<(String, String)>) {
     let mut out = Vec::new();
     let mut skipped = Vec::new();
-    for r in records {
+    // Quality records measure no memory: they lend their KL to the cases that match them.
+    for r in records.iter().filter(|r| r.quality.is_none()) {
         match one(r) {
-            Ok(c) => out.push(c),
+            Ok(mut c) => {
+                if let Some(q) = crate::result::quality::matching(records, &r.key) {
+                    c.kl_mean = Some(q.kl_mean.value);
+                    c.top1_pct = Some(q.top1_pct.value);
+                }
+                out.push(c)
+            }
             Err(why) => skipped.push((r.key.id(), why)),
         }
     }
@@ -88,6 +101,8 @@ fn one(r: &CaseResult) -> std::result::Result<Compared, String> {
         predicted_non_weight_bytes: b.non_weight(),
         non_weight_error: rel(b.non_weight(), measured_non_weight),
         breakdown: b,
+        kl_mean: None,
+        top1_pct: None,
     })
 }
 
@@ -124,6 +139,11 @@ fn readable(c: &[Compared], with_device: bool) -> Table {
             "non-weight error",
         ]
     };
+    let with_kl = c.iter().any(|x| x.kl_mean.is_some());
+    let mut header = header.to_vec();
+    if with_kl {
+        header.extend(["KL (nats)", "top-1"]);
+    }
     let mut t = Table::new(header.iter().copied());
     for x in c {
         let mut row = vec![x.case.clone()];
@@ -138,6 +158,10 @@ fn readable(c: &[Compared], with_device: bool) -> Table {
             mib1(x.predicted_non_weight_bytes),
             pct(x.non_weight_error),
         ]);
+        if with_kl {
+            row.push(x.kl_mean.map_or("-".into(), |k| format!("{k:.4}")));
+            row.push(x.top1_pct.map_or("-".into(), |p| format!("{p:.1}%")));
+        }
         t.row(row);
     }
     t

@@ -1,5 +1,10 @@
 //! One fuzz case's process: started under an address-space limit, killed at a timeout, reaped
 //! with its resource usage (the kernel's peak resident memory of that process alone).
+//!
+//! That peak counts from the fork: a forked child's `ru_maxrss` starts at the pages it copied
+//! from its parent, so it reads at least the parent's resident memory then. [`Exit`] keeps that
+//! figure too (`inherited_rss_bytes`), so that a parent grown large (a test binary printing a
+//! backtrace beside the fuzz run) is not taken for a case over its memory bound.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -16,8 +21,20 @@ pub struct Exit {
     pub signal: Option<i32>,
     pub stderr: String,
     pub max_rss_bytes: u64,
+    /// This process's resident memory when the child was forked (0 where /proc cannot be
+    /// read): `max_rss_bytes` is at least about that, whatever the child did.
+    pub inherited_rss_bytes: u64,
     pub wall: Duration,
     pub timed_out: bool,
+}
+
+impl Exit {
+    /// The child's own peak resident memory, or None when the reading is no more than what it
+    /// inherited at the fork (then it says nothing about the child).
+    pub fn own_peak_bytes(&self) -> Option<u64> {
+        let margin = (self.inherited_rss_bytes / 20).max(1 << 20);
+        (self.max_rss_bytes > self.inherited_rss_bytes + margin).then_some(self.max_rss_bytes)
+    }
 }
 
 /// Runs `bin args` with stdout discarded, at most `address_space` bytes of virtual memory and
@@ -48,6 +65,7 @@ pub fn run(
             Ok(())
         });
     }
+    let inherited = crate::probe::host::rss_bytes_of(std::process::id()).unwrap_or(0);
     let start = Instant::now();
     let mut child = cmd.spawn()?;
     let mut pipe = child.stderr.take().expect("stderr is piped");
@@ -95,6 +113,7 @@ pub fn run(
         stderr,
         // Linux reports ru_maxrss in KiB.
         max_rss_bytes: usage.ru_maxrss.max(0) as u64 * 1024,
+        inherited_rss_bytes: inherited,
         wall,
         timed_out,
     })

@@ -1,14 +1,15 @@
 //! The project's own fuzz run: structure-aware mutations of a model (`mutate.rs`), each given to
 //! `gemma-fit check` (the header-only path) or `gemma-fit run` (a whole load and a few tokens)
-//! in a child process under an address-space limit and a timeout (`child.rs`). Each worker
-//! mutates its own copy of the model in place (on a RAM-backed folder when there is one) and
+//! in a child process under an address-space limit and a timeout (`child.rs`); or of a logits
+//! file, each given to `gemma-fit quality --against` with the model that made it. Each worker
+//! mutates its own copy of the target in place (on a RAM-backed folder when there is one) and
 //! restores it after the case, so a 250 MB model costs no copy per case.
 //!
-//! Outcomes: accepted, a clean error (exit 1 or 2 and one short `error:` line), and the
-//! failures: a panic, a signal, a hang (killed at the timeout), over the memory bound (an
-//! allocation refused under the limit, or a peak resident memory above `memory_factor` times the
-//! clean run's), and a bad message (more than one error line, longer than [`MESSAGE_MAX`]
-//! characters, or control characters in it).
+//! Outcomes: accepted, a clean error (exit 1 or 2, for `quality` 2 only, and one short `error:`
+//! line), and the failures: a panic, a signal, a hang (killed at the timeout), over the memory
+//! bound (an allocation refused under the limit, or a peak resident memory above
+//! `memory_factor` times the clean run's), and a bad message (more than one error line, longer
+//! than [`MESSAGE_MAX`] characters, control characters in it, or for `quality` exit status 1).
 
 pub mod child;
 pub mod mutate;
@@ -37,6 +38,8 @@ pub const MESSAGE_MAX: usize = 400;
 pub enum Via {
     Check,
     Run,
+    /// `gemma-fit quality --model M --against <the mutated logits file>` (a logits target).
+    Quality,
 }
 
 impl std::fmt::Display for Via {
@@ -44,6 +47,7 @@ impl std::fmt::Display for Via {
         f.write_str(match self {
             Via::Check => "check",
             Via::Run => "run",
+            Via::Quality => "quality",
         })
     }
 }
@@ -90,12 +94,18 @@ impl Outcome {
 pub struct Config {
     /// The gemma-fit binary the cases run.
     pub bin: PathBuf,
-    /// A GGUF file, or a folder with config.json and a *.safetensors file.
+    /// A GGUF file, a folder with config.json and a *.safetensors file, or a logits file
+    /// (`quality --save-logits`; then `with_model` is needed).
     pub target: PathBuf,
+    /// For a logits target: the model that made it (`quality --model`).
+    pub with_model: Option<PathBuf>,
+    /// For a logits target made from a `--text FILE`: that text (`quality --text`).
+    pub with_text: Option<PathBuf>,
     pub cases: u64,
     pub seed: u64,
     pub workers: usize,
-    /// The share of cases run through `run` (the rest through `check`).
+    /// The share of cases run through `run` (the rest through `check`; a logits target's all go
+    /// through `quality`).
     pub run_share: f64,
     /// Where the workers' copies go (a RAM-backed folder is best).
     pub work_dir: PathBuf,
@@ -141,13 +151,13 @@ impl Report {
         self.failures.len() as u64
     }
 
-    /// Counts per path and outcome, as a table.
+    /// Counts per path and outcome, as a table (a row for each path the target runs).
     pub fn table(&self) -> Table {
         let mut t = Table::new(
             std::iter::once("path".to_string())
                 .chain(Outcome::ALL.iter().map(|o| o.name().to_string())),
         );
-        for path in [Via::Check, Via::Run] {
+        for path in self.clean.iter().map(|c| c.path) {
             t.row(
                 std::iter::once(path.to_string()).chain(Outcome::ALL.iter().map(|o| {
                     self.counts
@@ -162,7 +172,17 @@ impl Report {
     }
 }
 
-fn args(path: Via, model: &Path) -> Vec<OsString> {
+/// The paths a target's cases run.
+fn paths(target: &Target) -> &'static [Via] {
+    if target.is_logits() {
+        &[Via::Quality]
+    } else {
+        &[Via::Check, Via::Run]
+    }
+}
+
+/// The command line of a case on `copy` (the model, or for `quality` the logits file).
+fn args(cfg: &Config, path: Via, copy: &Path) -> Vec<OsString> {
     let mut a: Vec<OsString> = match path {
         Via::Check => vec!["check".into()],
         Via::Run => [
@@ -176,9 +196,22 @@ fn args(path: Via, model: &Path) -> Vec<OsString> {
         ]
         .map(OsString::from)
         .to_vec(),
+        Via::Quality => {
+            let mut a: Vec<OsString> = ["quality", "--threads", "1", "--against"]
+                .map(OsString::from)
+                .to_vec();
+            a.push(copy.into());
+            if let Some(text) = &cfg.with_text {
+                a.push("--text".into());
+                a.push(text.into());
+            }
+            a.push("--model".into());
+            a.push(cfg.with_model.clone().unwrap_or_default().into());
+            return a;
+        }
     };
     a.push("--model".into());
-    a.push(model.into());
+    a.push(copy.into());
     a
 }
 
@@ -324,18 +357,30 @@ fn judge(exit: &child::Exit, clean: &Clean, factor: f64) -> (Outcome, String) {
             .unwrap_or("");
         return (Outcome::Panic, format!("{at} {msg}"));
     }
-    if exit.max_rss_bytes as f64 > factor * clean.max_rss_bytes as f64 {
+    if let Some(peak) = exit
+        .own_peak_bytes()
+        .filter(|&p| p as f64 > factor * clean.max_rss_bytes as f64)
+    {
         return (
             Outcome::OverMemory,
             format!(
                 "peak RSS {:.1} MiB, the clean run's {:.1} MiB",
-                crate::units::mib(exit.max_rss_bytes),
+                crate::units::mib(peak),
                 crate::units::mib(clean.max_rss_bytes)
             ),
         );
     }
     match exit.code {
         Some(0) => (Outcome::Accepted, String::new()),
+        // `quality` exits 2 for bad input and 1 for a run that failed: a damaged reference is bad
+        // input, so 1 there is a message that blames the wrong thing.
+        Some(1) if clean.path == Via::Quality => (
+            Outcome::BadMessage,
+            format!(
+                "exit code 1, not 2 (bad input): {}",
+                crate::error::quote(&tail)
+            ),
+        ),
         Some(1 | 2) => {
             let bad = match error_lines.as_slice() {
                 [one] if one.chars().count() > MESSAGE_MAX => {
@@ -376,6 +421,21 @@ fn timeout(clean: &Clean) -> Duration {
 pub fn run(cfg: &Config, progress: &indicatif::ProgressBar, stop: &AtomicBool) -> Result<Report> {
     let start = Instant::now();
     let target = Target::open(&cfg.target)?;
+    match (target.is_logits(), &cfg.with_model, &cfg.with_text) {
+        (true, None, _) => {
+            return Err(Error::BadInput(format!(
+                "{} is a logits file, fuzzed through `gemma-fit quality --against`: give --with-model, the model that made it",
+                cfg.target.display()
+            )))
+        }
+        (false, Some(_), _) | (false, _, Some(_)) => {
+            return Err(Error::BadInput(format!(
+                "{} is a model, not a logits file: --with-model and --with-text are for a logits file",
+                cfg.target.display()
+            )))
+        }
+        _ => {}
+    }
     let workers = cfg.workers.max(1);
     let copies: Vec<WorkCopy> = (0..workers)
         .map(|w| make_copy(&target, &cfg.work_dir, w))
@@ -398,20 +458,25 @@ fn run_cases(
     progress: &indicatif::ProgressBar,
     stop: &AtomicBool,
 ) -> Result<Report> {
-    // The clean runs: the unmutated model must pass both paths; their memory and time set the
-    // bounds.
+    // The clean runs: the unmutated target must pass each of its paths; their memory and time
+    // set the bounds.
     let mut clean = Vec::new();
-    for path in [Via::Check, Via::Run] {
+    for &path in paths(target) {
         let exit = child::run(
             &cfg.bin,
-            &args(path, &copies[0].model),
+            &args(cfg, path, &copies[0].model),
             u64::MAX,
             Duration::from_secs(600),
         )
         .map_err(|e| Error::io(&cfg.bin, e))?;
         if exit.code != Some(0) {
             return Err(Error::BadInput(format!(
-                "the unmutated model fails `{path}`: {}",
+                "the unmutated {} fails `{path}`: {}",
+                if target.is_logits() {
+                    "logits file"
+                } else {
+                    "model"
+                },
                 crate::error::one_line(&exit.stderr)
             )));
         }
@@ -438,7 +503,9 @@ fn run_cases(
                         return;
                     }
                     let mut rng = case_rng(cfg.seed, case);
-                    let path = if rng.random_bool(cfg.run_share.clamp(0.0, 1.0)) {
+                    let path = if target.is_logits() {
+                        Via::Quality
+                    } else if rng.random_bool(cfg.run_share.clamp(0.0, 1.0)) {
                         Via::Run
                     } else {
                         Via::Check
@@ -447,10 +514,15 @@ fn run_cases(
                     let clean = clean
                         .iter()
                         .find(|c| c.path == path)
-                        .expect("both paths ran");
+                        .expect("every path ran clean");
                     let done = apply(target, copy, &m)
                         .and_then(|_| {
-                            child::run(&cfg.bin, &args(path, &copy.model), space, timeout(clean))
+                            child::run(
+                                &cfg.bin,
+                                &args(cfg, path, &copy.model),
+                                space,
+                                timeout(clean),
+                            )
                         })
                         .and_then(|exit| {
                             if cfg.only.is_none() {
@@ -468,10 +540,12 @@ fn run_cases(
                     let (outcome, detail) = judge(&exit, clean, cfg.memory_factor);
                     let mut st = state.lock().unwrap();
                     *st.0.entry((path, outcome)).or_insert(0u64) += 1;
-                    st.2 = f64::max(
-                        st.2,
-                        exit.max_rss_bytes as f64 / clean.max_rss_bytes.max(1) as f64,
-                    );
+                    // A reading that is the parent's says only that the case took no more
+                    // than that: at most the clean run's.
+                    let peak = exit
+                        .own_peak_bytes()
+                        .unwrap_or(exit.max_rss_bytes.min(clean.max_rss_bytes));
+                    st.2 = f64::max(st.2, peak as f64 / clean.max_rss_bytes.max(1) as f64);
                     if outcome.is_failure() || cfg.only.is_some() {
                         st.1.push(Failure {
                             case,
@@ -518,18 +592,35 @@ mod tests {
             signal,
             stderr: stderr.into(),
             max_rss_bytes: 10 << 20,
+            inherited_rss_bytes: 4 << 20,
             wall: Duration::from_millis(10),
             timed_out: false,
         }
     }
 
-    fn judged(e: &child::Exit) -> Outcome {
+    fn judged_on(path: Via, e: &child::Exit) -> Outcome {
         let clean = Clean {
-            path: Via::Check,
+            path,
             max_rss_bytes: 8 << 20,
             wall: Duration::from_millis(10),
         };
         judge(e, &clean, 2.0).0
+    }
+
+    fn judged(e: &child::Exit) -> Outcome {
+        judged_on(Via::Check, e)
+    }
+
+    /// `quality` says bad input with exit status 2: a damaged logits file that exits 1 blames
+    /// the run instead.
+    #[test]
+    fn quality_errors_are_clean_only_with_exit_status_2() {
+        let msg = "error: x.logits: logits file is damaged or truncated: token 3 (make it again)\n";
+        let on = |code| judged_on(Via::Quality, &exit(Some(code), None, msg));
+        assert_eq!(on(2), Outcome::CleanError);
+        assert_eq!(on(1), Outcome::BadMessage);
+        assert_eq!(on(0), Outcome::Accepted);
+        assert_eq!(judged(&exit(Some(1), None, msg)), Outcome::CleanError);
     }
 
     #[test]
@@ -547,6 +638,13 @@ mod tests {
         let mut big = exit(Some(0), None, "");
         big.max_rss_bytes = 17 << 20;
         assert_eq!(judged(&big), Outcome::OverMemory);
+        // A reading no more than the parent's resident memory at the fork is the parent's.
+        let mut inherited = exit(Some(0), None, "");
+        inherited.max_rss_bytes = 200 << 20;
+        inherited.inherited_rss_bytes = 199 << 20;
+        assert_eq!(judged(&inherited), Outcome::Accepted);
+        inherited.max_rss_bytes = 300 << 20;
+        assert_eq!(judged(&inherited), Outcome::OverMemory);
         let mut hung = exit(None, Some(9), "");
         hung.timed_out = true;
         assert_eq!(judged(&hung), Outcome::Hang);
@@ -568,6 +666,46 @@ mod tests {
             judged(&exit(Some(3), None, "error: x\n")),
             Outcome::BadMessage
         );
+    }
+
+    /// A small valid logits file: 17 tokens in chunks of 8, top 3, one full row.
+    fn sample_logits() -> crate::quality::logits_file::LogitsFile {
+        use crate::quality::logits_file::{
+            scored_per_chunk, target_index, Header, LogitsFile, ModelShape, Record,
+        };
+        let ctx = 8;
+        let tokens: Vec<u32> = (0..17).map(|i| (i * 7 % 50) as u32).collect();
+        let positions = 2 * scored_per_chunk(ctx);
+        let records = (0..positions)
+            .map(|i| Record {
+                target: tokens[target_index(ctx, i)],
+                target_logprob: -1.5,
+                lse: 3.25,
+                top: vec![(3, -1.0), (9, -1.5), (4, -2.5)],
+            })
+            .collect();
+        LogitsFile {
+            header: Header {
+                producer: "test".into(),
+                model: "m".into(),
+                shape: ModelShape {
+                    vocab: 50,
+                    layers: 2,
+                    hidden: 8,
+                },
+                kv: "f32".into(),
+                text: "default".into(),
+                text_sha256: "0".repeat(64),
+                ctx,
+                top_k: 3,
+                n_tokens: tokens.len(),
+                positions,
+                full_rows: 1,
+            },
+            tokens,
+            records,
+            full: vec![vec![-3.912; 50]],
+        }
     }
 
     /// Every mutation is undone exactly: after apply and restore the copy equals the original,
@@ -602,8 +740,10 @@ mod tests {
         let map =
             std::collections::HashMap::from([("w".to_string(), t.clone()), ("v".to_string(), t)]);
         candle_core::safetensors::save(&map, folder.join("model.safetensors")).unwrap();
+        let logits = dir.path().join("ref.logits");
+        sample_logits().write(&logits).unwrap();
         let work = tempfile::tempdir().unwrap();
-        for root in [gguf, folder] {
+        for root in [gguf, folder, logits] {
             let target = Target::open(&root).unwrap();
             let copy = make_copy(&target, work.path(), 0).unwrap();
             let read = |p: &Path| std::fs::read(p).unwrap();

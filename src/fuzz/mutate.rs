@@ -1,7 +1,10 @@
 //! Structure-aware mutations of a model: a GGUF file through the map of its header fields (the
 //! bounded reader's, `gguf_header::read` with `record`), a Hugging Face folder through its
-//! `config.json` and its safetensors header as JSON. Each mutation is a plain edit of one file
-//! (bytes at an offset, a truncation, new contents) with a description that reproduces it.
+//! `config.json` and its safetensors header as JSON; and of a logits file (`quality
+//! --save-logits`, `quality::logits_file`) through its sections: the JSON header's fields, the
+//! version and header-length words, the token ids, the records' fields and the full rows. Each
+//! mutation is a plain edit of one file (bytes at an offset, a truncation, new contents) with a
+//! description that reproduces it.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +14,7 @@ use serde_json::Value as Json;
 
 use crate::engine::load::gguf_header::{self, Field, FieldKind};
 use crate::error::{Error, Result};
+use crate::quality::logits_file::{self, LogitsFile};
 
 /// One edit of one of the target's files.
 #[derive(Debug, Clone)]
@@ -58,9 +62,20 @@ enum Layout {
         header: serde_json::Map<String, Json>,
         size: u64,
     },
+    Logits(Box<LogitsLayout>),
 }
 
-/// A model to mutate: a GGUF file, or a folder with config.json and one *.safetensors file.
+/// A logits file, whole (the reader reads it whole too): its bytes, its JSON header as an
+/// object, and what the reader made of it (the values mutations start from).
+struct LogitsLayout {
+    bytes: Vec<u8>,
+    header_len: u64,
+    header: Json,
+    file: LogitsFile,
+}
+
+/// What to mutate: a GGUF file, a folder with config.json and one *.safetensors file, or a
+/// logits file (told by its magic, `GFLOGITS`).
 pub struct Target {
     /// The file, or the folder.
     pub root: PathBuf,
@@ -78,6 +93,13 @@ impl Target {
         let size = std::fs::metadata(root)
             .map_err(|e| Error::io(root, e))?
             .len();
+        let mut magic = [0u8; 8];
+        if size >= 8 {
+            read_at(root, 0, &mut magic)?;
+        }
+        if &magic == logits_file::MAGIC {
+            return Self::logits(root);
+        }
         let file = std::fs::File::open(root).map_err(|e| Error::io(root, e))?;
         let (content, fields) = gguf_header::read(std::io::BufReader::new(file), size, true)
             .map_err(|e| {
@@ -164,6 +186,36 @@ impl Target {
         })
     }
 
+    fn logits(root: &Path) -> Result<Self> {
+        let bytes = std::fs::read(root).map_err(|e| Error::io(root, e))?;
+        let file = LogitsFile::from_reader(&bytes[..], bytes.len() as u64, root).map_err(|e| {
+            Error::BadInput(format!("the logits file to fuzz must be a valid one: {e}"))
+        })?;
+        // The reader has checked the length word and the JSON; read them again as they are.
+        let header_len = u64::from(u32::from_le_bytes([
+            bytes[12], bytes[13], bytes[14], bytes[15],
+        ]));
+        let header = serde_json::from_slice(&bytes[16..16 + header_len as usize])
+            .map_err(|e| Error::BadInput(format!("{}: header: {e}", root.display())))?;
+        let name = PathBuf::from(root.file_name().unwrap_or_default());
+        Ok(Target {
+            root: root.into(),
+            is_dir: false,
+            files: vec![name],
+            layout: Layout::Logits(Box::new(LogitsLayout {
+                bytes,
+                header_len,
+                header,
+                file,
+            })),
+        })
+    }
+
+    /// Whether the target is a logits file (its cases run `gemma-fit quality --against`).
+    pub fn is_logits(&self) -> bool {
+        matches!(self.layout, Layout::Logits(_))
+    }
+
     /// A random mutation.
     pub fn mutate(&self, rng: &mut SmallRng) -> Mutation {
         match &self.layout {
@@ -197,6 +249,7 @@ impl Target {
                     safetensors_mutation(rng, *weights, *header_len, header, *size)
                 }
             }
+            Layout::Logits(l) => logits_mutation(rng, l),
         }
     }
 }
@@ -539,6 +592,480 @@ fn safetensors_mutation(
     Mutation {
         file,
         what: format!("safetensors data at byte {offset} set to NaN-ish bytes"),
+        edit: Edit::Bytes { offset, bytes },
+    }
+}
+
+impl LogitsLayout {
+    fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn tokens_at(&self) -> u64 {
+        16 + self.header_len
+    }
+
+    fn records_at(&self) -> u64 {
+        self.tokens_at() + 4 * self.file.tokens.len() as u64
+    }
+
+    fn record_bytes(&self) -> u64 {
+        12 + 8 * self.file.header.top_k as u64
+    }
+
+    fn record_at(&self, i: usize) -> u64 {
+        self.records_at() + i as u64 * self.record_bytes()
+    }
+
+    fn full_at(&self) -> u64 {
+        self.record_at(self.file.records.len())
+    }
+
+    fn vocab(&self) -> u32 {
+        self.file.header.shape.vocab as u32
+    }
+
+    /// The section byte `at` is in, in words (for the mutations' descriptions).
+    fn section(&self, at: u64) -> String {
+        let row = 4 * self.file.header.shape.vocab as u64;
+        match at {
+            0..8 => "in the magic".into(),
+            8..12 => "in the version".into(),
+            12..16 => "in the header length".into(),
+            _ if at < self.tokens_at() => "in the JSON header".into(),
+            _ if at < self.records_at() => format!("in token {}", (at - self.tokens_at()) / 4),
+            _ if at < self.full_at() => {
+                format!(
+                    "in record {}",
+                    (at - self.records_at()) / self.record_bytes()
+                )
+            }
+            _ if at < self.size() => format!("in full row {}", (at - self.full_at()) / row.max(1)),
+            _ => "at the end".into(),
+        }
+    }
+
+    /// Offsets where one section (or one entry of one) ends and the next begins, and a few just
+    /// inside.
+    fn boundary(&self, rng: &mut SmallRng) -> u64 {
+        let positions = self.file.records.len();
+        let record = self.record_at(rng.random_range(0..positions.max(1)));
+        let row = 4 * self.file.header.shape.vocab as u64;
+        let full = self.full_at() + row * rng.random_range(0..self.file.full.len().max(1)) as u64;
+        let choices = [
+            0,
+            4,
+            8,
+            12,
+            16,
+            16 + self.header_len / 2,
+            self.tokens_at(),
+            self.tokens_at() + 2,
+            self.records_at(),
+            record,
+            record + 4,
+            record + 12,
+            self.full_at(),
+            full,
+            full + 4,
+            self.size().saturating_sub(4),
+            self.size().saturating_sub(1),
+        ];
+        choices[rng.random_range(0..choices.len())].min(self.size())
+    }
+}
+
+/// A replacement for a float: non-finite, positive (not a log-probability), zero, tiny, huge,
+/// or near the old value.
+fn odd_float(rng: &mut SmallRng, v: f32) -> f32 {
+    let choices = [
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        0.5,
+        1.0,
+        1e30,
+        -1e30,
+        f32::MAX,
+        f32::MIN,
+        f32::MIN_POSITIVE,
+        -1e-45,
+        v * 2.0,
+        v - 1.0,
+        v + 1.0,
+        -v,
+    ];
+    choices[rng.random_range(0..choices.len())]
+}
+
+/// A replacement for a token id: out of the vocabulary, at its edge, or another valid id.
+fn odd_id(rng: &mut SmallRng, v: u32, vocab: u32, other: u32) -> u32 {
+    let choices = [
+        vocab,
+        vocab.wrapping_add(1),
+        vocab.wrapping_sub(1),
+        u32::MAX,
+        1 << 31,
+        v ^ 1,
+        v.wrapping_add(1),
+        0,
+        other,
+    ];
+    choices[rng.random_range(0..choices.len())]
+}
+
+/// A replacement for a string: empty, longer, another script, control characters, very long.
+fn odd_string(rng: &mut SmallRng, s: &str) -> String {
+    let choices = [
+        String::new(),
+        "x".to_string(),
+        format!("{s}x"),
+        s.chars().skip(1).collect(),
+        s.to_uppercase(),
+        "é…ü 日本".to_string(),
+        "line\nbreak\ttab\u{1}bell\u{7f}".to_string(),
+        "a".repeat(1000),
+    ];
+    choices[rng.random_range(0..choices.len())].clone()
+}
+
+/// One edit of the JSON header `h`: a value set to an odd one (numbers through
+/// [`odd_integer`], strings through [`odd_string`], any through [`odd_json`]: a wrong type), a
+/// field removed or added, or the whole header made another type; returns what was done.
+fn logits_header_edit(rng: &mut SmallRng, h: &mut Json, size: u64) -> String {
+    let mut all = Vec::new();
+    leaves(h, String::new(), &mut all);
+    let roll = rng.random_range(0..100);
+    if roll < 3 || all.is_empty() {
+        let new = [
+            Json::Array(vec![]),
+            Json::Null,
+            Json::from("x"),
+            Json::from(1),
+        ][rng.random_range(0..4)]
+        .clone();
+        let what = format!("the header replaced by {new}");
+        *h = new;
+        return what;
+    }
+    if roll < 8 {
+        let (ptr, new) = [("/extra", Json::from(1)), ("/shape/extra", Json::from("x"))]
+            [rng.random_range(0..2)]
+        .clone();
+        let (parent, key) = ptr.rsplit_once('/').unwrap_or(("", ptr));
+        if let Some(Json::Object(m)) = h.pointer_mut(parent) {
+            m.insert(key.into(), new.clone());
+        }
+        return format!("added {ptr}: {new}");
+    }
+    let ptr = all[rng.random_range(0..all.len())].clone();
+    if roll < 22 {
+        if let Some((parent, key)) = ptr.rsplit_once('/') {
+            if let Some(Json::Object(m)) = h.pointer_mut(parent) {
+                m.remove(key);
+            }
+            return format!("removed {ptr}");
+        }
+    }
+    let Some(slot) = h.pointer_mut(&ptr) else {
+        return "nothing to change".into();
+    };
+    let new = match slot {
+        Json::Number(n) if rng.random_bool(0.6) => {
+            Json::from(odd_integer(rng, n.as_u64().unwrap_or(0), 8, size, 0))
+        }
+        Json::String(s) if rng.random_bool(0.6) => Json::from(odd_string(rng, s)),
+        _ => odd_json(rng, slot),
+    };
+    let what = format!("{ptr}: {slot} -> {new}");
+    *slot = new;
+    what
+}
+
+/// The JSON header rewritten with one to three edits; the length word set to the new length,
+/// or (a quarter of the time) left as it was, the new header padded to it when shorter.
+fn logits_header(rng: &mut SmallRng, l: &LogitsLayout) -> Mutation {
+    let mut h = l.header.clone();
+    let edits = if rng.random_bool(0.2) {
+        rng.random_range(2..=3)
+    } else {
+        1
+    };
+    let whats: Vec<String> = (0..edits)
+        .map(|_| logits_header_edit(rng, &mut h, l.size()))
+        .collect();
+    let mut json = serde_json::to_vec(&h).unwrap_or_default();
+    let (len, how) = if rng.random_bool(0.25) {
+        if (json.len() as u64) < l.header_len {
+            json.resize(l.header_len as usize, b' ');
+        }
+        (
+            l.header_len,
+            format!("length word left at {}", l.header_len),
+        )
+    } else {
+        (
+            json.len() as u64,
+            format!("length {} -> {}", l.header_len, json.len()),
+        )
+    };
+    let mut head = l.bytes[..12].to_vec();
+    head.extend((len as u32).to_le_bytes());
+    head.extend(json);
+    Mutation {
+        file: 0,
+        what: format!(
+            "header {} (header rewritten compactly, {how})",
+            whats.join("; ")
+        ),
+        edit: Edit::Splice {
+            head,
+            rest_from: 16 + l.header_len,
+        },
+    }
+}
+
+/// A `u32` word at `offset` set to `new`.
+fn word(offset: u64, new: u32, what: String) -> Mutation {
+    Mutation {
+        file: 0,
+        what,
+        edit: Edit::Bytes {
+            offset,
+            bytes: new.to_le_bytes().to_vec(),
+        },
+    }
+}
+
+/// One field of one record: the target id, its log-probability, the log-sum-exp, a top id, a
+/// top log-probability; or the top list made unsorted or given too much mass.
+fn logits_record(rng: &mut SmallRng, l: &LogitsLayout) -> Mutation {
+    let f = &l.file;
+    let i = rng.random_range(0..f.records.len());
+    let r = &f.records[i];
+    let at = l.record_at(i);
+    let k = rng.random_range(0..r.top.len());
+    let top_k = r.top.len() as u64;
+    let other = f.tokens[rng.random_range(0..f.tokens.len())];
+    let float = |offset: u64, new: f32, what: String| Mutation {
+        file: 0,
+        what,
+        edit: Edit::Bytes {
+            offset,
+            bytes: new.to_le_bytes().to_vec(),
+        },
+    };
+    match rng.random_range(0..7) {
+        0 => {
+            let new = odd_id(rng, r.target, l.vocab(), other);
+            word(
+                at,
+                new,
+                format!("record {i} (byte {at}) target: {} -> {new}", r.target),
+            )
+        }
+        1 => {
+            let new = odd_float(rng, r.target_logprob);
+            float(
+                at + 4,
+                new,
+                format!(
+                    "record {i} (byte {}) target log-probability: {:?} -> {new:?}",
+                    at + 4,
+                    r.target_logprob
+                ),
+            )
+        }
+        2 => {
+            let new = odd_float(rng, r.lse);
+            float(
+                at + 8,
+                new,
+                format!(
+                    "record {i} (byte {}) log-sum-exp: {:?} -> {new:?}",
+                    at + 8,
+                    r.lse
+                ),
+            )
+        }
+        3 => {
+            let (old, _) = r.top[k];
+            let other = [r.top[0].0, r.target][rng.random_range(0..2)];
+            let new = odd_id(rng, old, l.vocab(), other);
+            let offset = at + 12 + 4 * k as u64;
+            word(
+                offset,
+                new,
+                format!("record {i} top id {k} (byte {offset}): {old} -> {new}"),
+            )
+        }
+        4 => {
+            let (_, old) = r.top[k];
+            let new = if rng.random_bool(0.3) {
+                // Unsorted: above the one before it, or (the first) below the next.
+                match (k.checked_sub(1), r.top.get(1)) {
+                    (Some(prev), _) => r.top[prev].1 + 0.5,
+                    (None, Some(next)) => next.1 - 0.5,
+                    (None, None) => 0.5,
+                }
+            } else {
+                odd_float(rng, old)
+            };
+            let offset = at + 12 + 4 * top_k + 4 * k as u64;
+            float(
+                offset,
+                new,
+                format!("record {i} top log-probability {k} (byte {offset}): {old:?} -> {new:?}"),
+            )
+        }
+        5 => {
+            // Two entries swapped (ids and log-probabilities together): unsorted.
+            let j = rng.random_range(0..r.top.len());
+            let mut top = r.top.clone();
+            top.swap(k, j);
+            let mut bytes: Vec<u8> = top.iter().flat_map(|(id, _)| id.to_le_bytes()).collect();
+            bytes.extend(top.iter().flat_map(|(_, lp)| lp.to_le_bytes()));
+            Mutation {
+                file: 0,
+                what: format!("record {i} (byte {at}) top entries {k} and {j} swapped"),
+                edit: Edit::Bytes {
+                    offset: at + 12,
+                    bytes,
+                },
+            }
+        }
+        _ => {
+            // Every top log-probability the same: sorted, but too much mass when it is near 0.
+            let v = [0.0f32, -0.01, -0.5, -f32::MIN_POSITIVE][rng.random_range(0..4)];
+            let bytes = (0..top_k).flat_map(|_| v.to_le_bytes()).collect();
+            Mutation {
+                file: 0,
+                what: format!("record {i} (byte {at}) every top log-probability set to {v:?}"),
+                edit: Edit::Bytes {
+                    offset: at + 12 + 4 * top_k,
+                    bytes,
+                },
+            }
+        }
+    }
+}
+
+fn logits_mutation(rng: &mut SmallRng, l: &LogitsLayout) -> Mutation {
+    let f = &l.file;
+    let size = l.size();
+    let mut roll = rng.random_range(0..100);
+    // Sections the file lacks give their share to random bytes.
+    if (30..40).contains(&roll) && f.tokens.is_empty()
+        || (40..65).contains(&roll) && f.records.is_empty()
+        || (65..70).contains(&roll) && f.full.is_empty()
+    {
+        roll = 99;
+    }
+    if roll < 22 {
+        return logits_header(rng, l);
+    }
+    if roll < 26 {
+        let new = odd_integer(rng, u64::from(logits_file::VERSION), 4, size, 8) as u32;
+        return word(
+            8,
+            new,
+            format!("version (byte 8): {} -> {new}", logits_file::VERSION),
+        );
+    }
+    if roll < 30 {
+        let old = l.header_len;
+        let new = if rng.random_bool(0.7) {
+            odd_integer(rng, old, 4, size, 12)
+        } else {
+            [
+                old + 4,
+                old.saturating_sub(4),
+                old + 4 * f.tokens.len() as u64,
+            ][rng.random_range(0..3)]
+        } as u32;
+        return word(12, new, format!("header length (byte 12): {old} -> {new}"));
+    }
+    if roll < 40 {
+        let i = rng.random_range(0..f.tokens.len());
+        let old = f.tokens[i];
+        let other = f.tokens[rng.random_range(0..f.tokens.len())];
+        let new = odd_id(rng, old, l.vocab(), other);
+        let offset = l.tokens_at() + 4 * i as u64;
+        return word(
+            offset,
+            new,
+            format!("token {i} (byte {offset}): {old} -> {new}"),
+        );
+    }
+    if roll < 65 {
+        return logits_record(rng, l);
+    }
+    if roll < 70 {
+        let r = rng.random_range(0..f.full.len());
+        let j = rng.random_range(0..f.full[r].len());
+        let old = f.full[r][j];
+        let new = odd_float(rng, old);
+        let offset = l.full_at() + 4 * (r * f.full[r].len() + j) as u64;
+        return Mutation {
+            file: 0,
+            what: format!("full row {r} value {j} (byte {offset}): {old:?} -> {new:?}"),
+            edit: Edit::Bytes {
+                offset,
+                bytes: new.to_le_bytes().to_vec(),
+            },
+        };
+    }
+    if roll < 84 {
+        let len = if rng.random_bool(0.6) {
+            l.boundary(rng)
+        } else {
+            rng.random_range(0..size.max(1))
+        };
+        return Mutation {
+            file: 0,
+            edit: Edit::Truncate(len),
+            what: format!(
+                "truncated to {len} bytes (of {size}; cut {})",
+                l.section(len)
+            ),
+        };
+    }
+    if roll < 92 {
+        // Bytes inserted or deleted at a boundary: every later section shifts.
+        let at = l.boundary(rng);
+        let n = [1u64, 3, 4, 8][rng.random_range(0..4)];
+        let mut head = l.bytes[..at as usize].to_vec();
+        let (rest_from, what) = if rng.random_bool(0.5) {
+            let ins: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+            let what = format!(
+                "{n} bytes {ins:02x?} inserted at byte {at} ({})",
+                l.section(at)
+            );
+            head.extend(ins);
+            (at, what)
+        } else {
+            (
+                at + n,
+                format!("{n} bytes deleted at byte {at} ({})", l.section(at)),
+            )
+        };
+        return Mutation {
+            file: 0,
+            what,
+            edit: Edit::Splice { head, rest_from },
+        };
+    }
+    let offset = rng.random_range(0..size.max(1));
+    let bytes: Vec<u8> = (0..rng.random_range(1..=4)).map(|_| rng.random()).collect();
+    Mutation {
+        file: 0,
+        what: format!(
+            "bytes at {offset} ({}) set to {bytes:02x?}",
+            l.section(offset)
+        ),
         edit: Edit::Bytes { offset, bytes },
     }
 }

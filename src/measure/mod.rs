@@ -172,6 +172,7 @@ pub fn measure(
         outcome,
         metrics,
         probes,
+        quality: None,
     }
 }
 

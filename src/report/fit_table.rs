@@ -39,6 +39,9 @@ pub struct Row {
     /// The largest context measured to run, and the smallest measured to fail above it.
     pub frontier_ok: Option<usize>,
     pub frontier_fail: Option<usize>,
+    /// Mean KL divergence (nats) of a quality record of this model, format and KV type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kl_mean: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -64,13 +67,13 @@ fn predicted(sample: &CaseResult, ctx: usize, m: &Machine) -> Option<Cell> {
 }
 
 pub fn build(m: &Machine) -> FitTable {
+    // Quality records (no memory measured) lend their KL to the rows of their variant.
+    let cases = || m.records.iter().filter(|r| r.quality.is_none());
     let mut by_variant: BTreeMap<Variant, Vec<&CaseResult>> = BTreeMap::new();
-    for r in &m.records {
+    for r in cases() {
         by_variant.entry(Variant::of(r)).or_default().push(r);
     }
-    let contexts: Vec<usize> = m
-        .records
-        .iter()
+    let contexts: Vec<usize> = cases()
         .map(|r| r.key.ctx)
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -119,6 +122,8 @@ pub fn build(m: &Machine) -> FitTable {
                 cells,
                 frontier_ok,
                 frontier_fail,
+                kl_mean: crate::result::quality::matching(&m.records, &recs[0].key)
+                    .map(|c| c.kl_mean.value),
             }
         })
         .collect();
@@ -169,6 +174,10 @@ impl FitTable {
         let mut h = vec!["model × format × KV".to_string()];
         h.extend(self.contexts.iter().map(|&c| ctx_label(c)));
         h.push("measured frontier".into());
+        let with_kl = self.rows.iter().any(|r| r.kl_mean.is_some());
+        if with_kl {
+            h.push("KL (nats)".into());
+        }
         let mut t = Table::new(h).class("fit").row_headers();
         for r in &self.rows {
             let mut line = vec![TableCell::from(r.variant.clone())];
@@ -182,6 +191,9 @@ impl FitTable {
                 TableCell::with_class(c.text(), class)
             }));
             line.push(r.frontier_text().into());
+            if with_kl {
+                line.push(r.kl_mean.map_or("—".into(), |k| format!("{k:.4}")).into());
+            }
             t.row(line);
         }
         t
@@ -189,8 +201,13 @@ impl FitTable {
 
     pub fn markdown(&self) -> String {
         format!(
-            "{}\n\nCells: measured peak memory · decode tok/s (median), a failure's recorded reason, or \"predicted\" (the estimator, where nothing was measured).\n",
-            self.table().markdown()
+            "{}\n\nCells: measured peak memory · decode tok/s (median), a failure's recorded reason, or \"predicted\" (the estimator, where nothing was measured).{}\n",
+            self.table().markdown(),
+            if self.rows.iter().any(|r| r.kl_mean.is_some()) {
+                " KL: the mean KL divergence of a quality record of the same model, format and KV type against its reference (`gemma-fit quality`)."
+            } else {
+                ""
+            }
         )
     }
 

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod case;
+pub mod quality;
 pub mod store;
 
 use crate::engine::load::weights::WeightBytes;
@@ -33,6 +34,10 @@ pub struct CaseResult {
     pub metrics: Option<Metrics>,
     #[serde(default)]
     pub probes: Probes,
+    /// A quality evaluation (`gemma-fit quality`): perplexity, and KL divergence against a
+    /// reference. Such a record has no speed metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<quality::Quality>,
 }
 
 /// The machine and build the case ran on.
@@ -123,6 +128,7 @@ impl CaseResult {
                 notes: note.into_iter().collect(),
                 ..Probes::default()
             },
+            quality: None,
         }
     }
 

