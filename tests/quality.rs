@@ -338,4 +338,23 @@ fn fit_results_show_the_kl_of_a_matching_quality_record() {
         !text.contains("not compared"),
         "the quality record is not a case: {text}"
     );
+    // The report's fit table too, where the quality record adds no row and no context.
+    bin()
+        .args([
+            "report",
+            &p("run.json"),
+            &p("q.json"),
+            "--out",
+            &p("report"),
+        ])
+        .assert()
+        .success();
+    let table = std::fs::read_to_string(dir.path().join("report/fit-table.md")).unwrap();
+    assert!(table.contains("KL (nats)"), "{table}");
+    assert!(table.contains(&format!("{kl:.4}")), "{table}");
+    let header = table.lines().next().unwrap();
+    assert!(
+        !header.contains("| 64 |"),
+        "no column for the quality record's ctx 64: {table}"
+    );
 }

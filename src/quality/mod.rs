@@ -75,7 +75,8 @@ pub fn evaluate(
         records: Vec::new(),
         full: Vec::new(),
     };
-    let mut work = RowWork::default();
+    let threads = candle_core::utils::get_num_threads().max(1);
+    let mut work: Vec<RowWork> = (0..threads).map(|_| RowWork::default()).collect();
     for c in 0..chunks {
         let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
         chunk[0] = bos;
@@ -84,19 +85,24 @@ pub fn evaluate(
         while start < ctx {
             let end = (start + prefill_chunk).min(ctx);
             let from = first.saturating_sub(start).min(end - start);
-            model.forward_all(&chunk[start..end], from, &mut session, |offset, logits| {
-                let at = start + offset;
-                if at > ctx - 2 {
-                    return Ok(());
+            model.forward_all(&chunk[start..end], from, &mut session, |offset, rows| {
+                // Rows at offsets up to ctx − 2 are scored (the last has no next token).
+                let rows = &rows[..rows.len().min((ctx - 1).saturating_sub(start + offset))];
+                let row = |i: usize| {
+                    let at = start + offset + i;
+                    let index = c * per + (at - first);
+                    Row {
+                        target: chunk[at + 1],
+                        reference: reference.map(|f| (&f.records[index], f.full.get(index))),
+                        keep_full: save.is_some_and(|s| index < s.full_rows),
+                    }
+                };
+                let scored = score_rows(rows, &row, save, &mut work);
+                for (pos, record, full) in scored {
+                    out.positions.push(pos);
+                    out.records.extend(record);
+                    out.full.extend(full);
                 }
-                let index = c * per + (at - first);
-                let target = chunk[at + 1];
-                let r = reference.map(|f| (&f.records[index], f.full.get(index)));
-                let keep_full = save.is_some_and(|s| index < s.full_rows);
-                let (pos, record, full) = work.score(logits, target, r, save, keep_full);
-                out.positions.push(pos);
-                out.records.extend(record);
-                out.full.extend(full);
                 Ok(())
             })?;
             start = end;
@@ -106,49 +112,84 @@ pub fn evaluate(
     Ok(out)
 }
 
+/// What a row of logits is scored against.
+struct Row<'a> {
+    target: u32,
+    reference: Option<(&'a Record, Option<&'a Vec<f32>>)>,
+    keep_full: bool,
+}
+
+type Scored = (Position, Option<Record>, Option<Vec<f32>>);
+
+/// Scores `rows` (row i against `row(i)`), split across the threads of `work` (one buffer set
+/// each), in order. Each row's figures depend on that row alone.
+fn score_rows<'a>(
+    rows: &[Vec<f32>],
+    row: &(dyn Fn(usize) -> Row<'a> + Sync),
+    save: Option<&Save>,
+    work: &mut [RowWork],
+) -> Vec<Scored> {
+    let per_thread = rows.len().div_ceil(work.len()).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = rows
+            .chunks(per_thread)
+            .zip(work.iter_mut())
+            .enumerate()
+            .map(|(t, (part, w))| {
+                scope.spawn(move || {
+                    part.iter()
+                        .enumerate()
+                        .map(|(i, logits)| w.score(logits, &row(t * per_thread + i), save))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a scoring thread panicked"))
+            .collect()
+    })
+}
+
 /// Buffers reused across rows.
 #[derive(Default)]
 struct RowWork {
-    logprobs: Vec<f64>,
     order: Vec<u32>,
 }
 
+/// The log-sum-exp of `logits` (each term's exponential in f32, summed in f64).
+fn log_sum_exp(logits: &[f32]) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from((l - max).exp())).sum();
+    f64::from(max) + sum.ln()
+}
+
 impl RowWork {
-    /// The figures of one row of logits predicting `target`, against a reference row.
-    fn score(
-        &mut self,
-        logits: &[f32],
-        target: u32,
-        reference: Option<(&Record, Option<&Vec<f32>>)>,
-        save: Option<&Save>,
-        keep_full: bool,
-    ) -> (Position, Option<Record>, Option<Vec<f32>>) {
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
-        let lse = max + sum.ln();
-        self.logprobs.clear();
-        self.logprobs.extend(logits.iter().map(|&l| l as f64 - lse));
-        let lq = &self.logprobs;
+    /// The figures of one row of logits against what `r` names.
+    fn score(&mut self, logits: &[f32], r: &Row, save: Option<&Save>) -> Scored {
+        let lse = log_sum_exp(logits);
+        let lq = |i: u32| f64::from(logits[i as usize]) - lse;
+        let target = r.target;
         let argmax = crate::engine::generate::argmax(logits);
         let mut pos = Position {
             target,
-            nll: -lq[target as usize],
+            nll: -lq(target),
             argmax,
             ..Position::default()
         };
-        if let Some((r, full)) = reference {
-            pos.kl = Some(top_k_kl(&r.top, lq));
+        if let Some((rec, full)) = r.reference {
+            pos.kl = Some(top_k_kl(&rec.top, &lq));
             pos.kl_full = full.map(|row| {
                 row.iter()
-                    .zip(lq)
-                    .map(|(&p, &q)| {
-                        let p = p as f64;
-                        p.exp() * (p - q)
+                    .zip(logits)
+                    .map(|(&p, &l)| {
+                        let p = f64::from(p);
+                        p.exp() * (p - (f64::from(l) - lse))
                     })
                     .sum()
             });
-            pos.ref_nll = Some(-(r.target_logprob as f64));
-            pos.ref_argmax = r.top.first().map(|t| t.0);
+            pos.ref_nll = Some(-f64::from(rec.target_logprob));
+            pos.ref_argmax = rec.top.first().map(|t| t.0);
         }
         let record = save.map(|s| {
             let k = s.top_k.min(logits.len());
@@ -166,28 +207,29 @@ impl RowWork {
             self.order.sort_by(by_logit);
             Record {
                 target,
-                target_logprob: lq[target as usize] as f32,
+                target_logprob: lq(target) as f32,
                 lse: lse as f32,
-                top: self
-                    .order
-                    .iter()
-                    .map(|&i| (i, lq[i as usize] as f32))
-                    .collect(),
+                top: self.order.iter().map(|&i| (i, lq(i) as f32)).collect(),
             }
         });
-        let full = keep_full.then(|| lq.iter().map(|&v| v as f32).collect());
+        let full = r.keep_full.then(|| {
+            logits
+                .iter()
+                .map(|&l| (f64::from(l) - lse) as f32)
+                .collect()
+        });
         (pos, record, full)
     }
 }
 
 /// KL(p ‖ q) where p is known only on its top-K tokens (log-probabilities `top`) and q on the
-/// whole vocabulary (`lq`): the top-K terms plus one term for the rest of the vocabulary, taken
+/// whole vocabulary (`lq`: a token's log-probability): the top-K terms plus one term for the rest of the vocabulary, taken
 /// as one outcome (mass 1 − Σ top-K on each side). Never more than the full-vocabulary KL (it
 /// merges outcomes), and equal to it when the rest's tokens keep their relative odds.
-pub fn top_k_kl(top: &[(u32, f32)], lq: &[f64]) -> f64 {
+pub fn top_k_kl(top: &[(u32, f32)], lq: &dyn Fn(u32) -> f64) -> f64 {
     let (mut kl, mut mass_p, mut mass_q) = (0.0, 0.0, 0.0);
     for &(id, lp) in top {
-        let (lp, q) = (lp as f64, lq[id as usize]);
+        let (lp, q) = (lp as f64, lq(id));
         let p = lp.exp();
         kl += p * (lp - q);
         mass_p += p;
@@ -348,11 +390,12 @@ mod tests {
         let full = full_kl(&p, &q);
         let top =
             |k: usize| -> Vec<(u32, f32)> { (0..k).map(|i| (i as u32, p[i] as f32)).collect() };
-        assert!((top_k_kl(&top(100), &q) - full).abs() < 1e-6);
-        let k10 = top_k_kl(&top(10), &q);
+        let (lq, lp) = (|i: u32| q[i as usize], |i: u32| p[i as usize]);
+        assert!((top_k_kl(&top(100), &lq) - full).abs() < 1e-6);
+        let k10 = top_k_kl(&top(10), &lq);
         assert!(k10 <= full + 1e-9 && k10 > 0.0, "{k10} vs {full}");
         assert!(
-            top_k_kl(&top(10), &p) < 1e-6,
+            top_k_kl(&top(10), &lp) < 1e-6,
             "a distribution against itself"
         );
     }

@@ -312,25 +312,22 @@ impl Gemma3 {
 
     /// Processes `tokens` at the session's next positions as one chunk, like [`Self::forward`],
     /// and hands the logits ([vocab], f32) of every position from chunk offset `first` on to
-    /// `each(offset, logits)`, in order. The output projection runs over a few rows at a time,
-    /// so the logits of a long chunk are never all held at once; its rows are independent, so
-    /// each row's logits are those a one-row projection gives.
+    /// `each(offset of the first row, rows)`, a few rows at a time, in order: the logits of a
+    /// long chunk are never all held at once. The projection's rows are independent, so each
+    /// row's logits are those a one-row projection gives.
     pub fn forward_all(
         &self,
         tokens: &[u32],
         first: usize,
         s: &mut Session,
-        mut each: impl FnMut(usize, &[f32]) -> Result<()>,
+        mut each: impl FnMut(usize, &[Vec<f32>]) -> Result<()>,
     ) -> Result<()> {
         const ROWS: usize = 16;
         let x = self.hidden_states(tokens, &[], s)?;
         let mut row = first;
         while row < tokens.len() {
             let n = ROWS.min(tokens.len() - row);
-            let logits = self.logits(&x.narrow(0, row, n)?)?.to_vec2::<f32>()?;
-            for (i, l) in logits.iter().enumerate() {
-                each(row + i, l)?;
-            }
+            each(row, &self.logits(&x.narrow(0, row, n)?)?.to_vec2::<f32>()?)?;
             row += n;
         }
         Ok(())
