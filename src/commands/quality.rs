@@ -117,7 +117,7 @@ pub fn run(args: &QualityArgs) -> Result<()> {
         (None, Some(r)) => r.header.ctx,
         (None, None) => 512,
     };
-    let text = text(args)?;
+    let mut text = text(args)?;
     let device = args.engine.device.device()?;
     let m = super::load_model(&args.engine, false, &device)?;
     if ctx > m.model.cfg.max_position_embeddings {
@@ -141,6 +141,11 @@ pub fn run(args: &QualityArgs) -> Result<()> {
         }
     }
     let tokens = tokens(&m, &text, args, reference.as_ref())?;
+    if let (None, Some(r)) = (&m.tokenizer, &reference) {
+        // The reference's token ids were evaluated: its text is this run's text.
+        text.name = r.header.text.clone();
+        text.sha256 = r.header.text_sha256.clone();
+    }
     let available = tokens.len() / ctx;
     if available == 0 {
         return Err(Error::BadInput(format!(
