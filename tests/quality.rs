@@ -268,7 +268,10 @@ fn a_dequantized_folder_evaluates_the_references_ids() {
     assert!(kl < 0.01, "{c}");
     assert!(c["top1_pct"]["value"].as_f64().unwrap() > 90.0, "{c}");
     assert_eq!(r["quality"]["tensor_types"]["F32"], 15, "{r}");
-    assert_eq!(r["quality"]["text"], "text.txt", "the reference's text was evaluated");
+    assert_eq!(
+        r["quality"]["text"], "text.txt",
+        "the reference's text was evaluated"
+    );
     // Writing into a folder that holds a model is refused.
     bin()
         .args(["dequantize", "--model", s(&s_.model), "--out", s(&folder)])
