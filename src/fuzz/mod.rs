@@ -668,46 +668,6 @@ mod tests {
         );
     }
 
-    /// A small valid logits file: 17 tokens in chunks of 8, top 3, one full row.
-    fn sample_logits() -> crate::quality::logits_file::LogitsFile {
-        use crate::quality::logits_file::{
-            scored_per_chunk, target_index, Header, LogitsFile, ModelShape, Record,
-        };
-        let ctx = 8;
-        let tokens: Vec<u32> = (0..17).map(|i| (i * 7 % 50) as u32).collect();
-        let positions = 2 * scored_per_chunk(ctx);
-        let records = (0..positions)
-            .map(|i| Record {
-                target: tokens[target_index(ctx, i)],
-                target_logprob: -1.5,
-                lse: 3.25,
-                top: vec![(3, -1.0), (9, -1.5), (4, -2.5)],
-            })
-            .collect();
-        LogitsFile {
-            header: Header {
-                producer: "test".into(),
-                model: "m".into(),
-                shape: ModelShape {
-                    vocab: 50,
-                    layers: 2,
-                    hidden: 8,
-                },
-                kv: "f32".into(),
-                text: "default".into(),
-                text_sha256: "0".repeat(64),
-                ctx,
-                top_k: 3,
-                n_tokens: tokens.len(),
-                positions,
-                full_rows: 1,
-            },
-            tokens,
-            records,
-            full: vec![vec![-3.912; 50]],
-        }
-    }
-
     /// Every mutation is undone exactly: after apply and restore the copy equals the original,
     /// byte for byte (or the fuzz would go on mutating a damaged model).
     #[test]
@@ -741,7 +701,9 @@ mod tests {
             std::collections::HashMap::from([("w".to_string(), t.clone()), ("v".to_string(), t)]);
         candle_core::safetensors::save(&map, folder.join("model.safetensors")).unwrap();
         let logits = dir.path().join("ref.logits");
-        sample_logits().write(&logits).unwrap();
+        crate::quality::logits_file::sample()
+            .write(&logits)
+            .unwrap();
         let work = tempfile::tempdir().unwrap();
         for root in [gguf, folder, logits] {
             let target = Target::open(&root).unwrap();

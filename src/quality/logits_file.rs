@@ -365,45 +365,47 @@ pub fn mismatch(path: &Path, what: String) -> Error {
     Error::BadInput(format!("--against {}: {what}", path.display()))
 }
 
+/// A small valid logits file for tests: 17 tokens in chunks of 8, top 3, one full row.
+#[cfg(test)]
+pub(crate) fn sample() -> LogitsFile {
+    let ctx = 8;
+    let tokens: Vec<u32> = (0..17).map(|i| (i * 7 % 50) as u32).collect();
+    let positions = 2 * scored_per_chunk(ctx);
+    let records = (0..positions)
+        .map(|i| Record {
+            target: tokens[target_index(ctx, i)],
+            target_logprob: -1.5,
+            lse: 3.25,
+            top: vec![(3, -1.0), (9, -1.5), (4, -2.5)],
+        })
+        .collect();
+    LogitsFile {
+        header: Header {
+            producer: "test".into(),
+            model: "m".into(),
+            shape: ModelShape {
+                vocab: 50,
+                layers: 2,
+                hidden: 8,
+            },
+            kv: "f32".into(),
+            text: "default".into(),
+            text_sha256: "0".repeat(64),
+            ctx,
+            top_k: 3,
+            n_tokens: tokens.len(),
+            positions,
+            full_rows: 1,
+        },
+        tokens,
+        records,
+        full: vec![vec![-3.912; 50]],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn sample() -> LogitsFile {
-        let ctx = 8;
-        let tokens: Vec<u32> = (0..17).map(|i| (i * 7 % 50) as u32).collect();
-        let positions = 2 * scored_per_chunk(ctx);
-        let records = (0..positions)
-            .map(|i| Record {
-                target: tokens[target_index(ctx, i)],
-                target_logprob: -1.5,
-                lse: 3.25,
-                top: vec![(3, -1.0), (9, -1.5), (4, -2.5)],
-            })
-            .collect();
-        LogitsFile {
-            header: Header {
-                producer: "test".into(),
-                model: "m".into(),
-                shape: ModelShape {
-                    vocab: 50,
-                    layers: 2,
-                    hidden: 8,
-                },
-                kv: "f32".into(),
-                text: "default".into(),
-                text_sha256: "0".repeat(64),
-                ctx,
-                top_k: 3,
-                n_tokens: tokens.len(),
-                positions,
-                full_rows: 1,
-            },
-            tokens,
-            records,
-            full: vec![vec![-3.912; 50]],
-        }
-    }
 
     #[test]
     fn scored_positions_follow_llama_perplexity() {
