@@ -5,10 +5,11 @@
 //! `cargo bench --bench engine`. Each iteration rewinds the KV cache to the same depth, so every
 //! step measures the same work.
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use gemma_fit::engine::config::Gemma3Config;
 use gemma_fit::engine::decoder::Gemma3;
+use gemma_fit::engine::kv_cache::{KvDtype, KvPair};
 use gemma_fit::engine::load::synthetic::SyntheticWeights;
 use gemma_fit::engine::load::LoadedModel;
 
@@ -50,7 +51,9 @@ fn bench_model(c: &mut Criterion, name: &str, model: &Gemma3, prompt: &[u32]) {
     group.sample_size(20);
 
     // Decode: one token at depth DEPTH.
-    let mut s = model.session(DEPTH + 8, DType::F32).unwrap();
+    let mut s = model
+        .session(DEPTH + 8, KvPair::both(KvDtype::F32))
+        .unwrap();
     model.prefill(&prompt[..DEPTH], 512, &mut s).unwrap();
     group.throughput(Throughput::Elements(1));
     group.bench_function(format!("decode_step_at_{DEPTH}"), |b| {
@@ -61,7 +64,7 @@ fn bench_model(c: &mut Criterion, name: &str, model: &Gemma3, prompt: &[u32]) {
     });
 
     // Prefill: one chunk of CHUNK positions from the start.
-    let mut s = model.session(CHUNK, DType::F32).unwrap();
+    let mut s = model.session(CHUNK, KvPair::both(KvDtype::F32)).unwrap();
     group.throughput(Throughput::Elements(CHUNK as u64));
     group.bench_function(format!("prefill_chunk_{CHUNK}"), |b| {
         b.iter(|| {

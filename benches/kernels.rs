@@ -54,35 +54,42 @@ fn bench(c: &mut Criterion) {
 
 /// The CPU attention kernel (`engine::attention::cpu`) at 270M's shapes (4 query heads on one KV
 /// head of 256) on a global layer: a 512-position prefill chunk, and one decoded token after
-/// 2,047 cached positions. Its agreement with candle's operations is a unit test in
+/// 8,191 random cached positions, for each cache type whose speed the README compares (f32,
+/// f16, q8_0, q4_0). Its agreement with candle's operations is a unit test in
 /// `src/engine/attention/generic.rs`, the AVX-512 path's with the plain loops one in `cpu.rs`.
 fn attention(c: &mut Criterion) {
     use gemma_fit::engine::attention::cpu::{attend, Dims};
-    use gemma_fit::engine::kv_cache::KvCache;
+    use gemma_fit::engine::kv_cache::{KvCache, KvPair};
     let dev = Device::Cpu;
     let cfg = gemma_fit::engine::presets::find("270m").unwrap().config;
     let (heads, kv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
     let global = (0..cfg.num_layers)
         .find(|&i| cfg.layer_kind(i) == gemma_fit::engine::config::LayerKind::Global)
         .unwrap();
-    let cache = KvCache::new(&cfg, 2048, candle_core::DType::F32, &dev).unwrap();
-    let layer = &cache.layers[global];
     let mut group = c.benchmark_group("kernels/attention_270m");
     group.sample_size(20);
-    for (name, pos, n) in [("prefill_512", 0, 512), ("decode_at_2047", 2047, 1)] {
-        let q = Tensor::randn(0f32, 1.0, (heads, n, hd), &dev).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (kv, n, hd), &dev).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (kv, n, hd), &dev).unwrap();
-        let d = Dims {
-            heads,
-            kv_heads: kv,
-            head_dim: hd,
-            pos,
-            n,
-            window: None,
-            spans: &[],
-        };
-        group.bench_function(name, |b| b.iter(|| attend(&q, &k, &v, layer, &d).unwrap()));
+    for types in ["f32", "f16", "q8_0", "q4_0"] {
+        let mut cache = KvCache::new(&cfg, 8192, types.parse::<KvPair>().unwrap(), &dev).unwrap();
+        cache.fill_synthetic(8191).unwrap();
+        let layer = &cache.layers[global];
+        for (name, pos, n) in [("prefill_512", 0, 512), ("decode_at_8191", 8191, 1)] {
+            let q = (Tensor::randn(0f32, 1.0, (heads, n, hd), &dev).unwrap() / 16.0).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (kv, n, hd), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (kv, n, hd), &dev).unwrap();
+            let (k, v) = (layer.k.encode(&k).unwrap(), layer.v.encode(&v).unwrap());
+            let d = Dims {
+                heads,
+                kv_heads: kv,
+                head_dim: hd,
+                pos,
+                n,
+                window: None,
+                spans: &[],
+            };
+            group.bench_function(format!("{name}/{types}"), |b| {
+                b.iter(|| attend(&q, &k, &v, layer, &d).unwrap())
+            });
+        }
     }
     group.finish();
 }

@@ -1,6 +1,6 @@
 //! Greedy generation.
 
-use candle_core::DType;
+use crate::engine::kv_cache::KvPair;
 
 use crate::engine::load::LoadedModel;
 use crate::error::Result;
@@ -22,10 +22,10 @@ pub fn generate(
     prompt: &[u32],
     max_tokens: usize,
     prefill_chunk: usize,
-    kv_dtype: DType,
+    kv: KvPair,
     mut on_token: impl FnMut(u32),
 ) -> Result<Vec<u32>> {
-    let mut session = m.model.session(prompt.len() + max_tokens, kv_dtype)?;
+    let mut session = m.model.session(prompt.len() + max_tokens, kv)?;
     let stop: Vec<u32> = match &m.tokenizer {
         Some(t) => [t.eos_id, t.id_of("<end_of_turn>")]
             .into_iter()

@@ -7,6 +7,7 @@ pub mod device;
 pub mod generate;
 pub mod kernels;
 pub mod kv_cache;
+pub mod kv_quant;
 pub mod load;
 pub mod plan;
 pub mod presets;

@@ -10,12 +10,11 @@
 //! `crate::estimate` adds the runtime's own overhead and turns plans into fit verdicts.
 
 use candle_core::quantized::GgmlDType;
-use candle_core::DType;
 use serde::Serialize;
 
 use crate::engine::config::Gemma3Config;
 use crate::engine::kernels::linear::Linear;
-use crate::engine::kv_cache::KvCache;
+use crate::engine::kv_cache::{KvCache, KvPair};
 use crate::engine::load::format::Format;
 use crate::engine::rope::RopeTable;
 use crate::engine::vision::VisionConfig;
@@ -43,7 +42,7 @@ fn ser_dtype<S: serde::Serializer>(t: &GgmlDType, s: S) -> Result<S::Ok, S::Erro
 pub struct RunShape {
     /// Positions the KV cache and RoPE tables are sized for.
     pub ctx: usize,
-    pub kv_dtype: DType,
+    pub kv_dtype: KvPair,
     /// The most positions one forward pass processes (the largest prefill chunk).
     pub rows: usize,
     /// Whether an image is encoded (the tower's weights and its encode workspace).
@@ -192,18 +191,22 @@ pub fn plan(
         vision_weights: vision_bytes,
         kv_cache: KvCache::size_in_bytes(cfg, shape.ctx, shape.kv_dtype) as u64,
         rope_tables: 2 * RopeTable::bytes_for(cfg.head_dim, shape.ctx) as u64,
-        workspace: crate::engine::decoder::forward_workspace_bytes(
+        workspace: (crate::engine::decoder::forward_workspace_bytes(
             cfg,
             shape.rows.min(shape.ctx).max(1),
             shape.on_cpu,
-        )
+        ) + if shape.on_cpu {
+            0 // the CPU kernel reads every cache type in place
+        } else {
+            crate::engine::attention::generic::transient_bytes(cfg, shape.ctx, shape.kv_dtype)
+        })
         .max(encode),
     }
 }
 
 /// Bytes of KV cache a decoded token reads at `depth` positions (every layer's keys and values
 /// in its span): with the weights, what bounds decode speed by memory bandwidth.
-pub fn kv_bytes_read_per_token(cfg: &Gemma3Config, depth: usize, kv_dtype: DType) -> u64 {
+pub fn kv_bytes_read_per_token(cfg: &Gemma3Config, depth: usize, kv_dtype: KvPair) -> u64 {
     KvCache::size_in_bytes(cfg, depth.max(1), kv_dtype) as u64
 }
 
@@ -233,7 +236,7 @@ mod tests {
         assert_eq!(gate.resident_bytes * 22, gate.file_bytes * 34);
         let shape = RunShape {
             ctx: 1024,
-            kv_dtype: DType::F32,
+            kv_dtype: KvPair::both(crate::engine::kv_cache::KvDtype::F32),
             rows: 1,
             image: false,
             on_cpu: true,
@@ -273,7 +276,7 @@ mod tests {
         );
         let shape = RunShape {
             ctx: 4096,
-            kv_dtype: DType::BF16,
+            kv_dtype: KvPair::both(crate::engine::kv_cache::KvDtype::Bf16),
             rows: 512,
             image: false,
             on_cpu: false,
@@ -304,7 +307,7 @@ mod tests {
             .unwrap();
         let shape = RunShape {
             ctx: 8192,
-            kv_dtype: DType::BF16,
+            kv_dtype: KvPair::both(crate::engine::kv_cache::KvDtype::Bf16),
             rows: 512,
             image: false,
             on_cpu: true,

@@ -7,43 +7,13 @@
 //! the key count and ring layout; with 8-bit activations downstream, those last-bit differences
 //! flip quantization steps and grow into visible logit differences.)
 
-use candle_core::{CpuStorage, DType, Result, Storage, Tensor};
+use candle_core::{CpuStorage, Result, Storage, StorageRef, Tensor};
 use half::{bf16, f16};
 
 use crate::engine::config::LayerKind;
 use crate::engine::kernels::qmatmul::SendPtr;
-use crate::engine::kv_cache::LayerCache;
-
-/// An element type the cache may hold.
-trait CacheElem: Copy + Send + Sync {
-    /// The slice itself when it already is f32.
-    fn as_f32(src: &[Self]) -> Option<&[f32]>;
-    fn widen(self) -> f32;
-}
-impl CacheElem for f32 {
-    fn as_f32(src: &[f32]) -> Option<&[f32]> {
-        Some(src)
-    }
-    fn widen(self) -> f32 {
-        self
-    }
-}
-impl CacheElem for f16 {
-    fn as_f32(_: &[f16]) -> Option<&[f32]> {
-        None
-    }
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
-}
-impl CacheElem for bf16 {
-    fn as_f32(_: &[bf16]) -> Option<&[f32]> {
-        None
-    }
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
-}
+use crate::engine::kv_cache::{LayerCache, Store};
+use crate::engine::kv_quant::{Block, QK};
 
 /// The shape of the problem.
 pub struct Dims<'a> {
@@ -93,51 +63,226 @@ fn f32_slice(t: &Tensor) -> Result<Vec<f32>> {
     t.contiguous()?.flatten_all()?.to_vec1::<f32>()
 }
 
-/// `q` [heads, n, hd] (scaled, rotated), `k`/`v` [kv_heads, n, hd] for the chunk, `cache` holding
-/// the positions before it. Returns [n, heads × hd]. The chunk is not written into the cache.
-pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, cache: &LayerCache, d: &Dims) -> Result<Tensor> {
-    d.check_spans()?;
-    // The chunk's own keys and values are seen as the cache will hold them, so a position looks
-    // the same to the chunk that wrote it as to every later token.
-    let dtype = cache.k.dtype();
-    let as_cached = |t: &Tensor| -> Result<Vec<f32>> {
-        if dtype == DType::F32 {
-            f32_slice(t)
-        } else {
-            f32_slice(&t.to_dtype(dtype)?.to_dtype(DType::F32)?)
+/// A tensor's CPU storage, held for reading.
+struct Held<'t> {
+    guard: StorageRef<'t>,
+    range: (usize, usize),
+}
+
+impl<'t> Held<'t> {
+    fn new(t: &'t Tensor) -> Result<Self> {
+        let (guard, layout) = t.storage_and_layout();
+        let Some(range) = layout.contiguous_offsets() else {
+            candle_core::bail!("attention: the cache must be contiguous");
+        };
+        if !matches!(&*guard, Storage::Cpu(_)) {
+            candle_core::bail!("attention: the CPU kernel needs a CPU cache");
         }
-    };
-    let (q, k, v) = (f32_slice(q)?, as_cached(k)?, as_cached(v)?);
-    let (ks, kl) = cache.k.storage_and_layout();
-    let (vs, vl) = cache.v.storage_and_layout();
-    let (Storage::Cpu(ks), Storage::Cpu(vs)) = (&*ks, &*vs) else {
-        candle_core::bail!("attention: the CPU kernel needs a CPU cache");
-    };
-    let (Some((k0, k1)), Some((v0, v1))) = (kl.contiguous_offsets(), vl.contiguous_offsets())
-    else {
-        candle_core::bail!("attention: the cache must be contiguous");
-    };
-    let chunk = Chunk {
+        Ok(Held { guard, range })
+    }
+
+    fn cpu(&self) -> &CpuStorage {
+        match &*self.guard {
+            Storage::Cpu(c) => c,
+            _ => unreachable!("checked in Held::new"),
+        }
+    }
+}
+
+/// A side of the cache held for reading.
+enum HeldStore<'t> {
+    Dense(Held<'t>),
+    Quant(Block, [Option<Held<'t>>; 4]),
+}
+
+fn u8s<'a>(h: &'a Option<Held<'_>>) -> Result<&'a [u8]> {
+    match h {
+        None => Ok(&[]),
+        Some(h) => match h.cpu() {
+            CpuStorage::U8(v) => Ok(&v[h.range.0..h.range.1]),
+            _ => candle_core::bail!("attention: a quantized plane is not bytes"),
+        },
+    }
+}
+
+fn f16s<'a>(h: &'a Option<Held<'_>>) -> Result<&'a [f16]> {
+    match h {
+        None => Ok(&[]),
+        Some(h) => match h.cpu() {
+            CpuStorage::F16(v) => Ok(&v[h.range.0..h.range.1]),
+            _ => candle_core::bail!("attention: a scale plane is not f16"),
+        },
+    }
+}
+
+impl<'t> HeldStore<'t> {
+    fn new(s: &'t Store) -> Result<Self> {
+        Ok(match s {
+            Store::Dense(t) => HeldStore::Dense(Held::new(t)?),
+            Store::Quant(p) => HeldStore::Quant(
+                p.block,
+                [
+                    Some(Held::new(&p.low)?),
+                    Some(Held::new(&p.d)?),
+                    p.m.as_ref().map(Held::new).transpose()?,
+                    p.high.as_ref().map(Held::new).transpose()?,
+                ],
+            ),
+        })
+    }
+
+    fn src(&self, hd: usize) -> Result<Src<'_>> {
+        Ok(match self {
+            HeldStore::Dense(h) => {
+                let (a, b) = h.range;
+                match h.cpu() {
+                    CpuStorage::F32(v) => Src::F32(&v[a..b]),
+                    CpuStorage::F16(v) => Src::F16(&v[a..b]),
+                    CpuStorage::BF16(v) => Src::Bf16(&v[a..b]),
+                    _ => candle_core::bail!("attention: unsupported cache dtype"),
+                }
+            }
+            HeldStore::Quant(block, [low, d, m, high]) => Src::Quant(QSrc {
+                block: *block,
+                nb: hd / QK,
+                low: u8s(low)?,
+                d: f16s(d)?,
+                m: f16s(m)?,
+                high: u8s(high)?,
+            }),
+        })
+    }
+}
+
+/// Rows of one side (keys or values) as the kernel reads them: row r holds `hd` values.
+enum Src<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    Bf16(&'a [bf16]),
+    Quant(QSrc<'a>),
+}
+
+/// Rows in a block format, plane by plane ([`crate::engine::kv_quant::Planes`]).
+#[derive(Clone, Copy)]
+struct QSrc<'a> {
+    block: Block,
+    /// Blocks per row.
+    nb: usize,
+    low: &'a [u8],
+    d: &'a [f16],
+    m: &'a [f16],
+    high: &'a [u8],
+}
+
+impl QSrc<'_> {
+    /// Row r's integer values and per-block scales and minima (0 without).
+    fn unpack(&self, r: usize, vals: &mut [i8], d: &mut [f32], m: &mut [f32]) {
+        let (lb, hb) = (self.block.low_bytes(), self.block.high_bytes());
+        for b in 0..self.nb {
+            let i = r * self.nb + b;
+            let low = &self.low[i * lb..(i + 1) * lb];
+            let vals = &mut vals[b * QK..(b + 1) * QK];
+            if self.block == Block::Q8_0 {
+                // SAFETY: i8 and u8 have one layout; the bytes are two's complement values.
+                vals.copy_from_slice(unsafe { &*(low as *const [u8] as *const [i8]) });
+            } else {
+                self.block
+                    .unpack(low, &self.high[i * hb..(i + 1) * hb], vals);
+            }
+            d[b] = self.d[i].to_f32();
+            m[b] = if self.block.has_min() {
+                self.m[i].to_f32()
+            } else {
+                0.0
+            };
+        }
+    }
+
+    /// Row r as f32 values (d × v + m) into `out` (hd values).
+    fn dequantize(&self, r: usize, out: &mut [f32]) {
+        let mut vals = [0i8; QK];
+        let (lb, hb) = (self.block.low_bytes(), self.block.high_bytes());
+        for (b, out) in out.chunks_exact_mut(QK).enumerate() {
+            let i = r * self.nb + b;
+            self.block.unpack(
+                &self.low[i * lb..(i + 1) * lb],
+                &self.high[i * hb..(i + 1) * hb],
+                &mut vals,
+            );
+            let d = self.d[i].to_f32();
+            let m = if self.block.has_min() {
+                self.m[i].to_f32()
+            } else {
+                0.0
+            };
+            for (o, &v) in out.iter_mut().zip(&vals) {
+                *o = d * v as f32 + m;
+            }
+        }
+    }
+}
+
+impl Src<'_> {
+    /// Row r, when held as f32.
+    fn borrow(&self, r: usize, hd: usize) -> Option<&[f32]> {
+        match self {
+            Src::F32(v) => Some(&v[r * hd..(r + 1) * hd]),
+            _ => None,
+        }
+    }
+
+    /// Row r widened (or dequantized: d × v + m) to f32, appended to `out`.
+    fn push_f32(&self, r: usize, hd: usize, out: &mut Vec<f32>) {
+        match self {
+            Src::F32(v) => out.extend_from_slice(&v[r * hd..(r + 1) * hd]),
+            Src::F16(v) => out.extend(v[r * hd..(r + 1) * hd].iter().map(|x| x.to_f32())),
+            Src::Bf16(v) => out.extend(v[r * hd..(r + 1) * hd].iter().map(|x| x.to_f32())),
+            Src::Quant(q) => {
+                let start = out.len();
+                out.resize(start + hd, 0.0);
+                q.dequantize(r, &mut out[start..]);
+            }
+        }
+    }
+}
+
+/// `q` [heads, n, hd] (scaled, rotated), `k`/`v` the chunk's keys and values encoded for the
+/// cache ([`Store::encode`]), `cache` holding the positions before it. Returns [n, heads × hd].
+/// The chunk is not written into the cache.
+///
+/// The chunk's own keys and values are read as the cache will hold them (rounded to its type, or
+/// quantized), so a position looks the same to the chunk that wrote it as to every later token.
+pub fn attend(q: &Tensor, k: &Store, v: &Store, cache: &LayerCache, d: &Dims) -> Result<Tensor> {
+    d.check_spans()?;
+    let hd = d.head_dim;
+    let q = f32_slice(q)?;
+    let held = [&cache.k, k, &cache.v, v].map(HeldStore::new);
+    let [hk, fk, hv, fv] = held;
+    let (hk, fk, hv, fv) = (hk?, fk?, hv?, fv?);
+    let sides = Sides {
         q: &q,
-        k: &k,
-        v: &v,
+        k: [hk.src(hd)?, fk.src(hd)?],
+        v: [hv.src(hd)?, fv.src(hd)?],
     };
-    let out = match (ks, vs) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => run(&chunk, &a[k0..k1], &b[v0..v1], cache, d),
-        (CpuStorage::F16(a), CpuStorage::F16(b)) => run(&chunk, &a[k0..k1], &b[v0..v1], cache, d),
-        (CpuStorage::BF16(a), CpuStorage::BF16(b)) => run(&chunk, &a[k0..k1], &b[v0..v1], cache, d),
-        _ => candle_core::bail!("attention: unsupported cache dtype {:?}", cache.k.dtype()),
-    };
+    if matches!(sides.k[0], Src::Quant(_)) != matches!(sides.k[1], Src::Quant(_)) {
+        candle_core::bail!("attention: the chunk's keys are not encoded for the cache");
+    }
+    let out = run(&sides, cache, d);
     Tensor::from_vec(out, (d.n, d.heads * d.head_dim), &candle_core::Device::Cpu)
 }
 
-struct Chunk<'a> {
+/// The queries, and keys and values: [the cache's rows, the chunk's rows].
+struct Sides<'a> {
     q: &'a [f32],
-    k: &'a [f32],
-    v: &'a [f32],
+    k: [Src<'a>; 2],
+    v: [Src<'a>; 2],
 }
 
-fn run<T: CacheElem>(c: &Chunk, ck: &[T], cv: &[T], cache: &LayerCache, d: &Dims) -> Vec<f32> {
+/// Rows gathered (widened or dequantized) at a time: bounds the kernel's per-thread buffers
+/// (256 rows of 256 f32 values: 256 KiB) however deep the context.
+const ROWS: usize = 256;
+
+fn run(c: &Sides, cache: &LayerCache, d: &Dims) -> Vec<f32> {
     let hd = d.head_dim;
     let group = d.heads / d.kv_heads;
     let cap = cache.capacity;
@@ -152,33 +297,43 @@ fn run<T: CacheElem>(c: &Chunk, ck: &[T], cv: &[T], cache: &LayerCache, d: &Dims
     let out_ptr = SendPtr(out.as_mut_ptr());
     // One work item per (KV head, query position): the query heads that share a KV head are
     // scored together, so each key and value row is read (and widened) once for all of them.
-    // Per head the operations and their order are those of one head alone.
+    // Per head the operations and their order are those of one head alone, and the same
+    // whatever block of rows a key falls in.
     let work = |items: std::ops::Range<usize>| {
         let mut scores: Vec<Vec<f32>> = vec![Vec::new(); group];
         let mut acc = vec![0f32; group * hd];
-        let (mut kbuf, mut vbuf) = (Vec::new(), Vec::new());
+        let mut buf = Vec::new();
+        let mut kq = QuantKeys::new(group, hd);
         for item in items {
             let (kvh, i) = (item / d.n, item % d.n);
             let heads = kvh * group..(kvh + 1) * group;
             let qpos = d.pos + i;
             let seen = d.visible(qpos);
+            // Where position p's row is: the cache before the chunk, the chunk's own after.
+            let at = |p: usize| -> (usize, usize) {
+                if p < d.pos {
+                    (0, kvh * cap + slot(p))
+                } else {
+                    (1, kvh * d.n + p - d.pos)
+                }
+            };
             let qs: Vec<&[f32]> = heads
                 .clone()
                 .map(|h| &c.q[(h * d.n + i) * hd..(h * d.n + i + 1) * hd])
                 .collect();
-            let rows = Rows {
-                cached: seen.start..d.pos.min(seen.end), // positions before the chunk
-                fresh: seen.start.max(d.pos)..seen.end,  // positions in the chunk
-                cache_row: |p: usize| (kvh * cap + slot(p)) * hd,
-                chunk_row: |p: usize| (kvh * d.n + p - d.pos) * hd,
-                hd,
-            };
-            let keys = rows.gather(ck, c.k, &mut kbuf);
             for s in scores.iter_mut() {
                 s.clear();
-                s.resize(keys.len(), 0.0);
+                s.resize(seen.len(), 0.0);
             }
-            score(&qs, &keys, &mut scores);
+            if let Src::Quant(_) = c.k[0] {
+                kq.score(&qs, &c.k, seen.clone(), at, &mut scores);
+            } else {
+                for b0 in seen.clone().step_by(ROWS) {
+                    let block = b0..(b0 + ROWS).min(seen.end);
+                    let keys = gather(&c.k, block, at, hd, &mut buf);
+                    score(&qs, &keys, &mut scores, b0 - seen.start);
+                }
+            }
             // Softmax per head: the scores become weights.
             for s in scores.iter_mut() {
                 let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -190,9 +345,12 @@ fn run<T: CacheElem>(c: &Chunk, ck: &[T], cv: &[T], cache: &LayerCache, d: &Dims
                 let sum: f32 = lanes.iter().sum();
                 s.iter_mut().for_each(|v| *v /= sum);
             }
-            let values = rows.gather(cv, c.v, &mut vbuf);
             acc.fill(0.0);
-            mix(&scores, &values, &mut acc);
+            for b0 in seen.clone().step_by(ROWS) {
+                let block = b0..(b0 + ROWS).min(seen.end);
+                let values = gather(&c.v, block, at, hd, &mut buf);
+                mix(&scores, b0 - seen.start, &values, &mut acc);
+            }
             for (g, h) in heads.enumerate() {
                 let dst = (i * d.heads + h) * hd;
                 for (e, &a) in acc[g * hd..(g + 1) * hd].iter().enumerate() {
@@ -211,46 +369,129 @@ fn run<T: CacheElem>(c: &Chunk, ck: &[T], cv: &[T], cache: &LayerCache, d: &Dims
     out
 }
 
-/// The key (or value) rows one query sees, in position order: those before the chunk from the
-/// cache, then the chunk's own.
-struct Rows<C, F> {
-    cached: std::ops::Range<usize>,
-    fresh: std::ops::Range<usize>,
-    /// Offset of a cached position's row in the cache.
-    cache_row: C,
-    /// Offset of a chunk position's row in the chunk.
-    chunk_row: F,
+/// The rows of positions `ps` as f32 slices, in order: borrowed where the side holds f32, else
+/// widened or dequantized into `buf`.
+fn gather<'a>(
+    sides: &'a [Src<'a>; 2],
+    ps: std::ops::Range<usize>,
+    at: impl Fn(usize) -> (usize, usize),
     hd: usize,
+    buf: &'a mut Vec<f32>,
+) -> Vec<&'a [f32]> {
+    buf.clear();
+    for p in ps.clone() {
+        let (s, r) = at(p);
+        if sides[s].borrow(r, hd).is_none() {
+            sides[s].push_f32(r, hd, buf);
+        }
+    }
+    let buf: &'a Vec<f32> = buf;
+    let mut next = 0;
+    ps.map(|p| {
+        let (s, r) = at(p);
+        sides[s].borrow(r, hd).unwrap_or_else(|| {
+            next += hd;
+            &buf[next - hd..next]
+        })
+    })
+    .collect()
 }
 
-impl<C: Fn(usize) -> usize, F: Fn(usize) -> usize> Rows<C, F> {
-    /// The rows as f32 slices: borrowed where the cache holds f32, else widened into `buf`.
-    fn gather<'a, T: CacheElem>(
-        &self,
-        cache: &'a [T],
-        chunk: &'a [f32],
-        buf: &'a mut Vec<f32>,
-    ) -> Vec<&'a [f32]> {
-        let hd = self.hd;
-        let mut rows = Vec::with_capacity(self.cached.len() + self.fresh.len());
-        match T::as_f32(cache) {
-            Some(c) => rows.extend(self.cached.clone().map(|p| &c[(self.cache_row)(p)..][..hd])),
-            None => {
-                buf.clear();
-                for p in self.cached.clone() {
-                    let o = (self.cache_row)(p);
-                    buf.extend(cache[o..o + hd].iter().map(|&v| v.widen()));
+/// Scoring against keys in a block format, as llama.cpp's CPU flash attention does: each query
+/// quantized to 8 bits per value (a scale per 32), and per block of a key an integer dot
+/// product: q·k = Σ_blocks d_k × d_q × Σ k_i q_i (+ m_k × d_q × Σ q_i for formats with a minimum).
+struct QuantKeys {
+    /// Per head: the query's integer values, and per block its scale and scale × Σ values.
+    qv: Vec<Vec<i8>>,
+    qd: Vec<Vec<f32>>,
+    qm: Vec<Vec<f32>>,
+    /// One key row, unpacked.
+    kv: Vec<i8>,
+    kd: Vec<f32>,
+    km: Vec<f32>,
+}
+
+impl QuantKeys {
+    fn new(group: usize, hd: usize) -> Self {
+        let nb = hd / QK;
+        QuantKeys {
+            qv: vec![vec![0; hd]; group],
+            qd: vec![vec![0.0; nb]; group],
+            qm: vec![vec![0.0; nb]; group],
+            kv: vec![0; hd],
+            kd: vec![0.0; nb],
+            km: vec![0.0; nb],
+        }
+    }
+
+    fn score(
+        &mut self,
+        qs: &[&[f32]],
+        k: &[Src; 2],
+        ps: std::ops::Range<usize>,
+        at: impl Fn(usize) -> (usize, usize),
+        out: &mut [Vec<f32>],
+    ) {
+        for (h, q) in qs.iter().enumerate() {
+            quantize_query(q, &mut self.qv[h], &mut self.qd[h], &mut self.qm[h]);
+        }
+        let with_min = matches!(&k[0], Src::Quant(b) if b.block.has_min());
+        let start = ps.start;
+        for p in ps {
+            let (s, r) = at(p);
+            let Src::Quant(src) = &k[s] else {
+                unreachable!("both sides of quantized keys are quantized")
+            };
+            src.unpack(r, &mut self.kv, &mut self.kd, &mut self.km);
+            for (h, o) in out.iter_mut().enumerate() {
+                let mut sum = block_dots(&self.kv, &self.qv[h], &self.kd, &self.qd[h]);
+                if with_min {
+                    for (km, qm) in self.km.iter().zip(&self.qm[h]) {
+                        sum += km * qm;
+                    }
                 }
-                rows.extend(buf.chunks_exact(hd));
+                o[p - start] = sum;
             }
         }
-        rows.extend(
-            self.fresh
-                .clone()
-                .map(|p| &chunk[(self.chunk_row)(p)..][..hd]),
-        );
-        rows
     }
+}
+
+/// Σ_blocks (kd_b × qd_b) × Σ_i k_i q_i over rows of whole blocks. With AVX2 (this build's
+/// baseline) 32 products per block in one `vpmaddubsw` (|k| × sign-adjusted q, as llama.cpp
+/// does), the block sums scaled and accumulated in 8 lanes, then the lanes summed; one order of
+/// operations for every call.
+fn block_dots(k: &[i8], q: &[i8], kd: &[f32], qd: &[f32]) -> f32 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2"))]
+    // SAFETY: AVX2 is enabled at compile time; the rows hold kd.len() whole blocks.
+    return unsafe { x86::block_dots(k, q, kd, qd) };
+    #[allow(unreachable_code)]
+    k.chunks_exact(QK)
+        .zip(q.chunks_exact(QK))
+        .zip(kd.iter().zip(qd))
+        .map(|((kb, qb), (a, b))| (a * b) * idot(kb, qb) as f32)
+        .sum()
+}
+
+/// A query row in 8 bits per value (llama.cpp's q8_0 rounding; the scale kept in f32), with per
+/// block its scale and scale × Σ values.
+fn quantize_query(q: &[f32], v: &mut [i8], d: &mut [f32], m: &mut [f32]) {
+    for (b, x) in q.chunks_exact(QK).enumerate() {
+        let amax = x.iter().fold(0f32, |a, &v| a.max(v.abs()));
+        let scale = amax / 127.0;
+        let id = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+        let mut sum = 0i32;
+        for (o, &x) in v[b * QK..(b + 1) * QK].iter_mut().zip(x) {
+            *o = (x * id).round() as i8;
+            sum += *o as i32;
+        }
+        d[b] = scale;
+        m[b] = scale * sum as f32;
+    }
+}
+
+/// Σ a_i b_i over one block, exactly.
+fn idot(a: &[i8], b: &[i8]) -> i32 {
+    a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
 }
 
 fn avx512() -> bool {
@@ -260,33 +501,34 @@ fn avx512() -> bool {
     false
 }
 
-/// `out[h][j]` = q_h · key_j, each by [`dot`]'s arithmetic.
-fn score(qs: &[&[f32]], keys: &[&[f32]], out: &mut [Vec<f32>]) {
+/// `out[h][at + j]` = q_h · key_j, each by [`dot`]'s arithmetic.
+fn score(qs: &[&[f32]], keys: &[&[f32]], out: &mut [Vec<f32>], at: usize) {
     #[cfg(target_arch = "x86_64")]
     if avx512() && qs[0].len().is_multiple_of(32) {
         // SAFETY: AVX-512F checked; rows are whole multiples of 32.
-        return unsafe { x86::score(qs, keys, out) };
+        return unsafe { x86::score(qs, keys, out, at) };
     }
     for (q, o) in qs.iter().zip(out.iter_mut()) {
-        for (k, s) in keys.iter().zip(o.iter_mut()) {
+        for (k, s) in keys.iter().zip(o[at..].iter_mut()) {
             *s = dot(q, k);
         }
     }
 }
 
-/// `acc[h]` += Σ_j w[h][j] · value_j, j in order, element by element (one fused multiply-add
-/// each): the same bits however the work is tiled.
-fn mix(w: &[Vec<f32>], values: &[&[f32]], acc: &mut [f32]) {
+/// `acc[h]` += Σ_j w[h][at + j] · value_j, j in order, element by element (one fused
+/// multiply-add each): the same bits however the work is tiled, and whatever blocks of rows the
+/// values come in.
+fn mix(w: &[Vec<f32>], at: usize, values: &[&[f32]], acc: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if avx512() && acc.len().is_multiple_of(32 * w.len()) {
         // SAFETY: AVX-512F checked; rows are whole multiples of 32.
-        return unsafe { x86::mix(w, values, acc) };
+        return unsafe { x86::mix(w, at, values, acc) };
     }
     let hd = acc.len() / w.len();
     for (j, v) in values.iter().enumerate() {
         for (wh, a) in w.iter().zip(acc.chunks_exact_mut(hd)) {
             for (a, &x) in a.iter_mut().zip(v.iter()) {
-                *a = wh[j].mul_add(x, *a);
+                *a = wh[at + j].mul_add(x, *a);
             }
         }
     }
@@ -317,16 +559,37 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 mod x86 {
     use std::arch::x86_64::*;
 
+    /// [`super::block_dots`] with AVX2.
+    #[cfg(target_feature = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn block_dots(k: &[i8], q: &[i8], kd: &[f32], qd: &[f32]) -> f32 {
+        debug_assert!(k.len() >= kd.len() * 32 && q.len() >= kd.len() * 32);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..kd.len() {
+            let x = _mm256_loadu_si256(k.as_ptr().add(b * 32) as *const __m256i);
+            let y = _mm256_loadu_si256(q.as_ptr().add(b * 32) as *const __m256i);
+            // |k| (unsigned) × q with k's sign: the products k_i q_i, summed in pairs, then 4s.
+            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+            let scale = _mm256_set1_ps(*kd.get_unchecked(b) * *qd.get_unchecked(b));
+            acc = _mm256_fmadd_ps(scale, sums, acc);
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        lanes.iter().sum()
+    }
+
     /// [`super::score`] with up to 4 heads × 2 keys per step, each (head, key) in two registers
     /// (lanes 0–15 and 16–31 of [`super::dot`]).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn score(qs: &[&[f32]], keys: &[&[f32]], out: &mut [Vec<f32>]) {
+    pub(super) unsafe fn score(qs: &[&[f32]], keys: &[&[f32]], out: &mut [Vec<f32>], at: usize) {
         for h0 in (0..qs.len()).step_by(4) {
             match qs.len() - h0 {
-                1 => heads::<1>(qs, keys, out, h0),
-                2 => heads::<2>(qs, keys, out, h0),
-                3 => heads::<3>(qs, keys, out, h0),
-                _ => heads::<4>(qs, keys, out, h0),
+                1 => heads::<1>(qs, keys, out, h0, at),
+                2 => heads::<2>(qs, keys, out, h0, at),
+                3 => heads::<3>(qs, keys, out, h0, at),
+                _ => heads::<4>(qs, keys, out, h0, at),
             }
         }
     }
@@ -337,14 +600,15 @@ mod x86 {
         keys: &[&[f32]],
         out: &mut [Vec<f32>],
         h0: usize,
+        at: usize,
     ) {
         let mut j = 0;
         while j + 2 <= keys.len() {
-            tile::<H, 2>(qs, keys, out, h0, j);
+            tile::<H, 2>(qs, keys, out, h0, j, at);
             j += 2;
         }
         if j < keys.len() {
-            tile::<H, 1>(qs, keys, out, h0, j);
+            tile::<H, 1>(qs, keys, out, h0, j, at);
         }
     }
 
@@ -356,6 +620,7 @@ mod x86 {
         out: &mut [Vec<f32>],
         h0: usize,
         j0: usize,
+        at: usize,
     ) {
         let hd = qs[h0].len();
         let mut acc = [[[_mm512_setzero_ps(); 2]; K]; H];
@@ -376,7 +641,7 @@ mod x86 {
         }
         for h in 0..H {
             for t in 0..K {
-                out[h0 + h][j0 + t] = reduce(acc[h][t]);
+                out[h0 + h][at + j0 + t] = reduce(acc[h][t]);
             }
         }
     }
@@ -392,13 +657,13 @@ mod x86 {
 
     /// [`super::mix`] with up to 4 heads × 32 elements held in registers across every value row.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn mix(w: &[Vec<f32>], values: &[&[f32]], acc: &mut [f32]) {
+    pub(super) unsafe fn mix(w: &[Vec<f32>], at: usize, values: &[&[f32]], acc: &mut [f32]) {
         for h0 in (0..w.len()).step_by(4) {
             match w.len() - h0 {
-                1 => mix_heads::<1>(w, values, acc, h0),
-                2 => mix_heads::<2>(w, values, acc, h0),
-                3 => mix_heads::<3>(w, values, acc, h0),
-                _ => mix_heads::<4>(w, values, acc, h0),
+                1 => mix_heads::<1>(w, at, values, acc, h0),
+                2 => mix_heads::<2>(w, at, values, acc, h0),
+                3 => mix_heads::<3>(w, at, values, acc, h0),
+                _ => mix_heads::<4>(w, at, values, acc, h0),
             }
         }
     }
@@ -407,6 +672,7 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     unsafe fn mix_heads<const H: usize>(
         w: &[Vec<f32>],
+        at: usize,
         values: &[&[f32]],
         acc: &mut [f32],
         h0: usize,
@@ -422,7 +688,7 @@ mod x86 {
                 let p = v.as_ptr().add(o);
                 let x = [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))];
                 for h in 0..H {
-                    let s = _mm512_set1_ps(*w[h0 + h].get_unchecked(j));
+                    let s = _mm512_set1_ps(*w[h0 + h].get_unchecked(at + j));
                     a[h][0] = _mm512_fmadd_ps(s, x[0], a[h][0]);
                     a[h][1] = _mm512_fmadd_ps(s, x[1], a[h][1]);
                 }
@@ -436,9 +702,9 @@ mod x86 {
     }
 }
 
-/// Whether the CPU kernel handles this cache.
+/// Whether the CPU kernel handles this cache (every type, on the CPU).
 pub fn supported(cache: &LayerCache) -> bool {
-    cache.k.device().is_cpu() && matches!(cache.k.dtype(), DType::F32 | DType::F16 | DType::BF16)
+    cache.k.device().is_cpu()
 }
 
 #[cfg(test)]
@@ -469,9 +735,9 @@ mod tests {
             let qs: Vec<&[f32]> = q.iter().map(Vec::as_slice).collect();
             let keys: Vec<&[f32]> = kv.iter().map(Vec::as_slice).collect();
             let mut fast = vec![vec![0f32; keys.len()]; heads];
-            score(&qs, &keys, &mut fast);
+            score(&qs, &keys, &mut fast, 0);
             let mut acc_fast = vec![0f32; heads * hd];
-            mix(&fast, &keys, &mut acc_fast);
+            mix(&fast, 0, &keys, &mut acc_fast);
             let mut acc_plain = vec![0f32; heads * hd];
             for (h, q) in qs.iter().enumerate() {
                 for (j, k) in keys.iter().enumerate() {

@@ -95,9 +95,12 @@ impl SelfAttention {
             window: (cache.kind == LayerKind::Sliding).then_some(cfg.sliding_window),
             spans: step.spans,
         };
+        // Each new position is encoded for the cache (rounded or quantized) once: attention
+        // reads the chunk as the cache will hold it, and the same rows are written.
+        let (k, v) = (cache.k.encode(&k)?, cache.v.encode(&v)?);
         let out = if cpu::supported(cache) {
             let out = cpu::attend(&q, &k, &v, cache, &dims)?;
-            cache.write(&k, &v, pos)?;
+            cache.write_encoded(&k, &v, pos)?;
             out
         } else {
             generic::attend_and_write(&q, &k, &v, cache, &dims)?

@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::engine::config::{Gemma3Config, LayerKind};
 use crate::engine::kernels::linear::Linear;
-use crate::engine::kv_cache::KvCache;
+use crate::engine::kv_cache::{KvCache, KvPair};
 use crate::engine::load::gguf::GgufFile;
 use crate::engine::load::weights::{GgufWeights, WeightBytes, WeightSource};
 use crate::engine::rope::RopeTable;
@@ -216,10 +216,10 @@ impl Gemma3 {
     }
 
     /// A fresh sequence with room for `ctx` positions.
-    pub fn session(&self, ctx: usize, kv_dtype: DType) -> Result<Session> {
+    pub fn session(&self, ctx: usize, kv: KvPair) -> Result<Session> {
         let c = &self.cfg;
         Ok(Session {
-            cache: KvCache::new(c, ctx, kv_dtype, &self.device)?,
+            cache: KvCache::new(c, ctx, kv, &self.device)?,
             rope_local: RopeTable::new(c.rope_local_base, 1.0, c.head_dim, ctx, &self.device)?,
             rope_global: RopeTable::new(
                 c.rope_global_base,
