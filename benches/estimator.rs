@@ -2,7 +2,7 @@
 //! with each row's largest fitting context by bisection), which must stay well under 100 ms.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gemma_fit::engine::kv_cache::KvDtype;
+use gemma_fit::engine::kv_cache::{KvDtype, KvPair};
 use gemma_fit::estimate::fit::{table, Capacity, Request};
 use gemma_fit::estimate::{predict, Query, Target};
 
@@ -12,7 +12,7 @@ fn bench(c: &mut Criterion) {
     let q = Query {
         size: "27b".into(),
         quant: "q4_k_m".parse().unwrap(),
-        kv_dtype: KvDtype::Bf16,
+        kv_dtype: KvPair::both(KvDtype::Bf16),
         ctx: 131_072,
         rows: 512,
         image: true,
@@ -30,7 +30,7 @@ fn bench(c: &mut Criterion) {
         quants: ["bf16", "q8_0", "q4_k_m"]
             .map(|q| q.parse().unwrap())
             .to_vec(),
-        kv_dtypes: vec![KvDtype::Bf16],
+        kv_dtypes: vec![KvPair::both(KvDtype::Bf16)],
         ctxs: vec![4096, 8192, 32_768, 131_072],
         rows: 512,
         image: false,

@@ -4,10 +4,11 @@
 # Runs the default 270M model at 512/2048/8192/32768 positions and synthetic 1B and 4B (Q4_K_M)
 # at 512/2048/8192, each with a full 512-token prefill chunk (480 at 512) and 32 decoded tokens,
 # the context before the prompt filled synthetically (`run --fill-kv synthetic`); then a 4B bf16
-# case and a 4B case with an image. Every record goes to OUT/results.jsonl and the comparison
+# case and a 4B case with an image, and q8_0/q4_0 KV caches on the default model at 32K and 4B at
+# 8K. Every record goes to OUT/results.jsonl and the comparison
 # (`gemma-fit fit --results`) to OUT/check.md.
 #
-# Usage: scripts/estimator-check.sh [OUT]   (default results/estimator/<cpu>/; ~8 min on 2 cores)
+# Usage: scripts/estimator-check.sh [OUT]   (default results/estimator/<cpu>/; ~14 min on 2 cores)
 # To publish the check, pass OUT=reports/estimator/<cpu> and commit it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,13 @@ for s in 1b 4b; do
     run "$s-$c" -m "synthetic:$s" --quant q4_k_m --ctx "$c" --prompt-tokens "$p" --gen 32
   done
 done
+# Quantized KV caches (issue 21), where the cache type moves the peak most: the default model at
+# 32K and synthetic 4B at 8K with q8_0 and q4_0 keys and values, and one K/V pair.
+for kv in q8_0 q4_0; do
+  run "270m-32768-$kv" --ctx 32768 --prompt-tokens 512 --gen 32 --kv-dtype "$kv"
+  run "4b-8192-$kv" -m synthetic:4b --quant q4_k_m --ctx 8192 --prompt-tokens 512 --gen 32 --kv-dtype "$kv"
+done
+run 270m-8192-q8_0-f16 --ctx 8192 --prompt-tokens 512 --gen 32 --k-dtype q8_0 --v-dtype f16
 run 4b-bf16-2048 -m synthetic:4b --quant bf16 --ctx 2048 --prompt-tokens 512 --gen 8
 run 4b-image -m synthetic:4b --quant q4_k_m --ctx 1024 --prompt-tokens 64 --gen 4 --image synthetic
 for f in "$tmp"/*.json; do python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))))' "$f"; done > "$out/results.jsonl"

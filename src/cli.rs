@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::engine::device::DeviceSpec;
-use crate::engine::kv_cache::KvDtype;
+use crate::engine::kv_cache::{KvDtype, KvPair};
 use crate::engine::load::format::Format;
 use crate::estimate::Target;
 use crate::output::Format as OutputFormat;
@@ -255,9 +255,11 @@ pub struct FitArgs {
     /// q4_0, q4_k_m, qat_q4_0).
     #[arg(long, value_delimiter = ',', default_values = ["bf16", "q8_0", "q4_k_m"])]
     pub quant: Vec<Format>,
-    /// KV-cache dtypes: bf16 (GPU deployments' usual choice), f16, f32 (`run`'s default).
-    #[arg(long, value_delimiter = ',', default_values = ["bf16"])]
-    pub kv_dtype: Vec<KvDtype>,
+    /// KV-cache types, K/V or one name for both: bf16 (GPU deployments' usual choice), q8_0
+    /// (llama.cpp's and Ollama's `q8_0` cache), f16, f32 (`run`'s default), q4_0, q4_1, q5_0,
+    /// q5_1, e.g. `bf16,q8_0,q8_0/f16`.
+    #[arg(long, value_delimiter = ',', default_values = ["bf16", "q8_0"])]
+    pub kv_dtype: Vec<KvPair>,
     /// Context lengths (columns): 4096 or 4K (K = 1024).
     #[arg(long, value_delimiter = ',', value_parser = parse_ctx, default_values = ["4K", "8K", "32K", "128K"])]
     pub ctx: Vec<usize>,
@@ -322,9 +324,10 @@ pub struct FrontierArgs {
     /// Formats for synthetic models and safetensors folders (repeat for several).
     #[arg(long)]
     pub quant: Vec<Format>,
-    /// KV-cache dtypes: f32, f16, bf16 (repeat for several).
+    /// KV-cache types, K/V or one name for both (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1;
+    /// repeat for several).
     #[arg(long, default_value = "f32")]
-    pub kv_dtype: Vec<KvDtype>,
+    pub kv_dtype: Vec<KvPair>,
     /// A smaller card's memory, e.g. 512MiB or 24GiB. On the CPU a cap on resident memory; on a
     /// GPU a ballast fills the card down to SIZE of total memory before the model loads (use a
     /// card's driver-reported total from `gemma-fit gpus`, e.g. 24564MiB for an RTX 4090).
@@ -486,15 +489,33 @@ pub struct EngineArgs {
     /// Prompt positions processed per forward pass (chunked prefill).
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
     pub prefill_chunk: u64,
-    /// KV-cache element type: f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
-    pub kv_dtype: KvDtype,
+    /// KV-cache types: one name for keys and values, or K/V. Dense f32, f16, bf16, or llama.cpp's
+    /// block formats q8_0, q4_0, q4_1, q5_0, q5_1 (32 values per block: 34, 18, 20, 22, 24 bytes),
+    /// as `-ctk`/`-ctv` and OLLAMA_KV_CACHE_TYPE name them. E.g. q8_0, or q8_0/f16.
+    #[arg(long, default_value = "f32", value_name = "T|K/V")]
+    pub kv_dtype: KvPair,
+    /// The keys' type alone (llama.cpp's -ctk): overrides the K side of --kv-dtype.
+    #[arg(long, value_name = "T")]
+    pub k_dtype: Option<KvDtype>,
+    /// The values' type alone (llama.cpp's -ctv): overrides the V side of --kv-dtype.
+    #[arg(long, value_name = "T")]
+    pub v_dtype: Option<KvDtype>,
     /// CPU threads for the engine's kernels (default: all cores).
     #[arg(long, value_parser = at_least_one)]
     pub threads: Option<usize>,
     /// Where to run: cpu, or cuda:N (builds with the `cuda` feature only).
     #[arg(long, default_value = "cpu")]
     pub device: DeviceSpec,
+}
+
+impl EngineArgs {
+    /// The cache's K and V types: --kv-dtype, with --k-dtype / --v-dtype overriding a side.
+    pub fn kv(&self) -> KvPair {
+        KvPair {
+            k: self.k_dtype.unwrap_or(self.kv_dtype.k),
+            v: self.v_dtype.unwrap_or(self.kv_dtype.v),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

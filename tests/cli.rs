@@ -241,6 +241,87 @@ fn synthetic_run_needs_a_format_and_gguf_refuses_one() {
     );
 }
 
+/// K and V apart, as llama.cpp's -ctk/-ctv: `--kv-dtype` sets both, `--k-dtype`/`--v-dtype` one
+/// side; the key records the keys' type and the values' where it differs, and the record's
+/// cache bytes are the block formats' exact ones (34 bytes per 32 q8_0 values, 64 for f16).
+#[test]
+fn k_and_v_cache_types_apart() {
+    use gemma_fit::result::{CaseResult, Outcome};
+    let run = |extra: &[&str]| -> CaseResult {
+        let out = gemma_fit()
+            .args([
+                "run",
+                "-m",
+                "synthetic:270m",
+                "--quant",
+                "q8_0",
+                "--ctx",
+                "64",
+            ])
+            .args(["--prompt-tokens", "8", "--gen", "2", "--json"])
+            .args(extra)
+            .assert()
+            .success();
+        serde_json::from_slice(&out.get_output().stdout).unwrap()
+    };
+    let pair = run(&[
+        "--kv-dtype",
+        "q4_0",
+        "--k-dtype",
+        "q8_0",
+        "--v-dtype",
+        "f16",
+    ]);
+    assert_eq!(pair.outcome, Outcome::Ok);
+    let v = serde_json::to_value(&pair).unwrap();
+    assert_eq!(
+        (&v["key"]["kv_dtype"], &v["key"]["v_dtype"]),
+        (&"q8_0".into(), &"f16".into())
+    );
+    assert_eq!(v["params"]["kv_dtype"], "q8_0/f16");
+    assert!(pair.key.id().contains("|q8_0/f16|"), "{}", pair.key.id());
+    // 270M: 18 layers of 64 positions (the window is 512), one KV head of 256.
+    let kv = |r: &CaseResult| r.metrics.as_ref().unwrap().kv_bytes;
+    assert_eq!(kv(&pair), 18 * 64 * 256 / 32 * (34 + 64));
+    let both = run(&["--kv-dtype", "q8_0"]);
+    let v = serde_json::to_value(&both).unwrap();
+    assert_eq!(
+        (&v["key"]["kv_dtype"], &v["key"]["v_dtype"]),
+        (&"q8_0".into(), &serde_json::Value::Null)
+    );
+    assert_eq!(kv(&both), 18 * 64 * 256 / 32 * 68);
+}
+
+/// A block-format cache needs head widths of whole 32-value blocks: the tiny model's 16 is
+/// refused with one clear line, and an f16 cache runs.
+#[test]
+fn a_head_width_of_partial_blocks_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny::write_hf(dir.path());
+    let model = dir.path().to_str().unwrap();
+    let run = |kv: &str| {
+        gemma_fit()
+            .args([
+                "run",
+                "-m",
+                model,
+                "--prompt-tokens",
+                "4",
+                "--gen",
+                "1",
+                "--kv-dtype",
+                kv,
+            ])
+            .assert()
+    };
+    run("f16").success();
+    run("f16/q4_0").failure().stderr(
+        predicate::str::contains("head width 16 is not a multiple of 32")
+            .and(predicate::str::contains("q4_0"))
+            .and(predicate::str::contains("panicked").not()),
+    );
+}
+
 /// `run --json` prints a complete v1 record: key, parameters, environment, outcome, metrics with
 /// per-phase host memory, and notes for the probes that could not run. It round-trips through
 /// the library's types, tolerates fields it does not know, and repeats report their spread.
@@ -366,7 +447,14 @@ fn assert_usage_error(args: &[&str], message: &str) {
 fn bad_values_are_usage_errors_that_name_the_choices() {
     let run = ["run", "--model", "synthetic:270m", "--quant", "q8_0"];
     let with = |extra: &[&'static str]| [&run[..], extra].concat();
-    assert_usage_error(&with(&["--kv-dtype", "q8_0"]), "choose f32, f16 or bf16");
+    assert_usage_error(
+        &with(&["--kv-dtype", "q3_k"]),
+        "unknown KV-cache dtype 'q3_k' (choose f32, f16, bf16, q8_0, q4_0, q4_1, q5_0 or q5_1)",
+    );
+    assert_usage_error(
+        &with(&["--v-dtype", "q8_0/f16"]),
+        "unknown KV-cache dtype 'q8_0/f16'",
+    );
     assert_usage_error(
         &["run", "-m", "synthetic:270m", "--quant", "q3_x"],
         "unknown weight format 'q3_x'",

@@ -21,8 +21,8 @@ fn json(args: &[&str]) -> serde_json::Value {
 fn fit_json_has_every_cell_and_the_windowed_kv_cache() {
     let v = json(&["fit", "--gpu", "h100 sxm", "--format", "json"]);
     let cells = v.as_array().unwrap();
-    // 5 sizes × 3 formats × 4 contexts, less 270M/1B at 128K (max 32K).
-    assert_eq!(cells.len(), 5 * 3 * 4 - 2 * 3);
+    // 5 sizes × 3 formats × 2 KV types (bf16, q8_0) × 4 contexts, less 270M/1B at 128K (max 32K).
+    assert_eq!(cells.len(), (5 * 3 * 4 - 2 * 3) * 2);
     for c in cells {
         for f in [
             "model",
@@ -37,18 +37,25 @@ fn fit_json_has_every_cell_and_the_windowed_kv_cache() {
         }
         assert!(["fits", "tight", "does_not_fit"].contains(&c["verdict"].as_str().unwrap()));
     }
-    let cell = |model: &str, quant: &str, ctx: u64| {
+    let cell_kv = |model: &str, quant: &str, kv: &str, ctx: u64| {
         cells
             .iter()
-            .find(|c| c["model"] == model && c["quant"] == quant && c["ctx"] == ctx)
-            .unwrap_or_else(|| panic!("no cell {model} {quant} {ctx}"))
+            .find(|c| {
+                c["model"] == model && c["quant"] == quant && c["kv_dtype"] == kv && c["ctx"] == ctx
+            })
+            .unwrap_or_else(|| panic!("no cell {model} {quant} {kv} {ctx}"))
     };
-    let kv = cell("27b", "q4_k_m", 131_072)["breakdown"]["kv_cache"]
-        .as_u64()
-        .unwrap();
+    let cell = |model: &str, quant: &str, ctx: u64| cell_kv(model, quant, "bf16", ctx);
+    let kv_bytes = |c: &serde_json::Value| c["breakdown"]["kv_cache"].as_u64().unwrap();
     assert_eq!(
-        kv, 11_173_625_856,
+        kv_bytes(cell("27b", "q4_k_m", 131_072)),
+        11_173_625_856,
         "(10 × 131072 + 52 × 1024) × 8192 B = 10.41 GiB"
+    );
+    // q8_0: 34 bytes per 32 values instead of 64.
+    assert_eq!(
+        kv_bytes(cell_kv("27b", "q4_k_m", "q8_0", 131_072)),
+        11_173_625_856 / 64 * 34
     );
     assert!(cells
         .iter()
@@ -107,7 +114,47 @@ fn fit_tables_render_and_names_match_loosely() {
         .success();
     let csv = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     assert!(csv.starts_with("target,model,quant,kv_dtype,ctx,predicted_bytes,verdict"));
-    assert_eq!(csv.lines().count(), 1 + 3 * 4);
+    assert_eq!(csv.lines().count(), 1 + 3 * 2 * 4);
+    // Quantized caches and K/V pairs, as llama.cpp's -ctk/-ctv name them.
+    let v = json(&[
+        "fit",
+        "--gpu",
+        "l4",
+        "-m",
+        "4b",
+        "--quant",
+        "q4_k_m",
+        "--kv-dtype",
+        "q8_0,q4_0,q8_0/f16",
+        "--ctx",
+        "32K",
+        "--format",
+        "json",
+    ]);
+    let kv: Vec<(String, u64)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["kv_dtype"].as_str().unwrap().to_string(),
+                c["breakdown"]["kv_cache"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let [(a, q8), (b, q4), (c, mixed)] = &kv[..] else {
+        panic!("{kv:?}")
+    };
+    assert_eq!(
+        (a.as_str(), b.as_str(), c.as_str()),
+        ("q8_0", "q4_0", "q8_0/f16")
+    );
+    assert_eq!(
+        q8 / 34,
+        q4 / 18,
+        "the same positions, 34 vs 18 bytes per 32 values"
+    );
+    assert_eq!(mixed / (34 + 64), q8 / 68, "keys in q8_0, values in f16");
 }
 
 #[test]

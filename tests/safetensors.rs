@@ -9,6 +9,7 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use gemma_fit::engine::decoder::Gemma3;
+use gemma_fit::engine::kv_cache::{KvDtype, KvPair};
 use gemma_fit::engine::load::gguf::GgufFile;
 use gemma_fit::engine::load::LoadedModel;
 
@@ -78,7 +79,9 @@ fn write_gguf(path: &Path) {
 const PROMPT: [u32; 13] = [2, 17, 250, 3, 99, 5, 140, 7, 8, 201, 10, 11, 12];
 
 fn logits(model: &Gemma3, ids: &[u32]) -> Vec<f32> {
-    let mut s = model.session(ids.len(), DType::F32).unwrap();
+    let mut s = model
+        .session(ids.len(), KvPair::both(KvDtype::F32))
+        .unwrap();
     model.prefill(ids, 5, &mut s).unwrap()
 }
 

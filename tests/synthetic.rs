@@ -1,8 +1,9 @@
 //! Synthetic weights: exact shapes in the target format, weight bytes as a GGUF file holds them,
 //! and a model that runs.
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use gemma_fit::engine::generate::argmax;
+use gemma_fit::engine::kv_cache::{KvDtype, KvPair};
 use gemma_fit::engine::load::LoadedModel;
 use gemma_fit::engine::presets;
 
@@ -51,10 +52,10 @@ fn a_synthetic_model_runs_and_is_self_consistent() {
         LoadedModel::synthetic("270m", "q6_k".parse().unwrap(), 3, false, &Device::Cpu).unwrap();
     assert!(m.tokenizer.is_none());
     let p = gemma_fit::measure::pass::prompt(&m, 40);
-    let mut one = m.model.session(41, DType::F32).unwrap();
+    let mut one = m.model.session(41, KvPair::both(KvDtype::F32)).unwrap();
     let whole = m.model.prefill(&p, 512, &mut one).unwrap();
     assert!(whole.iter().all(|x| x.is_finite()));
-    let mut two = m.model.session(41, DType::F32).unwrap();
+    let mut two = m.model.session(41, KvPair::both(KvDtype::F32)).unwrap();
     let chunked = m.model.prefill(&p, 7, &mut two).unwrap();
     assert_eq!(whole, chunked);
     let next = m.model.forward(&[argmax(&whole)], &mut one).unwrap();
@@ -150,7 +151,7 @@ fn dense_16_bit_weights_stay_16_bit() {
         let b = m.model.weight_bytes;
         assert_eq!(b.resident_weight_bytes, b.file_weight_bytes, "{format}");
         let p = gemma_fit::measure::pass::prompt(&m, 20);
-        let mut s = m.model.session(20, DType::F32).unwrap();
+        let mut s = m.model.session(20, KvPair::both(KvDtype::F32)).unwrap();
         assert!(m
             .model
             .prefill(&p, 512, &mut s)

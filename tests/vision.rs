@@ -7,6 +7,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::tiny::*;
 use gemma_fit::engine::decoder::Segment;
+use gemma_fit::engine::kv_cache::{KvDtype, KvPair};
 use gemma_fit::engine::load::format::Format;
 use gemma_fit::engine::load::synthetic::SyntheticWeights;
 use gemma_fit::engine::load::LoadedModel;
@@ -115,13 +116,13 @@ fn projector_pools_norms_and_projects() {
 /// The cached key of layer 5 (global, so slot = position) at `pos` after prefilling `segments`:
 /// it shows what the attention of layers 0-4 saw.
 fn global_key(m: &LoadedModel, segments: &[Segment], chunk: usize, pos: usize) -> Tensor {
-    let mut s = m.model.session(64, DType::F32).unwrap();
+    let mut s = m.model.session(64, KvPair::both(KvDtype::F32)).unwrap();
     m.model.prefill_segments(segments, chunk, &mut s).unwrap();
     s.cache.layers[5]
         .k
-        .narrow(1, pos, 1)
-        .unwrap()
-        .flatten_all()
+        .narrow(pos, 1)
+        .and_then(|k| k.to_f32())
+        .and_then(|k| k.flatten_all())
         .unwrap()
 }
 
@@ -160,7 +161,7 @@ fn image_tokens_attend_to_each_other_both_ways() {
     // Chunking never splits the image, and the result does not depend on it: chunks of 3 put
     // the image in a chunk of its own; chunks of 20 split the text after it.
     let logits = |chunk| {
-        let mut s = m.model.session(64, DType::F32).unwrap();
+        let mut s = m.model.session(64, KvPair::both(KvDtype::F32)).unwrap();
         m.model
             .prefill_segments(&segs(&soft), chunk, &mut s)
             .unwrap()

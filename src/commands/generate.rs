@@ -15,7 +15,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot read prompt file {}: {e}", f.display()))?,
         (None, None) => anyhow::bail!("give --prompt or --prompt-file"),
     };
-    let kv_dtype = args.engine.kv_dtype.dtype();
+    let kv = args.engine.kv();
     let device = args.engine.device.device()?;
     let m = super::load_model(&args.engine, false, &device)?;
     let Some(tokenizer) = &m.tokenizer else {
@@ -27,7 +27,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let prompt_ids = tokenizer.encode(&text, true);
     let chunk = args.engine.prefill_chunk as usize;
     if args.json {
-        let out = generate(&m, &prompt_ids, args.max_tokens, chunk, kv_dtype, |_| {})?;
+        let out = generate(&m, &prompt_ids, args.max_tokens, chunk, kv, |_| {})?;
         println!(
             "{}",
             json!({"prompt_ids": prompt_ids, "output_ids": out, "text": tokenizer.decode(&out)})
@@ -37,7 +37,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         let mut ids = Vec::new();
         let mut printed = 0;
         let mut stdout = std::io::stdout();
-        generate(&m, &prompt_ids, args.max_tokens, chunk, kv_dtype, |id| {
+        generate(&m, &prompt_ids, args.max_tokens, chunk, kv, |id| {
             ids.push(id);
             let text = tokenizer.decode(&ids);
             if !text.ends_with('\u{FFFD}') && text.len() > printed {

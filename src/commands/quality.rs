@@ -164,7 +164,7 @@ pub fn run(args: &QualityArgs) -> Result<()> {
     let _ = crate::probe::host::reset_peak_rss();
     let eval = evaluate(
         &m.model,
-        args.engine.kv_dtype.dtype(),
+        args.engine.kv(),
         &tokens,
         ctx,
         chunks,
@@ -192,7 +192,7 @@ pub fn run(args: &QualityArgs) -> Result<()> {
                 producer: format!("gemma-fit {}", env!("CARGO_PKG_VERSION")),
                 model: m.source.clone(),
                 shape: shape_of(&m),
-                kv: args.engine.kv_dtype.to_string(),
+                kv: args.engine.kv().to_string(),
                 text: text.name.clone(),
                 text_sha256: text.sha256.clone(),
                 ctx,
@@ -277,7 +277,7 @@ fn record(args: &QualityArgs, m: &LoadedModel, quality: Quality) -> CaseResult {
         gen_tokens: 0,
         ctx: Some(quality.ctx),
         prefill_chunk: args.engine.prefill_chunk as usize,
-        kv_dtype: args.engine.kv_dtype,
+        kv_dtype: args.engine.kv(),
         image: None,
         fill_kv: Default::default(),
         repeats: 1,
@@ -307,10 +307,7 @@ fn print(r: &CaseResult, m: &LoadedModel, args: &QualityArgs) {
         Some(t) => quote(&t.decode(&[id])),
         None => format!("#{id}"),
     };
-    println!(
-        "model            {} (kv {})",
-        m.source, args.engine.kv_dtype
-    );
+    println!("model            {} (kv {})", m.source, args.engine.kv());
     println!(
         "text             {} ({} tokens): {} chunks of {}, {} positions scored",
         q.text, q.tokens, q.chunks, q.ctx, q.positions

@@ -24,7 +24,7 @@ pub fn spec(args: &RunArgs) -> CaseSpec {
         gen_tokens: args.gen,
         ctx: args.ctx,
         prefill_chunk: args.engine.prefill_chunk as usize,
-        kv_dtype: args.engine.kv_dtype,
+        kv_dtype: args.engine.kv(),
         image: args.image.clone(),
         fill_kv: args.fill_kv,
         repeats: args.repeats as usize,

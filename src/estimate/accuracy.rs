@@ -82,7 +82,7 @@ fn one(r: &CaseResult) -> std::result::Result<Compared, String> {
             "{} {} kv {} ctx {} p{}+g{}{}{}",
             q.size,
             q.quant,
-            k.kv_dtype,
+            k.kv(),
             ctx_label(k.ctx),
             k.prompt_tokens,
             k.gen_tokens,

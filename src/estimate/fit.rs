@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::engine::kv_cache::KvDtype;
+use crate::engine::kv_cache::KvPair;
 use crate::engine::load::format::Format;
 use crate::error::Result;
 use crate::estimate::{predict, Breakdown, Query, Target};
@@ -60,7 +60,7 @@ pub struct Cell {
     pub target_name: String,
     pub model: String,
     pub quant: Format,
-    pub kv_dtype: KvDtype,
+    pub kv_dtype: KvPair,
     pub ctx: usize,
     pub predicted_bytes: u64,
     pub verdict: Verdict,
@@ -80,7 +80,7 @@ pub struct Cell {
 pub struct Row {
     pub model: String,
     pub quant: Format,
-    pub kv_dtype: KvDtype,
+    pub kv_dtype: KvPair,
     /// The model's longest context: longer columns are not applicable (None).
     pub max_position: usize,
     pub cells: Vec<Option<Cell>>,
@@ -94,7 +94,7 @@ pub struct Request {
     /// GGUF, which brings its tokenizer and its own format).
     pub models: Vec<String>,
     pub quants: Vec<Format>,
-    pub kv_dtypes: Vec<KvDtype>,
+    pub kv_dtypes: Vec<KvPair>,
     pub ctxs: Vec<usize>,
     /// Positions per forward pass (the prefill chunk).
     pub rows: usize,
@@ -431,7 +431,7 @@ mod tests {
         let req = Request {
             models: vec!["27b".into()],
             quants: vec![q4km],
-            kv_dtypes: vec![KvDtype::Bf16],
+            kv_dtypes: vec![KvPair::both(crate::engine::kv_cache::KvDtype::Bf16)],
             ctxs: vec![4096],
             rows: 512,
             image: false,
@@ -450,7 +450,7 @@ mod tests {
             let q = Query {
                 size: "27b".into(),
                 quant: q4km,
-                kv_dtype: KvDtype::Bf16,
+                kv_dtype: KvPair::both(crate::engine::kv_cache::KvDtype::Bf16),
                 ctx,
                 rows: 512,
                 image: false,

@@ -10,7 +10,7 @@ pub mod fit;
 use serde::Serialize;
 
 use crate::engine::device::DeviceKind;
-use crate::engine::kv_cache::KvDtype;
+use crate::engine::kv_cache::KvPair;
 use crate::engine::load::format::Format;
 use crate::engine::plan::{self, MemoryPlan, RunShape};
 use crate::engine::presets::{self, Preset};
@@ -80,7 +80,7 @@ pub struct Query {
     /// A Gemma 3 size ("270m" … "27b").
     pub size: String,
     pub quant: Format,
-    pub kv_dtype: KvDtype,
+    pub kv_dtype: KvPair,
     pub ctx: usize,
     /// The most positions one forward pass takes: the prefill chunk, or a shorter prompt.
     pub rows: usize,
@@ -113,7 +113,7 @@ impl Query {
         Ok(Query {
             size,
             quant,
-            kv_dtype: k.kv_dtype,
+            kv_dtype: k.kv(),
             ctx: k.ctx,
             rows: k
                 .prefill_chunk
@@ -212,7 +212,7 @@ pub fn predict(q: &Query) -> Result<Prediction> {
         format,
         RunShape {
             ctx: q.ctx,
-            kv_dtype: q.kv_dtype.dtype(),
+            kv_dtype: q.kv_dtype,
             rows: q.rows,
             image: q.image,
             on_cpu,
@@ -232,8 +232,7 @@ pub fn predict(q: &Query) -> Result<Prediction> {
             runtime,
             load_peak: m.load_peak,
         },
-        bytes_per_token: m.weights
-            + plan::kv_bytes_read_per_token(&p.config, q.ctx, q.kv_dtype.dtype()),
+        bytes_per_token: m.weights + plan::kv_bytes_read_per_token(&p.config, q.ctx, q.kv_dtype),
         max_ctx: p.config.max_position_embeddings,
     })
 }
@@ -248,7 +247,7 @@ mod tests {
         Query {
             size: size.into(),
             quant: quant.parse().unwrap(),
-            kv_dtype: KvDtype::Bf16,
+            kv_dtype: KvPair::both(crate::engine::kv_cache::KvDtype::Bf16),
             ctx,
             rows: 512,
             image: false,

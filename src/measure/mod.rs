@@ -103,7 +103,7 @@ pub fn measure(
             gen_tokens: spec.gen_tokens,
             ctx,
             prefill_chunk: spec.prefill_chunk,
-            kv_dtype: spec.kv_dtype.dtype(),
+            kv_dtype: spec.kv_dtype,
             fill_depth: match spec.fill_kv {
                 FillKv::None => 0,
                 FillKv::Synthetic => ctx - needed,

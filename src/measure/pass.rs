@@ -4,7 +4,9 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
+
+use crate::engine::kv_cache::KvPair;
 
 use crate::engine::decoder::Segment;
 use crate::engine::generate::argmax;
@@ -92,7 +94,7 @@ pub struct PassShape {
     /// Positions the KV cache is allocated for.
     pub ctx: usize,
     pub prefill_chunk: usize,
-    pub kv_dtype: DType,
+    pub kv_dtype: KvPair,
     /// Positions filled with synthetic keys and values before the prompt (`--fill-kv`): the
     /// prompt is then prefilled, and the tokens decoded, at this depth.
     pub fill_depth: usize,

@@ -9,7 +9,7 @@
 
 pub mod logits_file;
 
-use candle_core::DType;
+use crate::engine::kv_cache::KvPair;
 
 use crate::engine::decoder::Gemma3;
 use crate::error::{Error, Result};
@@ -58,7 +58,7 @@ pub struct Evaluation {
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &Gemma3,
-    kv: DType,
+    kv: KvPair,
     tokens: &[u32],
     ctx: usize,
     chunks: usize,

@@ -71,8 +71,7 @@ fn decode_limit(r: &CaseResult, bytes_per_s: f64) -> Option<DecodeLimit> {
     }
     let cfg = crate::estimate::preset(r.key.size.as_deref()?).ok()?.config;
     let depth = m.fill_depth + m.prompt_positions + r.key.gen_tokens / 2;
-    let bytes = m.weights.resident_weight_bytes
-        + kv_bytes_read_per_token(&cfg, depth, r.key.kv_dtype.dtype());
+    let bytes = m.weights.resident_weight_bytes + kv_bytes_read_per_token(&cfg, depth, r.key.kv());
     let limit = bytes_per_s / bytes as f64;
     Some(DecodeLimit {
         case: label(r),

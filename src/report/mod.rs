@@ -122,7 +122,7 @@ impl Variant {
                 (None, "default") => "q4_k_m".into(),
                 (None, _) => "file".into(),
             },
-            kv_dtype: k.kv_dtype.to_string(),
+            kv_dtype: k.kv().to_string(),
             image: k.image.is_some(),
         }
     }

@@ -3,10 +3,10 @@
 //! its child process as JSON, and the record's [`CaseKey`] (what identifies the case across runs
 //! and machines) and [`CaseParams`] (how it was run) are views of it.
 //!
-//! **Adding an axis** (batch, K and V types, engine): a field here, its option in `cli.rs` and
+//! **Adding an axis** (batch, engine): a field here, its option in `cli.rs` and
 //! its axis in `suite/`, and the code that uses it. In [`CaseKey`] the new field is
 //! `#[serde(default)]` and left out of [`CaseKey::id`] while it has its default value, so every
-//! record written before keeps its key and id (`fill_kv` is the example).
+//! record written before keeps its key and id (`fill_kv` and `v_dtype` are the examples).
 
 use std::path::PathBuf;
 
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 use crate::engine::device::{DeviceKind, DeviceSpec};
-use crate::engine::kv_cache::KvDtype;
+use crate::engine::kv_cache::{KvDtype, KvPair};
 use crate::engine::load::format::Format;
 use crate::engine::load::spec::ModelSpec;
 use crate::engine::vision::VisionConfig;
@@ -118,7 +118,8 @@ pub struct CaseSpec {
     #[serde(default)]
     pub ctx: Option<usize>,
     pub prefill_chunk: usize,
-    pub kv_dtype: KvDtype,
+    /// The cache's key and value types ("q8_0", or "q8_0/f16").
+    pub kv_dtype: KvPair,
     #[serde(default)]
     pub image: Option<ImageSpec>,
     #[serde(default)]
@@ -180,7 +181,8 @@ impl CaseSpec {
             },
             weights: weights_id(&self.model),
             quant: self.quant,
-            kv_dtype: self.kv_dtype,
+            kv_dtype: self.kv_dtype.k,
+            v_dtype: self.kv_dtype.v_if_different(),
             ctx: self
                 .ctx
                 .unwrap_or_else(|| self.needed_positions(image_positions)),
@@ -249,7 +251,11 @@ pub struct CaseKey {
     pub weights: String,
     /// `--quant` (synthetic or quantized at load); None for a GGUF file's own formats.
     pub quant: Option<Format>,
+    /// The KV cache's key type, and its value type too unless `v_dtype` says otherwise.
     pub kv_dtype: KvDtype,
+    /// The value type where it differs from the key type (llama.cpp's `-ctv`); None: the same.
+    #[serde(default)]
+    pub v_dtype: Option<KvDtype>,
     pub ctx: usize,
     pub prompt_tokens: usize,
     pub gen_tokens: usize,
@@ -266,8 +272,17 @@ pub struct CaseKey {
 }
 
 impl CaseKey {
+    /// The cache's K and V types.
+    pub fn kv(&self) -> KvPair {
+        KvPair {
+            k: self.kv_dtype,
+            v: self.v_dtype.unwrap_or(self.kv_dtype),
+        }
+    }
+
     /// A stable one-line id, e.g. `4b|synthetic|q4_k|f32|ctx4096|p64|g8|c512|t2|cpu|-|-`; fields
-    /// added after the first version appear only away from their default (`|fill-synthetic`).
+    /// added after the first version appear only away from their default (`|fill-synthetic`;
+    /// the KV types read `q8_0/f16` only when they differ).
     pub fn id(&self) -> String {
         let opt = |o: Option<String>| o.unwrap_or_else(|| "-".into());
         format!(
@@ -275,7 +290,7 @@ impl CaseKey {
             opt(self.size.clone()),
             self.weights,
             opt(self.quant.map(|q| q.to_string())),
-            self.kv_dtype,
+            self.kv(),
             self.ctx,
             self.prompt_tokens,
             self.gen_tokens,
@@ -306,7 +321,8 @@ pub struct CaseParams {
     pub gen_tokens: usize,
     pub ctx: usize,
     pub prefill_chunk: usize,
-    pub kv_dtype: KvDtype,
+    /// "q8_0", or "q8_0/f16" for differing key and value types.
+    pub kv_dtype: KvPair,
     pub threads: usize,
     pub device: DeviceSpec,
     /// "synthetic" or the image file as given.
@@ -334,7 +350,7 @@ mod tests {
             gen_tokens: 8,
             ctx: Some(4096),
             prefill_chunk: 512,
-            kv_dtype: KvDtype::F32,
+            kv_dtype: KvPair::both(KvDtype::F32),
             image: None,
             fill_kv: FillKv::None,
             repeats: 1,

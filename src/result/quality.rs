@@ -97,7 +97,7 @@ pub fn matching<'a>(
             r.key.weights == key.weights
                 && r.key.size == key.size
                 && r.key.quant == key.quant
-                && r.key.kv_dtype == key.kv_dtype
+                && r.key.kv() == key.kv()
         })
         .filter_map(|r| Some((r.started_unix_s, r.quality.as_ref()?.against.as_ref()?)))
         .max_by_key(|(t, _)| *t)

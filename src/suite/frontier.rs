@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::device::DeviceSpec;
-use crate::engine::kv_cache::KvDtype;
+use crate::engine::kv_cache::KvPair;
 use crate::engine::load::format::Format;
 use crate::engine::load::spec::ModelSpec;
 use crate::error::{Error, Result};
@@ -24,7 +24,7 @@ use crate::suite::child::Executor;
 pub struct FrontierOptions {
     pub models: Vec<String>,
     pub quants: Vec<Format>,
-    pub kv_dtypes: Vec<KvDtype>,
+    pub kv_dtypes: Vec<KvPair>,
     pub device: DeviceSpec,
     pub memory_limit: Option<u64>,
     pub min_ctx: usize,
@@ -45,7 +45,7 @@ pub struct FrontierOptions {
 pub struct FrontierRow {
     pub model: String,
     pub quant: Option<Format>,
-    pub kv_dtype: KvDtype,
+    pub kv_dtype: KvPair,
     pub memory_limit_bytes: Option<u64>,
     /// The largest context that ran (None: not even `min_ctx`).
     pub largest_ok_ctx: Option<usize>,
@@ -351,7 +351,7 @@ mod tests {
         let opts = FrontierOptions {
             models: vec!["synthetic:270m".into(), "default".into()],
             quants: vec!["q8_0".parse().unwrap()],
-            kv_dtypes: vec![KvDtype::F32],
+            kv_dtypes: vec![KvPair::both(crate::engine::kv_cache::KvDtype::F32)],
             device: DeviceSpec::Cpu,
             memory_limit: None,
             min_ctx: 256,

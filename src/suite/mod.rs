@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer};
 
 use crate::engine::device::DeviceSpec;
-use crate::engine::kv_cache::KvDtype;
+use crate::engine::kv_cache::{KvDtype, KvPair};
 use crate::engine::load::format::Format;
 use crate::engine::load::spec::ModelSpec;
 use crate::error::{Error, Result};
@@ -71,7 +71,7 @@ pub struct Axes {
     #[serde(default)]
     pub quants: Vec<Format>,
     #[serde(default = "f32_kv")]
-    pub kv_dtypes: Vec<KvDtype>,
+    pub kv_dtypes: Vec<KvPair>,
     pub contexts: Vec<usize>,
     pub prompt_tokens: Vec<usize>,
     pub gen_tokens: Vec<usize>,
@@ -88,8 +88,8 @@ pub struct Axes {
 fn no_fill() -> Vec<FillKv> {
     vec![FillKv::None]
 }
-fn f32_kv() -> Vec<KvDtype> {
-    vec![KvDtype::F32]
+fn f32_kv() -> Vec<KvPair> {
+    vec![KvPair::both(KvDtype::F32)]
 }
 fn default_chunk() -> Vec<usize> {
     vec![512]
@@ -121,7 +121,7 @@ impl ImageAxis {
 pub struct Exclude {
     pub model: Option<String>,
     pub quant: Option<Format>,
-    pub kv_dtype: Option<KvDtype>,
+    pub kv_dtype: Option<KvPair>,
     pub context: Option<usize>,
     pub prompt_tokens: Option<usize>,
     pub gen_tokens: Option<usize>,
@@ -403,16 +403,33 @@ context = 4096
         let e =
             Suite::parse(&SUITE.replace("[axes]", "memory_limit = \"lots\"\n[axes]")).unwrap_err();
         assert!(e.contains("'lots' is not a size"), "{e}");
-        let e =
-            Suite::parse(&SUITE.replace("[axes]", "[axes]\nkv_dtypes = [\"q8_0\"]")).unwrap_err();
-        assert!(e.contains("kv_dtypes") && e.contains("q8_0"), "{e}");
+        let e = Suite::parse(&SUITE.replace("[axes]", "[axes]\nkv_dtypes = [\"q8_0/q3_k\"]"))
+            .unwrap_err();
+        assert!(e.contains("kv_dtypes") && e.contains("q3_k"), "{e}");
         // One line, whatever toml's own layout.
         assert!(!e.contains('\n'), "{e}");
         // Names are read in any case, as they always were.
         let upper =
             Suite::parse(&SUITE.replace("[axes]", "device = 'CPU'\n[axes]\nkv_dtypes = ['BF16']"))
                 .unwrap();
-        assert_eq!(upper.cases(1)[0].kv_dtype, KvDtype::Bf16);
+        assert_eq!(upper.cases(1)[0].kv_dtype, KvPair::both(KvDtype::Bf16));
+        // K/V pairs: a case's key names the value type only where it differs.
+        let pairs =
+            Suite::parse(&SUITE.replace("[axes]", "[axes]\nkv_dtypes = ['q8_0/f16', 'q4_0']"))
+                .unwrap()
+                .cases(1);
+        let keys: Vec<_> = pairs.iter().map(|c| c.kv_dtype.to_string()).collect();
+        assert!(
+            keys.contains(&"q8_0/f16".into()) && keys.contains(&"q4_0".into()),
+            "{keys:?}"
+        );
+        let k = pairs
+            .iter()
+            .find(|c| c.kv_dtype.k != c.kv_dtype.v)
+            .unwrap()
+            .key();
+        assert_eq!((k.kv_dtype, k.v_dtype), (KvDtype::Q8_0, Some(KvDtype::F16)));
+        assert!(k.id().contains("|q8_0/f16|"), "{}", k.id());
     }
 
     #[test]
