@@ -11,9 +11,10 @@ and decode speed of f16, q8_0 and q4_0 on synthetic 1B (Q4_K_M) at the same dept
 alternate the types round by round (this machine's speed drifts by ±15% between runs), and the
 table gives each type's median and its ratio to f16 in the same rounds.
 
-Usage: scripts/kv-cache-table.py [--rounds N] [--out DIR]
-  (default results/kv-cache/; ~20 min on 2 cores). Prints the markdown tables; every record is
-  kept in DIR/records.jsonl.
+Usage: scripts/kv-cache-table.py [--rounds N] [--out DIR] [--reuse-quality FILE]
+  (default results/kv-cache/; ~20 min on 2 cores, 9 with --reuse-quality). Prints the markdown
+  tables; every record is kept in DIR/records.jsonl. --reuse-quality takes the quality records of
+  an earlier run's records.jsonl (same build of the cache code) instead of measuring them again.
 """
 import argparse
 import json
@@ -39,9 +40,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=os.path.join(ROOT, "results", "kv-cache"))
+    ap.add_argument("--reuse-quality", metavar="FILE")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     os.makedirs(a.out, exist_ok=True)
+    reused = []
+    if a.reuse_quality:
+        reused = [json.loads(l) for l in open(a.reuse_quality)]
+        reused = [r for r in reused if r.get("quality")]
     records = open(os.path.join(a.out, "records.jsonl"), "w")
 
     def keep(r):
@@ -50,16 +56,19 @@ def main():
         return r
 
     # Quality against the f16 cache.
-    ref = os.path.join(a.out, "f16.logits")
-    print("quality: f16 reference", file=sys.stderr)
-    base = keep(gemma_fit("quality", "--kv-dtype", "f16", "--ctx", "2048", "--top-k", "2048",
-                          "--save-logits", ref, "--json"))
-    quality = {"f16": base["quality"]}
-    for t in TYPES:
-        if t == "f16":
-            continue
-        print(f"quality: {t}", file=sys.stderr)
-        quality[t] = keep(gemma_fit("quality", "--kv-dtype", t, "--against", ref, "--json"))["quality"]
+    if reused:
+        quality = {r["params"]["kv_dtype"]: keep(r)["quality"] for r in reused}
+    else:
+        ref = os.path.join(a.out, "f16.logits")
+        print("quality: f16 reference", file=sys.stderr)
+        base = keep(gemma_fit("quality", "--kv-dtype", "f16", "--ctx", "2048", "--top-k", "2048",
+                              "--save-logits", ref, "--json"))
+        quality = {"f16": base["quality"]}
+        for t in TYPES:
+            if t == "f16":
+                continue
+            print(f"quality: {t}", file=sys.stderr)
+            quality[t] = keep(gemma_fit("quality", "--kv-dtype", t, "--against", ref, "--json"))["quality"]
 
     # Memory and speed, the types alternating within each round.
     speed = {}  # (model, kv, depth) -> [tok/s per round]

@@ -26,7 +26,9 @@ import llama_cpp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TEXT = os.path.join(HERE, "..", "src", "quality", "eval-text.txt")
-KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "q4_0": 2}
+# ggml's type ids (ggml.h). llama.cpp needs flash attention for a quantized V cache, so a block
+# type turns it on (an f32/f16 cache runs without, as llama-perplexity's default did).
+KV_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8}
 
 
 def log_softmax(row):
@@ -52,7 +54,8 @@ def main():
     raw = open(a.text, "rb").read()
     text_name = "default" if os.path.abspath(a.text) == os.path.abspath(DEFAULT_TEXT) else os.path.basename(a.text)
     llm = Llama(model_path=a.model, n_ctx=a.ctx, n_batch=min(a.ctx, 512), n_threads=a.threads,
-                logits_all=True, type_k=KV_TYPES[a.kv], type_v=KV_TYPES[a.kv], verbose=False)
+                logits_all=True, type_k=KV_TYPES[a.kv], type_v=KV_TYPES[a.kv],
+                flash_attn=a.kv not in ("f32", "f16"), verbose=False)
     tokens = llm.tokenize(raw, add_bos=True, special=False)
     n_chunks = len(tokens) // a.ctx
     if a.chunks:
