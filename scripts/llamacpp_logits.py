@@ -12,6 +12,10 @@ position the top-K log-probabilities, the next token's id and log-probability an
 log-sum-exp; --full-rows N adds full log-probability rows for the first N positions (1 MiB
 each). Default text: the one gemma-fit ships (src/quality/eval-text.txt). scripts/peer-llamacpp.sh
 installs the virtual environment.
+
+A quantized cache (--kv q8_0 …) is Hadamard-rotated by this llama.cpp, as by gemma-fit
+(docs/kv-cache.md); --no-rotation turns that off (llama.cpp's LLAMA_ATTN_ROT_DISABLE=1) and says
+so in the file's producer.
 """
 import argparse
 import hashlib
@@ -21,8 +25,6 @@ import struct
 import sys
 
 import numpy as np
-from llama_cpp import Llama, __version__ as LLAMA_CPP_PYTHON_VERSION
-import llama_cpp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_TEXT = os.path.join(HERE, "..", "src", "quality", "eval-text.txt")
@@ -48,8 +50,13 @@ def main():
     ap.add_argument("--full-rows", type=int, default=0)
     ap.add_argument("--kv", default="f16", choices=sorted(KV_TYPES))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-rotation", action="store_true",
+                    help="no Hadamard rotation of a quantized cache (LLAMA_ATTN_ROT_DISABLE=1)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
+    if a.no_rotation:
+        os.environ["LLAMA_ATTN_ROT_DISABLE"] = "1"  # read when the cache is made
+    from llama_cpp import Llama, __version__ as LLAMA_CPP_PYTHON_VERSION
 
     raw = open(a.text, "rb").read()
     text_name = "default" if os.path.abspath(a.text) == os.path.abspath(DEFAULT_TEXT) else os.path.basename(a.text)
@@ -88,7 +95,8 @@ def main():
                 full.append(lp.astype(np.float32))
         print(f"chunk {c + 1}/{n_chunks}", file=sys.stderr, flush=True)
     header = {
-        "producer": f"llama.cpp (llama-cpp-python {LLAMA_CPP_PYTHON_VERSION})",
+        "producer": f"llama.cpp (llama-cpp-python {LLAMA_CPP_PYTHON_VERSION})"
+                    + (", KV rotation off" if a.no_rotation else ""),
         "model": os.path.basename(a.model),
         "shape": shape,
         "kv": a.kv,

@@ -491,7 +491,8 @@ pub struct EngineArgs {
     pub prefill_chunk: u64,
     /// KV-cache types: one name for keys and values, or K/V. Dense f32, f16, bf16, or llama.cpp's
     /// block formats q8_0, q4_0, q4_1, q5_0, q5_1 (32 values per block: 34, 18, 20, 22, 24 bytes),
-    /// as `-ctk`/`-ctv` and OLLAMA_KV_CACHE_TYPE name them. E.g. q8_0, or q8_0/f16.
+    /// as `-ctk`/`-ctv` and OLLAMA_KV_CACHE_TYPE name them. E.g. q8_0, or q8_0/f16. A block
+    /// format is Hadamard-rotated before it is quantized, as llama.cpp does (docs/kv-cache.md).
     #[arg(long, default_value = "f32", value_name = "T|K/V")]
     pub kv_dtype: KvPair,
     /// The keys' type alone (llama.cpp's -ctk): overrides the K side of --kv-dtype.

@@ -9,6 +9,7 @@ use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 use crate::engine::config::{Gemma3Config, LayerKind};
 use crate::engine::kv_quant::{Block, Planes, QK};
+use crate::engine::kv_rotation::Rotations;
 
 /// The element types one side (keys or values) of the KV cache can hold: dense floats, or
 /// llama.cpp's block formats ([`crate::engine::kv_quant`]). Records hold the name ("q8_0"), and
@@ -271,6 +272,8 @@ pub struct KvCache {
     pub head_dim: usize,
     /// Positions written so far (the next token's position).
     pub len: usize,
+    /// The Hadamard rotations of a block-format side ([`crate::engine::kv_rotation`]).
+    pub rotations: Rotations,
 }
 
 impl KvCache {
@@ -313,6 +316,7 @@ impl KvCache {
             kv_heads: cfg.num_kv_heads,
             head_dim: cfg.head_dim,
             len: 0,
+            rotations: Rotations::new(types, cfg.head_dim, device)?,
         })
     }
 

@@ -8,6 +8,7 @@ pub mod generate;
 pub mod kernels;
 pub mod kv_cache;
 pub mod kv_quant;
+pub mod kv_rotation;
 pub mod load;
 pub mod plan;
 pub mod presets;

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::engine::config::Gemma3Config;
 use crate::engine::kernels::linear::Linear;
 use crate::engine::kv_cache::{KvCache, KvPair};
+use crate::engine::kv_rotation::rotation_matrix_bytes;
 use crate::engine::load::format::Format;
 use crate::engine::rope::RopeTable;
 use crate::engine::vision::VisionConfig;
@@ -63,7 +64,8 @@ pub struct MemoryPlan {
     pub kv_cache: u64,
     pub rope_tables: u64,
     /// The largest transient of the run: a forward pass over `rows` positions, or the image
-    /// encode, whichever is larger (they never overlap).
+    /// encode, whichever is larger (they never overlap); off the CPU, plus the block-format
+    /// cache's rotation matrices (at most 320 KiB).
     pub workspace: u64,
     /// The most a load holds at once: the embedding (read first) with what its products derive
     /// from it, and the transient of building them; or, where matrices are repacked on the
@@ -200,7 +202,8 @@ pub fn plan(
         } else {
             crate::engine::attention::generic::transient_bytes(cfg, shape.ctx, shape.kv_dtype)
         })
-        .max(encode),
+        .max(encode)
+            + rotation_matrix_bytes(shape.kv_dtype, cfg.head_dim, shape.on_cpu),
     }
 }
 

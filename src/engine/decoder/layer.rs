@@ -13,6 +13,7 @@ use crate::engine::config::{Gemma3Config, LayerKind};
 use crate::engine::kernels::linear::Linear;
 use crate::engine::kernels::ops;
 use crate::engine::kv_cache::LayerCache;
+use crate::engine::kv_rotation::Rotations;
 use crate::engine::load::weights::WeightSource;
 use crate::engine::rope::RopeTable;
 use crate::error::Result;
@@ -20,12 +21,13 @@ use crate::error::Result;
 use super::rms_norm;
 
 /// Where a chunk of positions meets a layer: its first position, its image runs (absolute
-/// positions, end exclusive), the layer's cache and its RoPE table.
+/// positions, end exclusive), the layer's cache, its RoPE table and the cache's rotations.
 pub struct Step<'a> {
     pub pos: usize,
     pub spans: &'a [(usize, usize)],
     pub cache: &'a LayerCache,
     pub rope: &'a RopeTable,
+    pub rotations: &'a Rotations,
 }
 
 /// A weight matrix of layer `i` (`blk.{i}.{name}.weight`) as a product.
@@ -85,6 +87,17 @@ impl SelfAttention {
             .reshape((n, kv_heads, hd))?
             .transpose(0, 1)?
             .contiguous()?;
+        // A block-format side is rotated before it is quantized (`kv_rotation.rs`): keys with
+        // the queries, values now and the output back after the mix.
+        let rot = step.rotations;
+        let (q, k) = match &rot.keys {
+            Some(h) => (h.apply(&q)?, h.apply(&k)?),
+            None => (q, k),
+        };
+        let v = match &rot.values {
+            Some(h) => h.apply(&v)?,
+            None => v,
+        };
 
         let dims = cpu::Dims {
             heads,
@@ -104,6 +117,10 @@ impl SelfAttention {
             out
         } else {
             generic::attend_and_write(&q, &k, &v, cache, &dims)?
+        };
+        let out = match &rot.values {
+            Some(h) => h.apply(&out)?,
+            None => out,
         };
         self.o.forward(&out)
     }

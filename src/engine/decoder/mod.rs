@@ -372,6 +372,7 @@ impl Gemma3 {
                 spans: &spans,
                 cache,
                 rope,
+                rotations: &s.cache.rotations,
             };
             x = layer.forward(&x, &step, &self.cfg)?;
         }
