@@ -15,6 +15,7 @@ fn bench(c: &mut Criterion) {
         kv_dtype: KvPair::both(KvDtype::Bf16),
         ctx: 131_072,
         rows: 512,
+        batch: 1,
         image: true,
         target: Target::Cuda,
         tokenizer: false,
@@ -33,6 +34,7 @@ fn bench(c: &mut Criterion) {
         kv_dtypes: vec![KvPair::both(KvDtype::Bf16)],
         ctxs: vec![4096, 8192, 32_768, 131_072],
         rows: 512,
+        batch: 1,
         image: false,
         breakdown: false,
     };

@@ -34,7 +34,7 @@ fn bench(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("kernels/{name}"));
         group.sample_size(20);
         group.throughput(Throughput::Bytes(q.storage_size_in_bytes() as u64));
-        for m in [1usize, 64] {
+        for m in [1usize, 8, 64] {
             let x = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
             group.bench_function(format!("ours_m{m}"), |b| {
                 b.iter(|| x.apply_op1_no_bwd(&QMatmul { weight: &q }).unwrap())

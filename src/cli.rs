@@ -266,6 +266,12 @@ pub struct FitArgs {
     /// Prompt positions per forward pass (the prefill chunk): sets the activation peak.
     #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
     pub prefill_chunk: u64,
+    /// Sequences served at once, each with the column's context and its own KV cache (llama.cpp
+    /// `-np`, Ollama `num_parallel`, vLLM `max_num_seqs`): B caches, a decode step's B rows of
+    /// logits, B tokens per step in the speed bound. Whatever B, the "max seqs" column gives
+    /// the most sequences of each context that fit.
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+    pub batch: usize,
     /// Include one image (4B and larger): the vision tower's weights and its encode workspace.
     #[arg(long)]
     pub image: bool,
@@ -367,7 +373,7 @@ pub struct FrontierArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// The suite: a path, or a name in suites/ (quick, ci, fit-matrix, full).
+    /// The suite: a path, or a name in suites/ (quick, ci, fit-matrix, serving, full).
     #[arg(default_value = "quick")]
     pub suite: String,
     /// Results file (JSON lines) instead of results/<machine>/results.jsonl.
@@ -648,6 +654,14 @@ pub struct RunArgs {
     /// that depth: memory and per-token speed at 128K in seconds, not hours of prefill).
     #[arg(long, default_value = "none")]
     pub fill_kv: FillKv,
+    /// Sequences served at once, each with its own prompt (distinct texts of --prompt-tokens)
+    /// and its own KV cache of --ctx positions: the prompts are prefilled packed into chunks of
+    /// --prefill-chunk positions, then every decode step gives each sequence its next token in
+    /// one forward pass (the weights read once for all). Reports aggregate decode tok/s (all
+    /// sequences), each sequence's time per token (= the step time), and time to first token
+    /// per sequence from the moment they all arrive (median and max). Text only.
+    #[arg(long, default_value_t = 1, value_parser = at_least_one)]
+    pub batch: usize,
     /// Recorded in the case key: a memory limit the case runs under. On a GPU the case fills the
     /// card down to it (a ballast); on the CPU only `bench` and `frontier` enforce one (their
     /// watchdog), so here it is only recorded.

@@ -51,6 +51,7 @@ pub fn run(args: &FitArgs) -> Result<()> {
         kv_dtypes: args.kv_dtype.clone(),
         ctxs: args.ctx.clone(),
         rows: args.prefill_chunk as usize,
+        batch: args.batch,
         image: args.image,
         breakdown: args.breakdown,
     };

@@ -284,6 +284,7 @@ fn record(args: &QualityArgs, m: &LoadedModel, quality: Quality) -> CaseResult {
         warmup: 0,
         sample_ms: 10.0,
         memory_limit_bytes: None,
+        batch: 1,
     };
     let key = spec.key();
     let mut params = spec.params(&key);

@@ -31,6 +31,7 @@ pub fn spec(args: &RunArgs) -> CaseSpec {
         warmup: args.warmup,
         sample_ms: args.sample_ms,
         memory_limit_bytes: args.memory_limit_bytes,
+        batch: args.batch,
     }
 }
 
@@ -69,7 +70,11 @@ fn print_case(r: &CaseResult) {
     let p = &r.params;
     println!("model            {}", p.source);
     println!(
-        "case             prompt {} tokens, decode {}, ctx {}, chunk {}, kv {}, {} threads, {}{}",
+        "case             {}prompt {} tokens, decode {}, ctx {}, chunk {}, kv {}, {} threads, {}{}",
+        match p.batch {
+            1 => String::new(),
+            b => format!("{b} sequences, each "),
+        },
         p.prompt_tokens,
         p.gen_tokens,
         p.ctx,
@@ -119,11 +124,23 @@ fn print_case(r: &CaseResult) {
             m.fill_depth
         );
     }
-    println!("time to 1st tok  {} ms", stat(&m.ttft_ms, 1));
+    match &m.ttft_max_ms {
+        None => println!("time to 1st tok  {} ms", stat(&m.ttft_ms, 1)),
+        Some(max) => println!(
+            "time to 1st tok  median {} ms, last sequence {} ms (from when all arrive)",
+            stat(&m.ttft_ms, 1),
+            stat(max, 1)
+        ),
+    }
     println!("prefill          {} tok/s", stat(&m.prefill_tok_per_s, 1));
     println!(
-        "decode           {} tok/s (per token: median {:.2} ms, p90 {:.2}, p99 {:.2})",
+        "decode           {} tok/s{} (per token: median {:.2} ms, p90 {:.2}, p99 {:.2})",
         stat(&m.decode_tok_per_s, 1),
+        if p.batch > 1 {
+            " over all sequences"
+        } else {
+            ""
+        },
         m.decode_steps.median_ms,
         m.decode_steps.p90_ms,
         m.decode_steps.p99_ms

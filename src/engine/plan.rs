@@ -4,7 +4,7 @@
 //! format's per-tensor types ([`Format::tensor_type`]) as the device holds them
 //! ([`crate::engine::load::weights::resident_type`], [`Linear::derived_copy_bytes`]); the KV cache from
 //! [`KvCache::size_in_bytes`]; RoPE tables from [`RopeTable::bytes_for`]; activations from
-//! [`crate::engine::decoder::forward_workspace_bytes`] and
+//! [`crate::engine::decoder::run_workspace_bytes`] and
 //! [`crate::engine::vision::encode_workspace_bytes`]. A change to any of them changes the plan.
 //!
 //! `crate::estimate` adds the runtime's own overhead and turns plans into fit verdicts.
@@ -46,6 +46,8 @@ pub struct RunShape {
     pub kv_dtype: KvPair,
     /// The most positions one forward pass processes (the largest prefill chunk).
     pub rows: usize,
+    /// Sequences decoded together, each with its own KV cache (the RoPE tables are shared).
+    pub batch: usize,
     /// Whether an image is encoded (the tower's weights and its encode workspace).
     pub image: bool,
     /// CPU or an accelerator (CUDA): weights are held differently.
@@ -63,8 +65,8 @@ pub struct MemoryPlan {
     pub vision_weights: u64,
     pub kv_cache: u64,
     pub rope_tables: u64,
-    /// The largest transient of the run: a forward pass over `rows` positions, or the image
-    /// encode, whichever is larger (they never overlap); off the CPU, plus the block-format
+    /// The largest transient of the run: a forward pass over `rows` positions, a decode step of
+    /// `batch` sequences with their logits, or the image encode, whichever is larger (they never overlap); off the CPU, plus the block-format
     /// cache's rotation matrices (at most 320 KiB).
     pub workspace: u64,
     /// The most a load holds at once: the embedding (read first) with what its products derive
@@ -191,11 +193,13 @@ pub fn plan(
         weights,
         file_weights: text.iter().map(|t| t.file_bytes).sum(),
         vision_weights: vision_bytes,
-        kv_cache: KvCache::size_in_bytes(cfg, shape.ctx, shape.kv_dtype) as u64,
+        kv_cache: shape.batch.max(1) as u64
+            * KvCache::size_in_bytes(cfg, shape.ctx, shape.kv_dtype) as u64,
         rope_tables: 2 * RopeTable::bytes_for(cfg.head_dim, shape.ctx) as u64,
-        workspace: (crate::engine::decoder::forward_workspace_bytes(
+        workspace: (crate::engine::decoder::run_workspace_bytes(
             cfg,
-            shape.rows.min(shape.ctx).max(1),
+            shape.rows.min(shape.batch.max(1) * shape.ctx).max(1),
+            shape.batch,
             shape.on_cpu,
         ) + if shape.on_cpu {
             0 // the CPU kernel reads every cache type in place
@@ -241,6 +245,7 @@ mod tests {
             ctx: 1024,
             kv_dtype: KvPair::both(crate::engine::kv_cache::KvDtype::F32),
             rows: 1,
+            batch: 1,
             image: false,
             on_cpu: true,
         };
@@ -281,6 +286,7 @@ mod tests {
             ctx: 4096,
             kv_dtype: KvPair::both(crate::engine::kv_cache::KvDtype::Bf16),
             rows: 512,
+            batch: 1,
             image: false,
             on_cpu: false,
         };
@@ -312,6 +318,7 @@ mod tests {
             ctx: 8192,
             kv_dtype: KvPair::both(crate::engine::kv_cache::KvDtype::Bf16),
             rows: 512,
+            batch: 1,
             image: false,
             on_cpu: true,
         };
@@ -338,7 +345,37 @@ mod tests {
         let d = plan(&p.config, None, q, RunShape { ctx: 16, ..shape });
         assert_eq!(
             d.workspace,
-            crate::engine::decoder::forward_workspace_bytes(&p.config, 16, true)
+            crate::engine::decoder::forward_workspace_bytes(&p.config, 16, 1, true)
         );
+    }
+
+    /// A batch of B: B KV caches, one set of RoPE tables, and a decode step's B rows of logits
+    /// (held twice) where they outgrow the prefill chunk's activations.
+    #[test]
+    fn a_batch_holds_a_cache_per_sequence_and_its_logits() {
+        let cfg = gguf_cfg("270m");
+        let q = "q4_k_m"
+            .parse::<crate::engine::load::format::Format>()
+            .unwrap();
+        let shape = RunShape {
+            ctx: 4096,
+            kv_dtype: KvPair::both(crate::engine::kv_cache::KvDtype::F16),
+            rows: 512,
+            batch: 1,
+            image: false,
+            on_cpu: true,
+        };
+        let one = plan(&cfg, None, q, shape);
+        let eight = plan(&cfg, None, q, RunShape { batch: 8, ..shape });
+        assert_eq!(eight.kv_cache, 8 * one.kv_cache);
+        assert_eq!(eight.rope_tables, one.rope_tables);
+        assert_eq!(eight.weights, one.weights);
+        // 270M: a row of the prefill chunk holds 4 × 2048 + 2 × 640 f32; the vocabulary is
+        // 262,144 wide.
+        let per_row = (4 * 2048 + 2 * 640) * 4;
+        assert_eq!(one.workspace, 512 * per_row + 262_144 * 4);
+        let logits = 2 * 64 * 262_144 * 4;
+        let b64 = plan(&cfg, None, q, RunShape { batch: 64, ..shape });
+        assert_eq!(b64.workspace, 64 * per_row + logits);
     }
 }

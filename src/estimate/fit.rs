@@ -67,12 +67,19 @@ pub struct Cell {
     pub total_bytes: u64,
     /// Memory left over (negative when it does not fit).
     pub free_bytes: i64,
-    /// Bandwidth ÷ bytes read per decoded token at this context: an upper bound, not a
-    /// measurement.
+    /// Sequences served at once (`--batch`), each with this context.
+    pub batch: usize,
+    /// Bandwidth ÷ bytes a decode step reads at this context (the weights once, every sequence's
+    /// KV cache), times the sequences: an upper bound on the tokens of all sequences per second,
+    /// not a measurement.
     pub decode_tok_per_s_bound: Option<f64>,
     pub breakdown: Breakdown,
-    /// The row's largest context that fits (≤ 90%), repeated on each of its cells.
+    /// The row's largest context that fits (≤ 90%) at `batch` sequences, repeated on each of
+    /// its cells.
     pub max_ctx_fits: Option<usize>,
+    /// The most sequences of this context that fit (≤ 90%): the serving capacity, like vLLM's
+    /// "maximum concurrency"; None when not even one does.
+    pub max_seqs: Option<usize>,
 }
 
 /// One model × format × KV dtype across the requested contexts.
@@ -98,6 +105,8 @@ pub struct Request {
     pub ctxs: Vec<usize>,
     /// Positions per forward pass (the prefill chunk).
     pub rows: usize,
+    /// Sequences served at once, each with the column's context.
+    pub batch: usize,
     pub image: bool,
     /// Also print each cell's breakdown (table and md formats; json and csv always have it).
     pub breakdown: bool,
@@ -160,6 +169,44 @@ pub fn largest_ctx(
     Ok(Some(lo))
 }
 
+/// The most sequences (1 ..= 65,536) whose predicted total satisfies `fits` with `base`'s
+/// context, by doubling then bisection (memory grows with the batch); None when not even one
+/// does.
+pub fn largest_batch(base: &Query, fits: impl Fn(u64) -> bool) -> Result<Option<usize>> {
+    const MOST: usize = 1 << 16;
+    let fits = |batch: usize| -> Result<bool> {
+        let p = predict(&Query {
+            batch,
+            ..base.clone()
+        })?;
+        Ok(fits(p.breakdown.total()))
+    };
+    if !fits(1)? {
+        return Ok(None);
+    }
+    let mut lo = 1;
+    let hi = loop {
+        let next = (lo * 2).min(MOST);
+        if !fits(next)? {
+            break next;
+        }
+        if next == MOST {
+            return Ok(Some(MOST));
+        }
+        lo = next;
+    };
+    let mut hi = hi;
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(Some(lo))
+}
+
 /// The fit table of `req` on `cap`.
 pub fn table(req: &Request, cap: &Capacity) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
@@ -171,6 +218,7 @@ pub fn table(req: &Request, cap: &Capacity) -> Result<Vec<Row>> {
                 kv_dtype,
                 ctx: 1,
                 rows: req.rows,
+                batch: req.batch.max(1),
                 image: req.image,
                 target: cap.target,
                 tokenizer,
@@ -183,11 +231,15 @@ pub fn table(req: &Request, cap: &Capacity) -> Result<Vec<Row>> {
                     cells.push(None);
                     continue;
                 }
-                let p = predict(&Query {
+                let at_ctx = Query {
                     ctx,
                     ..base.clone()
-                })?;
+                };
+                let p = predict(&at_ctx)?;
                 let total = p.breakdown.total();
+                let max_seqs = largest_batch(&at_ctx, |t| {
+                    Verdict::of(t, cap.total_bytes) == Verdict::Fits
+                })?;
                 cells.push(Some(Cell {
                     target_name: cap.name.clone(),
                     model: size.clone(),
@@ -198,11 +250,13 @@ pub fn table(req: &Request, cap: &Capacity) -> Result<Vec<Row>> {
                     verdict: Verdict::of(total, cap.total_bytes),
                     total_bytes: cap.total_bytes,
                     free_bytes: cap.total_bytes as i64 - total as i64,
+                    batch: base.batch,
                     decode_tok_per_s_bound: cap
                         .bandwidth_gbs
-                        .map(|bw| bw * 1e9 / p.bytes_per_token as f64),
+                        .map(|bw| base.batch as f64 * bw * 1e9 / p.bytes_per_token as f64),
                     breakdown: p.breakdown,
                     max_ctx_fits: max_ctx,
+                    max_seqs,
                 }));
             }
             rows.push(Row {
@@ -235,18 +289,22 @@ fn cell_text(c: &Option<Cell>, max_position: usize) -> String {
     }
 }
 
-fn header_line(cap: &Capacity) -> String {
+fn header_line(cap: &Capacity, batch: usize) -> String {
     let what = match cap.target {
         Target::Cuda => "device memory of one process (CUDA)",
         Target::Cpu => "peak resident memory of the process (CPU)",
     };
     format!(
-        "{}: {:.2} GiB{}; predicted {what}; fits = at most {:.0}% of it, tight = up to 100%",
+        "{}: {:.2} GiB{}; predicted {what}{}; fits = at most {:.0}% of it, tight = up to 100%; max seqs = the most sequences of each context that fit",
         cap.name,
         gib(cap.total_bytes),
         cap.bandwidth_gbs
             .map(|b| format!(", {b} GB/s"))
             .unwrap_or_default(),
+        match batch {
+            1 => String::new(),
+            b => format!(" for {b} sequences of each context"),
+        },
         FITS_SHARE * 100.0
     )
 }
@@ -254,7 +312,7 @@ fn header_line(cap: &Capacity) -> String {
 fn notes(cap: &Capacity) -> Vec<String> {
     let mut n = Vec::new();
     if cap.bandwidth_gbs.is_some() {
-        n.push("decode ≤: bandwidth ÷ bytes read per token (weights + KV in span at the first context column): an upper bound, not a measurement".into());
+        n.push("decode ≤: bandwidth ÷ bytes a decode step reads (weights + every sequence's KV in span at the first context column) × sequences: an upper bound, not a measurement".into());
     }
     if cap.target == Target::Cuda {
         n.push(format!(
@@ -286,6 +344,8 @@ fn cells_table(rows: &[Row]) -> Table {
         "runtime",
         "load_peak",
         "max_ctx_fits",
+        "batch",
+        "max_seqs",
     ]);
     for c in rows.iter().flat_map(|r| r.cells.iter().flatten()) {
         let b = c.breakdown;
@@ -309,6 +369,8 @@ fn cells_table(rows: &[Row]) -> Table {
             b.runtime.to_string(),
             b.load_peak.to_string(),
             c.max_ctx_fits.map_or(String::new(), |v| v.to_string()),
+            c.batch.to_string(),
+            c.max_seqs.map_or("0".into(), |v| v.to_string()),
         ]);
     }
     t
@@ -325,7 +387,18 @@ pub fn render(rows: &[Row], req: &Request, cap: &Capacity, format: Output) -> Re
         Output::Table | Output::Md => {
             let mut header: Vec<String> = vec!["model".into(), "format".into(), "KV".into()];
             header.extend(req.ctxs.iter().map(|&c| ctx_label(c)));
-            header.push("max ctx (fits)".into());
+            header.push(match req.batch {
+                1 => "max ctx (fits)".into(),
+                b => format!("max ctx (fits) × {b} seqs"),
+            });
+            header.push(format!(
+                "max seqs ({})",
+                req.ctxs
+                    .iter()
+                    .map(|&c| ctx_label(c))
+                    .collect::<Vec<_>>()
+                    .join("/")
+            ));
             if cap.bandwidth_gbs.is_some() {
                 header.push("decode ≤ tok/s".into());
             }
@@ -340,6 +413,16 @@ pub fn render(rows: &[Row], req: &Request, cap: &Capacity, format: Output) -> Re
                         c.to_string()
                     }
                 }));
+                line.push(
+                    r.cells
+                        .iter()
+                        .map(|c| match c {
+                            None => "-".to_string(),
+                            Some(c) => c.max_seqs.unwrap_or(0).to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                );
                 if cap.bandwidth_gbs.is_some() {
                     let bound = r
                         .cells
@@ -352,7 +435,7 @@ pub fn render(rows: &[Row], req: &Request, cap: &Capacity, format: Output) -> Re
                 t.row(line);
             }
             let md = format == Output::Md;
-            let mut out = header_line(cap);
+            let mut out = header_line(cap, req.batch);
             out.push_str(if md { "\n\n" } else { "\n" });
             out.push_str(&t.render(format)?);
             out.push('\n');
@@ -434,6 +517,7 @@ mod tests {
             kv_dtypes: vec![KvPair::both(crate::engine::kv_cache::KvDtype::Bf16)],
             ctxs: vec![4096],
             rows: 512,
+            batch: 1,
             image: false,
             breakdown: false,
         };
@@ -453,6 +537,7 @@ mod tests {
                 kv_dtype: KvPair::both(crate::engine::kv_cache::KvDtype::Bf16),
                 ctx,
                 rows: 512,
+                batch: 1,
                 image: false,
                 target: Target::Cuda,
                 tokenizer: false,
@@ -469,5 +554,84 @@ mod tests {
             ..cap
         };
         assert_eq!(table(&req, &tiny).unwrap()[0].max_ctx_fits, None);
+        assert_eq!(
+            table(&req, &tiny).unwrap()[0].cells[0]
+                .as_ref()
+                .unwrap()
+                .max_seqs,
+            None
+        );
+    }
+
+    /// `max seqs` is the frontier of the prediction over the batch: the count that fits and one
+    /// more that does not, found by checking every count below it too (the search's answer
+    /// against a plain scan); and `--batch B` counts B caches, their logits, and B tokens a step.
+    #[test]
+    fn max_seqs_is_the_frontier_over_the_batch() {
+        let q4km: Format = "q4_k_m".parse().unwrap();
+        let bf16 = KvPair::both(crate::engine::kv_cache::KvDtype::Bf16);
+        let req = Request {
+            models: vec!["4b".into()],
+            quants: vec![q4km],
+            kv_dtypes: vec![bf16],
+            ctxs: vec![8192, 32_768],
+            rows: 512,
+            batch: 1,
+            image: false,
+            breakdown: false,
+        };
+        let cap = Capacity {
+            name: "24 GiB".into(),
+            total_bytes: 24 << 30,
+            bandwidth_gbs: Some(1000.0),
+            target: Target::Cuda,
+        };
+        let rows = table(&req, &cap).unwrap();
+        for cell in rows[0].cells.iter().flatten() {
+            let q = |batch| Query {
+                size: "4b".into(),
+                quant: q4km,
+                kv_dtype: bf16,
+                ctx: cell.ctx,
+                rows: 512,
+                batch,
+                image: false,
+                target: Target::Cuda,
+                tokenizer: false,
+            };
+            let fits = |b| {
+                Verdict::of(predict(&q(b)).unwrap().breakdown.total(), cap.total_bytes)
+                    == Verdict::Fits
+            };
+            let max = cell.max_seqs.unwrap();
+            assert!(max > 1, "{max}");
+            assert!((1..=max).all(fits), "every count up to {max} fits");
+            assert!(!fits(max + 1));
+            // The batch's arithmetic.
+            let (one, many) = (predict(&q(1)).unwrap(), predict(&q(max)).unwrap());
+            assert_eq!(many.breakdown.kv_cache, max as u64 * one.breakdown.kv_cache);
+            assert_eq!(many.breakdown.weights, one.breakdown.weights);
+            assert_eq!(
+                many.bytes_per_token - one.bytes_per_token,
+                (max as u64 - 1) * one.breakdown.kv_cache
+            );
+        }
+        let at_8k = rows[0].cells[0].as_ref().unwrap().max_seqs.unwrap();
+        let at_32k = rows[0].cells[1].as_ref().unwrap().max_seqs.unwrap();
+        assert!(at_8k > at_32k, "{at_8k} {at_32k}");
+        // A table for a batch: the bound counts every sequence's token.
+        let batched = table(
+            &Request {
+                batch: 4,
+                ..req.clone()
+            },
+            &cap,
+        )
+        .unwrap();
+        let c1 = rows[0].cells[0].as_ref().unwrap();
+        let c4 = batched[0].cells[0].as_ref().unwrap();
+        assert_eq!(c4.batch, 4);
+        assert!(c4.decode_tok_per_s_bound.unwrap() > 3.0 * c1.decode_tok_per_s_bound.unwrap());
+        assert!(c4.predicted_bytes > c1.predicted_bytes);
     }
 }

@@ -82,8 +82,11 @@ pub struct Query {
     pub quant: Format,
     pub kv_dtype: KvPair,
     pub ctx: usize,
-    /// The most positions one forward pass takes: the prefill chunk, or a shorter prompt.
+    /// The most positions one forward pass takes: the prefill chunk, or shorter prompts (all
+    /// the batch's together, as they are packed into chunks).
     pub rows: usize,
+    /// Sequences served at once, each with its own KV cache.
+    pub batch: usize,
     pub image: bool,
     pub target: Target,
     /// Whether the model comes from a GGUF file (and so holds its tokenizer).
@@ -117,8 +120,9 @@ impl Query {
             ctx: k.ctx,
             rows: k
                 .prefill_chunk
-                .min(k.prompt_tokens + image_positions)
+                .min(k.batch.max(1) * (k.prompt_tokens + image_positions))
                 .max(1),
+            batch: k.batch.max(1),
             image: k.image.is_some(),
             target: k.device_kind.into(),
             tokenizer,
@@ -214,6 +218,7 @@ pub fn predict(q: &Query) -> Result<Prediction> {
             ctx: q.ctx,
             kv_dtype: q.kv_dtype,
             rows: q.rows,
+            batch: q.batch,
             image: q.image,
             on_cpu,
         },
@@ -232,7 +237,8 @@ pub fn predict(q: &Query) -> Result<Prediction> {
             runtime,
             load_peak: m.load_peak,
         },
-        bytes_per_token: m.weights + plan::kv_bytes_read_per_token(&p.config, q.ctx, q.kv_dtype),
+        bytes_per_token: m.weights
+            + q.batch.max(1) as u64 * plan::kv_bytes_read_per_token(&p.config, q.ctx, q.kv_dtype),
         max_ctx: p.config.max_position_embeddings,
     })
 }
@@ -250,6 +256,7 @@ mod tests {
             kv_dtype: KvPair::both(crate::engine::kv_cache::KvDtype::Bf16),
             ctx,
             rows: 512,
+            batch: 1,
             image: false,
             target: Target::Cuda,
             tokenizer: false,

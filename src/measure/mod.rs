@@ -108,6 +108,7 @@ pub fn measure(
                 FillKv::None => 0,
                 FillKv::Synthetic => ctx - needed,
             },
+            batch: spec.batch,
         };
         let run = |probe: &mut Probe, record: bool| {
             pass::run_pass(&m, shape, pixels.as_ref(), &mut |p| {
@@ -154,6 +155,7 @@ pub fn measure(
                 probes.gpu.as_ref(),
                 spec.repeats,
                 spec.gen_tokens,
+                spec.batch,
             );
             probes.warnings = spread_warnings(&m)
                 .iter()
@@ -186,11 +188,12 @@ fn metrics(m: &LoadedModel, passes: &[Pass], ballast: Option<&Tensor>) -> Metric
         prompt_positions: first.positions,
         fill_depth: first.depth,
         ttft_ms: stat(&|p| p.ttft_s * 1e3),
-        prefill_tok_per_s: stat(&|p| p.positions as f64 / p.prefill_s),
+        ttft_max_ms: (first.batch > 1).then(|| stat(&|p| p.ttft_max_s * 1e3)),
+        prefill_tok_per_s: stat(&|p| (p.positions * p.batch) as f64 / p.prefill_s),
         decode_tok_per_s: stat(&|p| {
             let step = median(&p.decode_ms);
             if step > 0.0 {
-                1e3 / step
+                p.batch as f64 * 1e3 / step
             } else {
                 0.0
             }

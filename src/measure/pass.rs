@@ -62,18 +62,41 @@ pub fn prompt(m: &LoadedModel, n: usize) -> Vec<u32> {
     }
 }
 
+/// `b` distinct prompts of `n` tokens for a batch: the first is [`prompt`]'s, each next one
+/// starts a token later in the same text (BOS kept first).
+pub fn prompts(m: &LoadedModel, n: usize, b: usize) -> Vec<Vec<u32>> {
+    let n = n.max(1);
+    let base = prompt(m, n + b.max(1) - 1);
+    (0..b.max(1))
+        .map(|i| {
+            let mut p = Vec::with_capacity(n);
+            p.push(base[0]);
+            p.extend_from_slice(&base[1 + i..n + i]);
+            p
+        })
+        .collect()
+}
+
 /// What one pass over a case measured: image encode (if any), prefill, decode.
 #[derive(Debug, Clone)]
 pub struct Pass {
     pub encode_s: Option<f64>,
+    /// Prefill of every sequence.
     pub prefill_s: f64,
-    /// Encode plus prefill, until the first token's logits.
+    /// Encode plus prefill, until the first token's logits: the median over the sequences, each
+    /// measured from the pass's start (all sequences arrive at once).
     pub ttft_s: f64,
-    /// Positions prefilled (text plus the image's).
+    /// The last sequence's first token.
+    pub ttft_max_s: f64,
+    /// Positions prefilled per sequence (text plus the image's).
     pub positions: usize,
+    /// Sequences decoded together.
+    pub batch: usize,
     /// Synthetic positions before them.
     pub depth: usize,
+    /// Each decode step (one token for every sequence): a sequence's time per output token.
     pub decode_ms: Vec<f64>,
+    /// The KV caches of all the sequences.
     pub kv_bytes: u64,
     pub rope_bytes: u64,
 }
@@ -98,6 +121,8 @@ pub struct PassShape {
     /// Positions filled with synthetic keys and values before the prompt (`--fill-kv`): the
     /// prompt is then prefilled, and the tokens decoded, at this depth.
     pub fill_depth: usize,
+    /// Sequences run together, each with its own prompt and KV cache.
+    pub batch: usize,
 }
 
 /// One pass on a fresh session of `shape.ctx` positions: encodes `pixels` (if any), prefills
@@ -117,7 +142,16 @@ pub fn run_pass(
         prefill_chunk,
         kv_dtype,
         fill_depth,
+        batch,
     } = shape;
+    if pixels.is_none() {
+        return run_batch(m, shape, on_phase);
+    }
+    if batch > 1 {
+        return Err(Error::Unsupported(
+            "an image case runs one sequence (--batch 1)".into(),
+        ));
+    }
     let prompt = prompt(m, prompt_tokens.max(1));
     let vision = match (pixels, &m.vision) {
         (None, _) => None,
@@ -181,11 +215,65 @@ pub fn run_pass(
         encode_s,
         prefill_s,
         ttft_s,
+        ttft_max_s: ttft_s,
         positions: prompt.len() + image_positions,
+        batch: 1,
         depth: fill_depth,
         decode_ms,
         kv_bytes: session.cache.allocated_bytes() as u64,
         rope_bytes: session.rope_bytes() as u64,
+    })
+}
+
+/// A text pass of `shape.batch` sequences (one is a batch of one): distinct prompts
+/// ([`prompts`]) prefilled packed into chunks ([`crate::engine::decoder::Gemma3::prefill_batch`]),
+/// then every sequence decoded greedily, one token each per step, all in one forward pass.
+fn run_batch(
+    m: &LoadedModel,
+    shape: PassShape,
+    on_phase: &mut dyn FnMut(PassPhase),
+) -> Result<Pass> {
+    let b = shape.batch.max(1);
+    let prompts = prompts(m, shape.prompt_tokens, b);
+    let mut sessions = m.model.sessions(shape.ctx, shape.kv_dtype, b)?;
+    if shape.fill_depth > 0 {
+        for s in &mut sessions {
+            s.cache.fill_synthetic(shape.fill_depth)?;
+        }
+    }
+    on_phase(PassPhase::Prefill);
+    let start = Instant::now();
+    let mut first = vec![(0.0, 0u32); b];
+    let views: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+    m.model
+        .prefill_batch(&views, shape.prefill_chunk, &mut sessions, |i, logits| {
+            first[i] = (start.elapsed().as_secs_f64(), argmax(&logits));
+        })?;
+    let prefill_s = start.elapsed().as_secs_f64();
+    let ttft: Vec<f64> = first.iter().map(|f| f.0).collect();
+    let mut next: Vec<u32> = first.iter().map(|f| f.1).collect();
+    on_phase(PassPhase::Decode);
+    let mut decode_ms = Vec::with_capacity(shape.gen_tokens);
+    for _ in 0..shape.gen_tokens {
+        let t = Instant::now();
+        let logits = m.model.decode_batch(&next, &mut sessions)?;
+        next = logits.iter().map(|l| argmax(l)).collect();
+        decode_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(Pass {
+        encode_s: None,
+        prefill_s,
+        ttft_s: crate::stats::median(&ttft),
+        ttft_max_s: ttft.iter().copied().fold(0.0, f64::max),
+        positions: prompts[0].len(),
+        batch: b,
+        depth: shape.fill_depth,
+        decode_ms,
+        kv_bytes: sessions
+            .iter()
+            .map(|s| s.cache.allocated_bytes() as u64)
+            .sum(),
+        rope_bytes: sessions[0].rope_bytes() as u64,
     })
 }
 

@@ -84,14 +84,15 @@ impl Probe {
     }
 }
 
-/// Per-phase memory and energy from the host figures and the GPU sampler; `repeats` and
-/// `gen_tokens` turn a phase's energy into J/token.
+/// Per-phase memory and energy from the host figures and the GPU sampler; `repeats`,
+/// `gen_tokens` and `batch` (sequences) turn a phase's energy into J/token.
 pub fn fill_phases(
     m: &mut Metrics,
     host: &HostPhases,
     gpu: Option<&SamplerReport>,
     repeats: usize,
     gen_tokens: usize,
+    batch: usize,
 ) {
     let gpu_phase = |p: Phase| gpu.and_then(|g| g.phases.iter().find(|s| s.phase == Some(p)));
     let mut phases: Vec<Phase> = host.peak.keys().copied().collect();
@@ -103,7 +104,7 @@ pub fn fill_phases(
         }
     }
     phases.sort();
-    let repeats = repeats.max(1) as f64;
+    let runs = (repeats.max(1) * batch.max(1)) as f64; // sequences over all repeats
     let ballast = m.ballast_bytes.unwrap_or(0);
     for p in phases {
         let g = gpu_phase(p);
@@ -120,8 +121,8 @@ pub fn fill_phases(
         let gpu_j = g.and_then(|g| g.energy_j);
         let cpu_j = host.cpu_j.get(&p).copied();
         let tokens = match p {
-            Phase::Prefill => Some(m.prompt_positions as f64 * repeats),
-            Phase::Decode => Some(gen_tokens as f64 * repeats),
+            Phase::Prefill => Some(m.prompt_positions as f64 * runs),
+            Phase::Decode => Some(gen_tokens as f64 * runs),
             _ => None,
         };
         let total = match (gpu_j, cpu_j) {

@@ -133,6 +133,14 @@ pub struct CaseSpec {
     /// A memory cap the case runs under: the runner's RSS watchdog on the CPU, a ballast on a GPU.
     #[serde(default)]
     pub memory_limit_bytes: Option<u64>,
+    /// Sequences decoded together, each with its own prompt and KV cache (`--batch`).
+    #[serde(default = "one")]
+    pub batch: usize,
+}
+
+/// The default of `batch` in specs, keys and params written before it existed.
+fn one() -> usize {
+    1
 }
 
 impl CaseSpec {
@@ -144,6 +152,14 @@ impl CaseSpec {
         }
         if self.prompt_tokens == 0 || self.prefill_chunk == 0 || self.repeats == 0 {
             return bad("prompt_tokens, prefill_chunk and repeats must each be at least 1");
+        }
+        if self.batch == 0 {
+            return bad("batch (--batch) must be at least 1");
+        }
+        if self.batch > 1 && self.image.is_some() {
+            return Err(crate::error::Error::Unsupported(
+                "an image case runs one sequence: --batch > 1 takes text prompts only".into(),
+            ));
         }
         if self.threads == 0 {
             return bad("threads must be at least 1");
@@ -194,6 +210,7 @@ impl CaseSpec {
             image: self.image.as_ref().map(ImageSpec::key_name),
             memory_limit_bytes: self.memory_limit_bytes,
             fill_kv: self.fill_kv,
+            batch: self.batch,
         }
     }
 
@@ -216,6 +233,7 @@ impl CaseSpec {
             warmup: self.warmup,
             seed: self.seed,
             fill_kv: self.fill_kv,
+            batch: self.batch,
         }
     }
 }
@@ -269,6 +287,9 @@ pub struct CaseKey {
     /// How the context before the prompt was reached.
     #[serde(default)]
     pub fill_kv: FillKv,
+    /// Sequences decoded together (1 in records written before the axis existed).
+    #[serde(default = "one")]
+    pub batch: usize,
 }
 
 impl CaseKey {
@@ -281,12 +302,12 @@ impl CaseKey {
     }
 
     /// A stable one-line id, e.g. `4b|synthetic|q4_k|f32|ctx4096|p64|g8|c512|t2|cpu|-|-`; fields
-    /// added after the first version appear only away from their default (`|fill-synthetic`;
-    /// the KV types read `q8_0/f16` only when they differ).
+    /// added after the first version appear only away from their default (`|fill-synthetic`,
+    /// `|b8`; the KV types read `q8_0/f16` only when they differ).
     pub fn id(&self) -> String {
         let opt = |o: Option<String>| o.unwrap_or_else(|| "-".into());
         format!(
-            "{}|{}|{}|{}|ctx{}|p{}|g{}|c{}|t{}|{}|{}|{}{}",
+            "{}|{}|{}|{}|ctx{}|p{}|g{}|c{}|t{}|{}|{}|{}{}{}",
             opt(self.size.clone()),
             self.weights,
             opt(self.quant.map(|q| q.to_string())),
@@ -302,6 +323,10 @@ impl CaseKey {
             match self.fill_kv {
                 FillKv::None => "",
                 FillKv::Synthetic => "|fill-synthetic",
+            },
+            match self.batch {
+                1 => String::new(),
+                b => format!("|b{b}"),
             }
         )
     }
@@ -333,6 +358,8 @@ pub struct CaseParams {
     pub seed: u64,
     #[serde(default)]
     pub fill_kv: FillKv,
+    #[serde(default = "one")]
+    pub batch: usize,
 }
 
 #[cfg(test)]
@@ -357,6 +384,7 @@ mod tests {
             warmup: 0,
             sample_ms: 10.0,
             memory_limit_bytes: None,
+            batch: 1,
         }
     }
 
@@ -378,6 +406,13 @@ mod tests {
             ..spec()
         };
         assert!(filled.key().id().ends_with("|-|-|fill-synthetic"));
+        let batched = CaseSpec {
+            batch: 8,
+            fill_kv: FillKv::Synthetic,
+            ..spec()
+        };
+        assert!(batched.key().id().ends_with("|-|-|fill-synthetic|b8"));
+        assert_ne!(batched.key(), filled.key());
         // The default context counts Gemma 3's 258 image positions.
         let default_ctx = CaseSpec {
             ctx: None,
@@ -396,6 +431,7 @@ mod tests {
             "image":null,"memory_limit_bytes":null}"#;
         let k: CaseKey = serde_json::from_str(old).unwrap();
         assert_eq!(k.fill_kv, FillKv::None);
+        assert_eq!(k.batch, 1, "old records read as one sequence");
         assert_eq!(
             k.id(),
             "270m|default|-|f32|ctx1024|p512|g32|c512|t2|cpu|-|-"
@@ -422,6 +458,7 @@ mod tests {
                 threads: 0,
                 ..spec()
             },
+            CaseSpec { batch: 0, ..spec() },
         ] {
             assert!(bad
                 .check()
@@ -438,6 +475,7 @@ mod tests {
             fill_kv: FillKv::Synthetic,
             device: DeviceSpec::Cuda(1),
             memory_limit_bytes: Some(1 << 30),
+            batch: 4,
             ..spec()
         };
         let back: CaseSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();

@@ -197,11 +197,18 @@ pub struct Metrics {
     /// Positions filled with synthetic keys/values before the prompt (`fill_kv`), 0 otherwise.
     #[serde(default)]
     pub fill_depth: usize,
-    /// Image encode plus prefill, until the first token's logits.
+    /// Image encode plus prefill, until the first token's logits; with several sequences
+    /// (`key.batch`), the median over them, each from the start of the pass.
     pub ttft_ms: Stat,
+    /// With several sequences: when the last one got its first token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_max_ms: Option<Stat>,
+    /// Prompt positions of every sequence over the prefill's time.
     pub prefill_tok_per_s: Stat,
-    /// 1000 / the median decode step of each repeat.
+    /// Tokens of every sequence per second: batch × 1000 / the median decode step of each repeat.
     pub decode_tok_per_s: Stat,
+    /// The decode steps of every repeat. Each step gives every sequence its next token, so these
+    /// are each sequence's times per output token.
     pub decode_steps: DecodeSteps,
     #[serde(default)]
     pub image_encode_ms: Option<Stat>,

@@ -206,6 +206,7 @@ pub fn frontier(opts: &FrontierOptions, executor: &dyn Executor) -> Result<Front
             warmup: 0,
             sample_ms: 10.0,
             memory_limit_bytes: opts.memory_limit,
+            batch: 1,
         };
         let probe = |ctx: usize| -> Result<CaseResult> {
             bar.set_message(format!(

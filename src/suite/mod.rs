@@ -83,8 +83,14 @@ pub struct Axes {
     /// How the context before the prompt is reached: "none" or "synthetic" (see `run --fill-kv`).
     #[serde(default = "no_fill")]
     pub fill_kv: Vec<FillKv>,
+    /// Sequences served at once (see `run --batch`); default 1.
+    #[serde(default = "one_sequence")]
+    pub batch: Vec<usize>,
 }
 
+fn one_sequence() -> Vec<usize> {
+    vec![1]
+}
 fn no_fill() -> Vec<FillKv> {
     vec![FillKv::None]
 }
@@ -127,6 +133,7 @@ pub struct Exclude {
     pub gen_tokens: Option<usize>,
     pub prefill_chunk: Option<usize>,
     pub image: Option<ImageAxis>,
+    pub batch: Option<usize>,
 }
 
 impl Exclude {
@@ -144,6 +151,7 @@ impl Exclude {
             && given(&self.gen_tokens, c.gen_tokens)
             && given(&self.prefill_chunk, c.prefill_chunk)
             && self.image.as_ref().is_none_or(|i| i.spec() == c.image)
+            && given(&self.batch, c.batch)
     }
 }
 
@@ -179,6 +187,7 @@ impl Suite {
             ("axes.prefill_chunks", a.prefill_chunks.is_empty()),
             ("axes.images", a.images.is_empty()),
             ("axes.fill_kv", a.fill_kv.is_empty()),
+            ("axes.batch", a.batch.is_empty()),
         ];
         if let Some((key, _)) = empty.iter().find(|(_, e)| *e) {
             return Err(format!("{key} is empty: the matrix would have no case"));
@@ -187,6 +196,9 @@ impl Suite {
             return Err(
                 "axes.quants is empty but synthetic or safetensors models need a format".into(),
             );
+        }
+        if a.batch.contains(&0) {
+            return Err("axes.batch: a batch has at least 1 sequence".into());
         }
         if !(suite.timeout_s.is_finite() && suite.timeout_s > 0.0) {
             return Err("timeout_s must be a positive number of seconds".into());
@@ -221,7 +233,11 @@ impl Suite {
                             for &gen_tokens in &a.gen_tokens {
                                 for &prefill_chunk in &a.prefill_chunks {
                                     for image in &a.images {
-                                        for &fill_kv in &a.fill_kv {
+                                        for (&fill_kv, &batch) in a
+                                            .fill_kv
+                                            .iter()
+                                            .flat_map(|f| a.batch.iter().map(move |b| (f, b)))
+                                        {
                                             let c = CaseSpec {
                                                 model: model.clone(),
                                                 quant,
@@ -239,6 +255,7 @@ impl Suite {
                                                 warmup: self.warmup,
                                                 sample_ms: 10.0,
                                                 memory_limit_bytes: self.memory_limit,
+                                                batch,
                                             };
                                             if !self.exclude.iter().any(|e| e.matches(&c)) {
                                                 out.push(c);
@@ -293,6 +310,7 @@ const SHIPPED: &[(&str, &str)] = &[
     ("ci", include_str!("../../suites/ci.toml")),
     ("fit-matrix", include_str!("../../suites/fit-matrix.toml")),
     ("full", include_str!("../../suites/full.toml")),
+    ("serving", include_str!("../../suites/serving.toml")),
 ];
 
 /// A suite by path, or by name: `suites/NAME.toml` under the current folder when it exists (so

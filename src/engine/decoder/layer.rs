@@ -20,10 +20,12 @@ use crate::error::Result;
 
 use super::rms_norm;
 
-/// Where a chunk of positions meets a layer: its first position, its image runs (absolute
-/// positions, end exclusive), the layer's cache, its RoPE table and the cache's rotations.
+/// Where one sequence's rows of a forward pass meet a layer: its first position, how many rows,
+/// its image runs (absolute positions, end exclusive), the layer's cache, its RoPE table and the
+/// cache's rotations. A pass over a batch has a step per sequence, their rows stacked in order.
 pub struct Step<'a> {
     pub pos: usize,
+    pub n: usize,
     pub spans: &'a [(usize, usize)],
     pub cache: &'a LayerCache,
     pub rope: &'a RopeTable,
@@ -64,26 +66,54 @@ impl SelfAttention {
         })
     }
 
-    /// `x`: [n, hidden] at positions step.pos..step.pos+n; writes its keys and values into the
-    /// step's cache.
-    fn forward(&self, x: &Tensor, step: &Step, cfg: &Gemma3Config) -> candle_core::Result<Tensor> {
-        let (n, _) = x.dims2()?;
-        let (heads, kv_heads, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+    /// `x`: the stacked rows of `steps` ([Σ n, hidden]). The products run once over all rows;
+    /// attention runs per step, each sequence over its own cache, into which it writes its keys
+    /// and values.
+    fn forward(
+        &self,
+        x: &Tensor,
+        steps: &[Step],
+        cfg: &Gemma3Config,
+    ) -> candle_core::Result<Tensor> {
+        let (q, k, v) = (self.q.forward(x)?, self.k.forward(x)?, self.v.forward(x)?);
+        let mut outs = Vec::with_capacity(steps.len());
+        let mut row = 0;
+        for step in steps {
+            let rows = |t: &Tensor| t.narrow(0, row, step.n);
+            outs.push(self.attend(&rows(&q)?, &rows(&k)?, &rows(&v)?, step, cfg)?);
+            row += step.n;
+        }
+        let out = match outs.len() {
+            1 => outs.pop().expect("one output"),
+            _ => Tensor::cat(&outs, 0)?,
+        };
+        self.o.forward(&out)
+    }
+
+    /// One sequence's attention: its projected rows `q`, `k`, `v` ([n, heads × hd] and
+    /// [n, kv_heads × hd]) at positions step.pos..step.pos+n → [n, heads × hd].
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        step: &Step,
+        cfg: &Gemma3Config,
+    ) -> candle_core::Result<Tensor> {
+        let (heads, kv_heads, hd, n) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, step.n);
         let eps = cfg.rms_norm_eps;
         let (pos, cache) = (step.pos, step.cache);
-        let q = self.q.forward(x)?.reshape((n, heads, hd))?;
+        let q = q.reshape((n, heads, hd))?;
         let q = rms_norm(&q, &self.q_norm, eps)?
             .transpose(0, 1)?
             .contiguous()?;
         let q = (step.rope.apply(&q, pos)? * cfg.query_pre_attn_scalar.powf(-0.5))?;
-        let k = self.k.forward(x)?.reshape((n, kv_heads, hd))?;
+        let k = k.reshape((n, kv_heads, hd))?;
         let k = rms_norm(&k, &self.k_norm, eps)?
             .transpose(0, 1)?
             .contiguous()?;
         let k = step.rope.apply(&k, pos)?;
-        let v = self
-            .v
-            .forward(x)?
+        let v = v
             .reshape((n, kv_heads, hd))?
             .transpose(0, 1)?
             .contiguous()?;
@@ -118,11 +148,10 @@ impl SelfAttention {
         } else {
             generic::attend_and_write(&q, &k, &v, cache, &dims)?
         };
-        let out = match &rot.values {
-            Some(h) => h.apply(&out)?,
-            None => out,
-        };
-        self.o.forward(&out)
+        match &rot.values {
+            Some(h) => h.apply(&out),
+            None => Ok(out),
+        }
     }
 }
 
@@ -176,15 +205,16 @@ impl DecoderLayer {
         })
     }
 
+    /// `x`: the stacked rows of `steps` (one per sequence of the pass).
     pub fn forward(
         &self,
         x: &Tensor,
-        step: &Step,
+        steps: &[Step],
         cfg: &Gemma3Config,
     ) -> candle_core::Result<Tensor> {
         let eps = cfg.rms_norm_eps;
         let h = rms_norm(x, &self.attn_norm, eps)?;
-        let h = self.attn.forward(&h, step, cfg)?;
+        let h = self.attn.forward(&h, steps, cfg)?;
         let x = (x + rms_norm(&h, &self.post_attn_norm, eps)?)?;
         let h = rms_norm(&x, &self.ffn_norm, eps)?;
         let h = self.ffn.forward(&h)?;

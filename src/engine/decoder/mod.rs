@@ -1,7 +1,14 @@
 //! The Gemma 3 text decoder: the token embedding, the layers (`layer.rs`: each a type with its
 //! loader and `forward`), the final norm and the output projection, which is the (quantized)
 //! token embedding itself. Embeddings are scaled by sqrt(hidden). Per-sequence state (KV cache,
-//! RoPE tables) is a [`Session`].
+//! and RoPE tables, which the sequences of a batch share) is a [`Session`].
+//!
+//! **Batches.** A forward pass takes [`Part`]s of several sequences at once: their rows are
+//! stacked, every weight product runs once over all of them, and each layer's attention runs per
+//! sequence over its own cache (`layer.rs`). Every op a row goes through is row-independent
+//! (the products' kernels, norms, RoPE, the per-query attention), so a sequence's logits in a
+//! batch are the ones it gets alone, bit for bit on the CPU; the output projection takes its rows
+//! one at a time where candle's multi-row kernel would differ ([`Gemma3::logits`]).
 
 mod layer;
 
@@ -69,15 +76,34 @@ const HIDDEN_BUFFERS: usize = 2;
 const CUDA_MMQ_FIXUP_BYTES: usize = 16 << 20;
 
 /// Peak transient bytes of one forward pass over `rows` positions (activations, and on CUDA
-/// candle's product scratch), and the last position's f32 logits (vocab × 4).
-pub fn forward_workspace_bytes(cfg: &Gemma3Config, rows: usize, on_cpu: bool) -> u64 {
+/// candle's product scratch) that ends in `logit_rows` rows of f32 logits (vocab × 4 each).
+pub fn forward_workspace_bytes(
+    cfg: &Gemma3Config,
+    rows: usize,
+    logit_rows: usize,
+    on_cpu: bool,
+) -> u64 {
     let per_row = FFN_WIDE_BUFFERS * cfg.intermediate_size + HIDDEN_BUFFERS * cfg.hidden_size;
-    let mut bytes = rows * per_row * 4 + cfg.vocab_size * 4;
+    let mut bytes = rows * per_row * 4 + logit_rows * cfg.vocab_size * 4;
     if !on_cpu {
         let widest = cfg.intermediate_size.max(cfg.num_heads * cfg.head_dim);
         bytes += CUDA_MMQ_FIXUP_BYTES + rows * widest.div_ceil(128) * 144;
     }
     bytes as u64
+}
+
+/// Peak transient bytes of a run that prefills in passes of at most `rows` positions (only the
+/// last position of a prompt goes through the output projection) and decodes `batch` sequences
+/// a step at a time: a step's logits are held twice, as the projection's tensor and as the rows
+/// handed back ([`Gemma3::decode_batch`]).
+pub fn run_workspace_bytes(cfg: &Gemma3Config, rows: usize, batch: usize, on_cpu: bool) -> u64 {
+    let batch = batch.max(1);
+    forward_workspace_bytes(cfg, rows, 1, on_cpu).max(forward_workspace_bytes(
+        cfg,
+        batch,
+        2 * batch,
+        on_cpu,
+    ))
 }
 
 /// A loaded Gemma 3 text model. Per-run state (KV cache, RoPE tables) lives in [`Session`].
@@ -119,11 +145,17 @@ pub enum Segment<'a> {
     Image(&'a Tensor),
 }
 
-/// The state of one sequence: its KV cache and RoPE tables sized for its context.
+/// The RoPE tables of a context: held once for all the sequences of a batch.
+struct Ropes {
+    local: RopeTable,
+    global: RopeTable,
+}
+
+/// The state of one sequence: its KV cache, and the RoPE tables sized for its context (shared
+/// with the other sequences made by the same [`Gemma3::sessions`]).
 pub struct Session {
     pub cache: KvCache,
-    rope_local: RopeTable,
-    rope_global: RopeTable,
+    ropes: Arc<Ropes>,
 }
 
 impl Session {
@@ -132,9 +164,18 @@ impl Session {
         self.cache.len
     }
 
+    /// Bytes of the RoPE tables (held once however many sessions share them).
     pub fn rope_bytes(&self) -> usize {
-        self.rope_local.size_in_bytes() + self.rope_global.size_in_bytes()
+        self.ropes.local.size_in_bytes() + self.ropes.global.size_in_bytes()
     }
+}
+
+/// One sequence's rows in a forward pass: `tokens` at its session's next positions, with
+/// `images` (offset in `tokens`, soft tokens [len, hidden]) replacing the embeddings they cover.
+pub struct Part<'a> {
+    pub tokens: &'a [u32],
+    pub images: &'a [(usize, &'a Tensor)],
+    pub session: &'a mut Session,
 }
 
 /// RMSNorm over the last dimension (Gemma's 1 + w is already in the loaded weight).
@@ -217,18 +258,31 @@ impl Gemma3 {
 
     /// A fresh sequence with room for `ctx` positions.
     pub fn session(&self, ctx: usize, kv: KvPair) -> Result<Session> {
+        Ok(self.sessions(ctx, kv, 1)?.remove(0))
+    }
+
+    /// `n` fresh sequences (a batch), each with its own KV cache of `ctx` positions; the RoPE
+    /// tables are held once for all of them.
+    pub fn sessions(&self, ctx: usize, kv: KvPair, n: usize) -> Result<Vec<Session>> {
         let c = &self.cfg;
-        Ok(Session {
-            cache: KvCache::new(c, ctx, kv, &self.device)?,
-            rope_local: RopeTable::new(c.rope_local_base, 1.0, c.head_dim, ctx, &self.device)?,
-            rope_global: RopeTable::new(
+        let ropes = Arc::new(Ropes {
+            local: RopeTable::new(c.rope_local_base, 1.0, c.head_dim, ctx, &self.device)?,
+            global: RopeTable::new(
                 c.rope_global_base,
                 c.rope_global_scale,
                 c.head_dim,
                 ctx,
                 &self.device,
             )?,
-        })
+        });
+        (0..n.max(1))
+            .map(|_| {
+                Ok(Session {
+                    cache: KvCache::new(c, ctx, kv, &self.device)?,
+                    ropes: ropes.clone(),
+                })
+            })
+            .collect()
     }
 
     /// Runs `tokens` through the model in chunks of at most `chunk` positions and returns the
@@ -305,7 +359,11 @@ impl Gemma3 {
         images: &[(usize, &Tensor)],
         s: &mut Session,
     ) -> Result<Vec<f32>> {
-        let x = self.hidden_states(tokens, images, s)?;
+        let x = self.hidden_states(&mut [Part {
+            tokens,
+            images,
+            session: s,
+        }])?;
         let last = x.narrow(0, tokens.len() - 1, 1)?;
         Ok(self.logits(&last)?.squeeze(0)?.to_vec1::<f32>()?)
     }
@@ -323,7 +381,11 @@ impl Gemma3 {
         mut each: impl FnMut(usize, &[Vec<f32>]) -> Result<()>,
     ) -> Result<()> {
         const ROWS: usize = 16;
-        let x = self.hidden_states(tokens, &[], s)?;
+        let x = self.hidden_states(&mut [Part {
+            tokens,
+            images: &[],
+            session: s,
+        }])?;
         let mut row = first;
         while row < tokens.len() {
             let n = ROWS.min(tokens.len() - row);
@@ -333,57 +395,152 @@ impl Gemma3 {
         Ok(())
     }
 
-    /// The hidden states after the last layer ([tokens, hidden]) of `tokens` at the session's
-    /// next positions, which they then occupy.
-    fn hidden_states(
+    /// One decode step of a batch: `tokens[i]` at the next position of `sessions[i]`, all in one
+    /// forward pass. Returns each sequence's logits ([vocab], f32), in order.
+    pub fn decode_batch(&self, tokens: &[u32], sessions: &mut [Session]) -> Result<Vec<Vec<f32>>> {
+        if tokens.len() != sessions.len() || tokens.is_empty() {
+            return Err(crate::Error::BadInput(format!(
+                "a decode step takes one token per sequence ({} tokens, {} sequences)",
+                tokens.len(),
+                sessions.len()
+            )));
+        }
+        let mut parts: Vec<Part> = tokens
+            .iter()
+            .zip(sessions.iter_mut())
+            .map(|(t, s)| Part {
+                tokens: std::slice::from_ref(t),
+                images: &[],
+                session: s,
+            })
+            .collect();
+        let x = self.hidden_states(&mut parts)?;
+        Ok(self.logits(&x)?.to_vec2::<f32>()?)
+    }
+
+    /// Prefills the prompts of a batch (`prompts[i]` into `sessions[i]`) packed into forward
+    /// passes of at most `chunk` positions: the prompts in order, a prompt that does not fit the
+    /// rest of a chunk continuing in the next (chunked prefill gives the same numbers). As each
+    /// prompt's last position is processed, `done(i, its logits)` is called, before the next
+    /// chunk starts: the time of that call is the sequence's first token.
+    pub fn prefill_batch(
         &self,
-        tokens: &[u32],
-        images: &[(usize, &Tensor)],
-        s: &mut Session,
-    ) -> Result<Tensor> {
-        let n = tokens.len();
-        let pos = s.cache.len;
-        if pos + n > s.cache.ctx {
-            return Err(crate::Error::ContextFull {
-                used: pos,
-                requested: n,
-                capacity: s.cache.ctx,
-            });
+        prompts: &[&[u32]],
+        chunk: usize,
+        sessions: &mut [Session],
+        mut done: impl FnMut(usize, Vec<f32>),
+    ) -> Result<()> {
+        if prompts.len() != sessions.len() || prompts.iter().any(|p| p.is_empty()) {
+            return Err(crate::Error::BadInput(
+                "a batch prefill takes one non-empty prompt per sequence".into(),
+            ));
         }
-        let ids = Tensor::new(tokens, &self.device)?;
+        let chunk = chunk.max(1);
+        // (sequence, first token of the prompt not yet processed)
+        let mut next = (0usize, 0usize);
+        while next.0 < prompts.len() {
+            // This chunk's pieces: (sequence, range of its prompt).
+            let mut pieces = Vec::new();
+            let mut room = chunk;
+            while room > 0 && next.0 < prompts.len() {
+                let (i, from) = next;
+                let take = room.min(prompts[i].len() - from);
+                pieces.push((i, from..from + take));
+                room -= take;
+                next = if from + take == prompts[i].len() {
+                    (i + 1, 0)
+                } else {
+                    (i, from + take)
+                };
+            }
+            let first = pieces[0].0;
+            let mut parts = Vec::with_capacity(pieces.len());
+            for ((i, r), s) in pieces.iter().zip(sessions[first..].iter_mut()) {
+                parts.push(Part {
+                    tokens: &prompts[*i][r.clone()],
+                    images: &[],
+                    session: s,
+                });
+            }
+            let x = self.hidden_states(&mut parts)?;
+            // The last row of each prompt that ends in this chunk.
+            let mut row = 0;
+            for (i, r) in &pieces {
+                row += r.len();
+                if r.end == prompts[*i].len() {
+                    let logits = self.logits(&x.narrow(0, row - 1, 1)?)?;
+                    done(*i, logits.squeeze(0)?.to_vec1::<f32>()?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The hidden states after the last layer ([rows, hidden]) of the parts' tokens, stacked in
+    /// order, at their sessions' next positions, which they then occupy.
+    fn hidden_states(&self, parts: &mut [Part]) -> Result<Tensor> {
+        let mut ids = Vec::new();
+        let mut spans = Vec::with_capacity(parts.len());
+        let mut soft = Vec::new();
+        for p in parts.iter() {
+            let (n, cache) = (p.tokens.len(), &p.session.cache);
+            if cache.len + n > cache.ctx {
+                return Err(crate::Error::ContextFull {
+                    used: cache.len,
+                    requested: n,
+                    capacity: cache.ctx,
+                });
+            }
+            let mut runs = Vec::with_capacity(p.images.len());
+            for &(offset, t) in p.images {
+                let len = t.dim(0)?;
+                soft.push((ids.len() + offset, t));
+                runs.push((cache.len + offset, cache.len + offset + len));
+            }
+            spans.push(runs);
+            ids.extend_from_slice(p.tokens);
+        }
+        let ids = Tensor::new(ids.as_slice(), &self.device)?;
         let mut x = (self.embed.lookup(&ids)? * (self.cfg.hidden_size as f64).sqrt())?;
-        let mut spans = Vec::with_capacity(images.len());
-        for &(offset, soft) in images {
+        for (row, t) in soft {
             // Soft tokens enter as they are (not scaled like token embeddings).
-            let len = soft.dim(0)?;
+            let len = t.dim(0)?;
             x = x.slice_assign(
-                &[offset..offset + len, 0..self.cfg.hidden_size],
-                &soft.to_dtype(x.dtype())?,
+                &[row..row + len, 0..self.cfg.hidden_size],
+                &t.to_dtype(x.dtype())?,
             )?;
-            spans.push((pos + offset, pos + offset + len));
         }
-        for (layer, cache) in self.layers.iter().zip(&s.cache.layers) {
-            let rope = match layer.kind {
-                LayerKind::Sliding => &s.rope_local,
-                LayerKind::Global => &s.rope_global,
-            };
-            let step = Step {
-                pos,
-                spans: &spans,
-                cache,
-                rope,
-                rotations: &s.cache.rotations,
-            };
-            x = layer.forward(&x, &step, &self.cfg)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let steps: Vec<Step> = parts
+                .iter()
+                .zip(&spans)
+                .map(|(p, spans)| {
+                    let s = &*p.session;
+                    Step {
+                        pos: s.cache.len,
+                        n: p.tokens.len(),
+                        spans,
+                        cache: &s.cache.layers[i],
+                        rope: match layer.kind {
+                            LayerKind::Sliding => &s.ropes.local,
+                            LayerKind::Global => &s.ropes.global,
+                        },
+                        rotations: &s.cache.rotations,
+                    }
+                })
+                .collect();
+            x = layer.forward(&x, &steps, &self.cfg)?;
         }
-        s.cache.len += n;
+        for p in parts.iter_mut() {
+            p.session.cache.len += p.tokens.len();
+        }
         Ok(x)
     }
 
     /// f32 logits ([rows, vocab]) of hidden states `x` ([rows, hidden]): the final norm and the
-    /// output projection.
+    /// output projection, each row's logits those it gets alone ([`Linear::forward_rows_alike`]).
     fn logits(&self, x: &Tensor) -> Result<Tensor> {
         let x = rms_norm(x, &self.final_norm, self.cfg.rms_norm_eps)?;
-        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+        Ok(self.lm_head.forward_rows_alike(&x)?.to_dtype(DType::F32)?)
     }
 }

@@ -123,6 +123,24 @@ impl Linear {
             Linear::Packed(w) => on_f32(x, &PackedMatmul(w.as_ref())),
         }
     }
+
+    /// [`Self::forward`] where each row's result is the one it gets alone. Ours are so for any
+    /// row count; candle's CPU product is not: from two rows on it tiles differently, and on x86
+    /// it repacks Q4_K/Q6_K weights into a second, wider copy that it keeps (the size of a
+    /// model's whole embedding, for a tied output projection). On the CPU its rows go one at a
+    /// time here.
+    pub fn forward_rows_alike(&self, x: &Tensor) -> Result<Tensor> {
+        let rows = x.dim(0)?;
+        match self {
+            Linear::Candle(_) if rows > 1 && x.device().is_cpu() => {
+                let each = (0..rows)
+                    .map(|r| self.forward(&x.narrow(0, r, 1)?))
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&each, 0)
+            }
+            _ => self.forward(x),
+        }
+    }
 }
 
 /// One of our product ops on `x` as contiguous f32 (what their kernels take).
