@@ -339,6 +339,17 @@ pub struct FrontierArgs {
     /// card's driver-reported total from `gemma-fit gpus`, e.g. 24564MiB for an RTX 4090).
     #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     pub memory_limit: Option<u64>,
+    /// Search the serving capacity instead of the context: the most sequences of --ctx
+    /// positions each (default 8K) that run together, by bisection over the batch from the
+    /// estimator's guess (every probe a recorded case, its caches filled synthetically).
+    #[arg(long)]
+    pub batch_search: bool,
+    /// The context of each sequence in a batch search, e.g. 8K.
+    #[arg(long, requires = "batch_search", value_parser = parse_ctx)]
+    pub ctx: Option<usize>,
+    /// The largest batch a batch search tries.
+    #[arg(long, default_value_t = 256, requires = "batch_search", value_parser = at_least_one)]
+    pub max_batch: usize,
     /// Smallest context to try.
     #[arg(long, default_value_t = 256)]
     pub min_ctx: usize,

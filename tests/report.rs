@@ -136,6 +136,7 @@ fn a_machine_report_has_its_table_charts_exports_and_page() {
             "model_n_params",
             "n_batch",
             "n_threads",
+            "n_parallel",
             "type_k",
             "type_v",
             "n_prompt",

@@ -28,6 +28,8 @@ pub fn run(args: &FrontierArgs) -> Result<()> {
             out: args.out.clone(),
             threads: super::threads(args.threads),
             progress: super::show_progress(),
+            batch_search: args.batch_search.then_some(args.ctx.unwrap_or(8192)),
+            max_batch: args.max_batch,
         },
         &ChildProcess::new()?,
     )?;
@@ -57,18 +59,34 @@ fn print_rows(rows: &[FrontierRow]) {
             r.memory_limit_bytes
                 .map_or(String::new(), |b| format!(", limit {}", mib(b)))
         );
-        let ok = match (r.largest_ok_ctx, r.largest_ok_peak_bytes) {
-            (Some(c), Some(p)) => format!("largest context {c} (peak {})", mib(p)),
-            (Some(c), None) => format!("largest context {c}"),
-            (None, _) => "does not run at the smallest context".into(),
+        let peak = r
+            .largest_ok_peak_bytes
+            .map_or(String::new(), |p| format!(" (peak {})", mib(p)));
+        let (ok, failing, predicted) = match r.batch_ctx {
+            None => (
+                match r.largest_ok_ctx {
+                    Some(c) => format!("largest context {c}{peak}"),
+                    None => "does not run at the smallest context".into(),
+                },
+                match (&r.smallest_failing_ctx, &r.failure) {
+                    (Some(c), Some(o)) => format!("; {c} fails ({})", outcome::line(o)),
+                    _ => "; the largest context tried runs".into(),
+                },
+                r.predicted_ctx,
+            ),
+            Some(ctx) => (
+                match r.largest_ok_batch {
+                    Some(b) => format!("{b} sequences of {ctx} positions run together{peak}"),
+                    None => format!("one sequence of {ctx} positions does not run"),
+                },
+                match (&r.smallest_failing_batch, &r.failure) {
+                    (Some(b), Some(o)) => format!("; {b} fail ({})", outcome::line(o)),
+                    _ => "; the largest batch tried runs".into(),
+                },
+                r.predicted_batch,
+            ),
         };
-        let failing = match (&r.smallest_failing_ctx, &r.failure) {
-            (Some(c), Some(o)) => format!("; {c} fails ({})", outcome::line(o)),
-            _ => "; the largest context tried runs".into(),
-        };
-        let predicted = r
-            .predicted_ctx
-            .map_or(String::new(), |c| format!("; estimator: {c}"));
+        let predicted = predicted.map_or(String::new(), |c| format!("; estimator: {c}"));
         println!("{what}: {ok}{failing}{predicted} [{} probes]", r.probes);
     }
 }

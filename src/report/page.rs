@@ -9,19 +9,134 @@ use crate::output::table::{escape, Table};
 use crate::report::charts::{Chart, LineChart, Series, Style};
 use crate::report::{checks, export, figure, fit_table, put, Machine, Variant};
 use crate::result::CaseResult;
-use crate::units::gib;
+use crate::units::{ctx_label, gib};
 
-/// Finished cases per variant.
+/// Finished one-sequence cases by variant (what the charts against context draw).
 fn ok_by_variant(m: &Machine) -> BTreeMap<Variant, Vec<&CaseResult>> {
     let mut out: BTreeMap<Variant, Vec<&CaseResult>> = BTreeMap::new();
-    for r in m
-        .records
-        .iter()
-        .filter(|r| r.outcome.is_ok() && r.metrics.is_some())
-    {
+    for r in ok(m).filter(|r| r.key.batch == 1) {
         out.entry(Variant::of(r)).or_default().push(r);
     }
     out
+}
+
+fn ok(m: &Machine) -> impl Iterator<Item = &CaseResult> {
+    m.records
+        .iter()
+        .filter(|r| r.outcome.is_ok() && r.metrics.is_some())
+}
+
+/// Finished cases by variant and context, where they were measured at more than one batch
+/// size (what the charts against the batch draw).
+fn ok_by_variant_and_ctx(m: &Machine) -> BTreeMap<(Variant, usize), Vec<&CaseResult>> {
+    let mut out: BTreeMap<(Variant, usize), Vec<&CaseResult>> = BTreeMap::new();
+    for r in ok(m) {
+        out.entry((Variant::of(r), r.key.ctx)).or_default().push(r);
+    }
+    out.retain(|_, recs| recs.iter().any(|r| r.key.batch != recs[0].key.batch));
+    out
+}
+
+/// The estimator's curve over batch sizes `xs` for the case `sample` ran, where it covers it.
+fn predicted_batch_curve(sample: &CaseResult, xs: &[f64]) -> Option<Vec<(f64, f64)>> {
+    let q = Query::for_record(sample).ok()?;
+    xs.iter()
+        .map(|&b| {
+            let batch = b as usize;
+            let p = predict(&Query {
+                batch,
+                rows: sample
+                    .key
+                    .prefill_chunk
+                    .min(batch * sample.key.prompt_tokens)
+                    .max(1),
+                ..q.clone()
+            })
+            .ok()?;
+            Some((b, gib(p.breakdown.total())))
+        })
+        .collect()
+}
+
+/// Throughput, time per token and memory against the batch, one series per variant × context.
+fn batch_charts(m: &Machine) -> Vec<(&'static str, Chart)> {
+    let by = ok_by_variant_and_ctx(m);
+    if by.is_empty() {
+        return Vec::new();
+    }
+    let label = |v: &Variant, ctx: usize| format!("{}, ctx {}", v.label(), ctx_label(ctx));
+    let batch = |r: &CaseResult| r.key.batch as f64;
+    let series = |y: &dyn Fn(&CaseResult) -> Option<f64>| -> Vec<Series> {
+        by.iter()
+            .enumerate()
+            .map(|(i, ((v, ctx), recs))| Series {
+                name: label(v, *ctx),
+                points: points(recs, batch, y),
+                style: Style::Line,
+                color: Some(i),
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect()
+    };
+    let line = |title: &str, y_label: &str, series, hlines| {
+        Chart::Line(LineChart {
+            title: format!("{title} — {}", m.name),
+            x_label: "sequences at once (batch)".into(),
+            y_label: y_label.into(),
+            log_x: true,
+            series,
+            hlines,
+        })
+    };
+    let mut mem = series(&|r| r.peak_bytes().map(gib));
+    for (i, ((v, ctx), recs)) in by.iter().enumerate() {
+        let mut xs: Vec<f64> = recs.iter().map(|r| r.key.batch as f64).collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        if let Some(curve) = predicted_batch_curve(recs[0], &xs) {
+            mem.push(Series {
+                name: format!("{} (predicted)", label(v, *ctx)),
+                points: curve,
+                style: Style::Dashed,
+                color: Some(i),
+            });
+        }
+    }
+    vec![
+        (
+            "throughput-vs-batch",
+            line(
+                "Aggregate decode speed vs batch",
+                "decode tok/s, all sequences (median)",
+                series(&|r| r.metrics.as_ref().map(|m| m.decode_tok_per_s.median)),
+                vec![],
+            ),
+        ),
+        (
+            "latency-vs-batch",
+            line(
+                "Time per output token of each sequence vs batch",
+                "ms per token per sequence (median step)",
+                series(&|r| r.metrics.as_ref().map(|m| m.decode_steps.median_ms)),
+                vec![],
+            ),
+        ),
+        (
+            "memory-vs-batch",
+            line(
+                "Peak memory vs batch",
+                if m.on_gpu {
+                    "GPU process peak (GiB)"
+                } else {
+                    "peak RSS (GiB)"
+                },
+                mem,
+                m.capacity_bytes
+                    .map(|c| vec![(format!("capacity {:.1} GiB", gib(c)), gib(c))])
+                    .unwrap_or_default(),
+            ),
+        ),
+    ]
 }
 
 /// One point per x: the case with the longest prompt there.
@@ -158,6 +273,7 @@ pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
                 .unwrap_or_default(),
         }),
     ));
+    out.extend(batch_charts(m));
     let energy = series(&ctx, &|r| decode_j_per_token(r));
     if !energy.is_empty() {
         out.push((

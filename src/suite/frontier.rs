@@ -1,5 +1,6 @@
 //! The fit frontier (`gemma-fit frontier`): for each model × format × KV dtype, the largest
-//! context that runs on the device or under a memory limit, by bisection that starts at the
+//! context that runs on the device or under a memory limit — or, with a batch search, the most
+//! sequences of a given context that run together — by bisection that starts at the
 //! estimator's prediction. Every probe is a case like any other, run by the same executor with
 //! the KV cache filled synthetically, and recorded in the results file.
 
@@ -38,6 +39,10 @@ pub struct FrontierOptions {
     pub out: Option<PathBuf>,
     pub threads: usize,
     pub progress: bool,
+    /// Search the batch instead of the context: the most sequences of this many positions each
+    /// that run together (1 ..= `max_batch`).
+    pub batch_search: Option<usize>,
+    pub max_batch: usize,
 }
 
 /// The measured frontier of one (model, quant, KV dtype).
@@ -61,6 +66,19 @@ pub struct FrontierRow {
     /// where it predicts the case; the search starts there.
     #[serde(default)]
     pub predicted_ctx: Option<usize>,
+    /// A batch search: the context of each sequence (the context fields are then None and the
+    /// batch fields hold the frontier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_ctx: Option<usize>,
+    /// The most sequences that ran together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub largest_ok_batch: Option<usize>,
+    /// The fewest that did not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smallest_failing_batch: Option<usize>,
+    /// The estimator's most sequences for this memory (at 100%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_batch: Option<usize>,
     pub probes: usize,
 }
 
@@ -145,6 +163,15 @@ fn predicted_frontier(base: &CaseSpec, capacity: u64) -> Option<usize> {
     .flatten()
 }
 
+/// The estimator's most sequences of `base`'s context in `capacity` bytes, where it predicts
+/// the case.
+fn predicted_batch(base: &CaseSpec, capacity: u64) -> Option<usize> {
+    let query = crate::estimate::Query::for_spec(base).ok()?;
+    crate::estimate::fit::largest_batch(&query, |total| total <= capacity)
+        .ok()
+        .flatten()
+}
+
 /// What a search found.
 #[derive(Debug)]
 pub struct Frontier {
@@ -157,7 +184,8 @@ pub struct Frontier {
 }
 
 /// Finds, by bisection over the context size, the largest context each case runs at (on the
-/// device, or under the memory limit). An interrupted search keeps the rows it finished.
+/// device, or under the memory limit); with `batch_search`, over the batch, the most sequences
+/// of that context. An interrupted search keeps the rows it finished.
 pub fn frontier(opts: &FrontierOptions, executor: &dyn Executor) -> Result<Frontier> {
     let results = opts
         .out
@@ -208,10 +236,20 @@ pub fn frontier(opts: &FrontierOptions, executor: &dyn Executor) -> Result<Front
             memory_limit_bytes: opts.memory_limit,
             batch: 1,
         };
-        let probe = |ctx: usize| -> Result<CaseResult> {
+        // A probe at x: the context, or in a batch search the number of sequences.
+        let probe = |x: usize| -> Result<CaseResult> {
+            let (ctx, batch) = match opts.batch_search {
+                Some(ctx) => (ctx, x),
+                None => (x, 1),
+            };
             bar.set_message(format!(
-                "{model} {} {kv_dtype}: ctx {ctx}",
-                quant.map_or(String::new(), |q| q.to_string())
+                "{model} {} {kv_dtype}: ctx {ctx}{}",
+                quant.map_or(String::new(), |q| q.to_string()),
+                if opts.batch_search.is_some() {
+                    format!(" × {batch} sequences")
+                } else {
+                    String::new()
+                }
             ));
             bar.tick();
             let spec = CaseSpec {
@@ -221,6 +259,7 @@ pub fn frontier(opts: &FrontierOptions, executor: &dyn Executor) -> Result<Front
                 } else {
                     FillKv::None
                 },
+                batch,
                 ..base.clone()
             };
             let record = executor
@@ -229,37 +268,57 @@ pub fn frontier(opts: &FrontierOptions, executor: &dyn Executor) -> Result<Front
             store::append(&results, &record)?;
             Ok(record)
         };
-        let lo_ctx = opts.min_ctx.max(floor);
-        let hi_ctx = opts
-            .max_ctx
-            .unwrap_or_else(|| model_max_ctx(&model))
-            .max(lo_ctx);
-        let guess = capacity.and_then(|cap| predicted_frontier(&base, cap));
+        let (lo, hi, step, guess) = match opts.batch_search {
+            Some(ctx) => {
+                let at = CaseSpec {
+                    ctx: Some(ctx),
+                    ..base.clone()
+                };
+                let guess = capacity.and_then(|cap| predicted_batch(&at, cap));
+                (1, opts.max_batch.max(1), 1, guess)
+            }
+            None => {
+                let lo_ctx = opts.min_ctx.max(floor);
+                let hi_ctx = opts
+                    .max_ctx
+                    .unwrap_or_else(|| model_max_ctx(&model))
+                    .max(lo_ctx);
+                let guess = capacity.and_then(|cap| predicted_frontier(&base, cap));
+                (lo_ctx, hi_ctx, opts.step, guess)
+            }
+        };
         let mut details = BTreeMap::new();
-        let searched = bisect(lo_ctx, hi_ctx, opts.step, guess, |ctx| {
-            let r = probe(ctx)?;
+        let searched = bisect(lo, hi, step, guess, |x| {
+            let r = probe(x)?;
             let ok = r.outcome.is_ok();
-            details.insert(ctx, r);
+            details.insert(x, r);
             Ok(ok)
         });
         let (ok, failing, probes) = match searched {
             Err(Error::Interrupted) => break,
             other => other?,
         };
+        let by_batch = opts.batch_search.is_some();
+        let ctx_axis = |v: Option<usize>| if by_batch { None } else { v };
+        let batch_axis = |v: Option<usize>| if by_batch { v } else { None };
         rows.push(FrontierRow {
-            predicted_ctx: guess,
+            predicted_ctx: ctx_axis(guess),
             model: model.clone(),
             quant,
             kv_dtype,
             memory_limit_bytes: opts.memory_limit,
-            largest_ok_ctx: ok,
+            largest_ok_ctx: ctx_axis(ok),
             largest_ok_peak_bytes: ok
                 .and_then(|c| details.get(&c))
                 .and_then(CaseResult::peak_bytes),
-            smallest_failing_ctx: failing,
+            smallest_failing_ctx: ctx_axis(failing),
             failure: failing
                 .and_then(|c| details.get(&c))
                 .map(|r| r.outcome.clone()),
+            batch_ctx: opts.batch_search,
+            largest_ok_batch: batch_axis(ok),
+            smallest_failing_batch: batch_axis(failing),
+            predicted_batch: batch_axis(guess),
             probes,
         });
     }
@@ -364,6 +423,8 @@ mod tests {
             out: Some(dir.path().join("f.jsonl")),
             threads: 2,
             progress: false,
+            batch_search: None,
+            max_batch: 256,
         };
         let Frontier {
             rows,
@@ -389,5 +450,36 @@ mod tests {
         let cut = frontier(&opts, &second_stops).unwrap();
         assert_eq!((cut.rows.len(), cut.not_searched), (1, 1));
         assert_eq!(cut.rows[0].largest_ok_ctx, Some(32_768));
+
+        // A batch search at 8K: the probes hold the context and vary the batch.
+        let room = Scripted::new(|s| {
+            Some(if s.batch <= 11 {
+                Outcome::Ok
+            } else {
+                Outcome::Oom {
+                    message: "over".into(),
+                }
+            })
+        });
+        let by_batch = FrontierOptions {
+            batch_search: Some(8192),
+            max_batch: 64,
+            models: vec!["synthetic:270m".into()],
+            memory_limit: Some(1 << 30),
+            ..opts.clone()
+        };
+        let found = frontier(&by_batch, &room).unwrap();
+        let r = &found.rows[0];
+        assert_eq!(
+            (r.largest_ok_batch, r.smallest_failing_batch),
+            (Some(11), Some(12))
+        );
+        assert_eq!((r.largest_ok_ctx, r.batch_ctx), (None, Some(8192)));
+        assert!(r.predicted_batch.is_some_and(|b| b > 1), "{r:?}");
+        let seen = room.seen.borrow();
+        assert!(seen
+            .iter()
+            .all(|s| s.ctx == Some(8192) && s.fill_kv == FillKv::Synthetic));
+        assert_eq!(seen.len(), r.probes);
     }
 }

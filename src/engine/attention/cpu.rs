@@ -246,29 +246,75 @@ impl Src<'_> {
     }
 }
 
-/// `q` [heads, n, hd] (scaled, rotated), `k`/`v` the chunk's keys and values encoded for the
-/// cache ([`Store::encode`]), `cache` holding the positions before it. Returns [n, heads × hd].
-/// The chunk is not written into the cache.
+/// One sequence's attention in a layer: `q` [heads, n, hd] (scaled, rotated), `k`/`v` the
+/// chunk's keys and values encoded for the cache ([`Store::encode`]), `cache` holding the
+/// positions before it.
+pub struct Job<'a> {
+    pub q: &'a Tensor,
+    pub k: &'a Store,
+    pub v: &'a Store,
+    pub cache: &'a LayerCache,
+    pub dims: Dims<'a>,
+}
+
+/// [`attend_many`] for one sequence. Returns [n, heads × hd]. The chunk is not written into the
+/// cache.
 ///
 /// The chunk's own keys and values are read as the cache will hold them (rounded to its type, or
 /// quantized), so a position looks the same to the chunk that wrote it as to every later token.
 pub fn attend(q: &Tensor, k: &Store, v: &Store, cache: &LayerCache, d: &Dims) -> Result<Tensor> {
-    d.check_spans()?;
-    let hd = d.head_dim;
-    let q = f32_slice(q)?;
-    let held = [&cache.k, k, &cache.v, v].map(HeldStore::new);
-    let [hk, fk, hv, fv] = held;
-    let (hk, fk, hv, fv) = (hk?, fk?, hv?, fv?);
-    let sides = Sides {
-        q: &q,
-        k: [hk.src(hd)?, fk.src(hd)?],
-        v: [hv.src(hd)?, fv.src(hd)?],
+    let job = Job {
+        q,
+        k,
+        v,
+        cache,
+        dims: Dims { ..*d },
     };
-    if matches!(sides.k[0], Src::Quant(_)) != matches!(sides.k[1], Src::Quant(_)) {
-        candle_core::bail!("attention: the chunk's keys are not encoded for the cache");
+    Ok(attend_many(&[job])?.remove(0))
+}
+
+/// The attention of several sequences (a batch's, in one layer), each over its own cache: their
+/// work items (KV head × query position) share one pass over the worker pool, so a decode step
+/// of B sequences keeps every core busy even where one sequence has a single item. Each item's
+/// operations are those it gets alone. Returns each job's [n, heads × hd].
+pub fn attend_many(jobs: &[Job]) -> Result<Vec<Tensor>> {
+    let mut qs = Vec::with_capacity(jobs.len());
+    let mut held = Vec::with_capacity(jobs.len());
+    for j in jobs {
+        j.dims.check_spans()?;
+        qs.push(f32_slice(j.q)?);
+        let [hk, fk, hv, fv] = [&j.cache.k, j.k, &j.cache.v, j.v].map(HeldStore::new);
+        held.push([hk?, fk?, hv?, fv?]);
     }
-    let out = run(&sides, cache, d);
-    Tensor::from_vec(out, (d.n, d.heads * d.head_dim), &candle_core::Device::Cpu)
+    let mut sides = Vec::with_capacity(jobs.len());
+    for ((j, q), [hk, fk, hv, fv]) in jobs.iter().zip(&qs).zip(&held) {
+        let hd = j.dims.head_dim;
+        let s = Sides {
+            q,
+            k: [hk.src(hd)?, fk.src(hd)?],
+            v: [hv.src(hd)?, fv.src(hd)?],
+        };
+        if matches!(s.k[0], Src::Quant(_)) != matches!(s.k[1], Src::Quant(_)) {
+            candle_core::bail!("attention: the chunk's keys are not encoded for the cache");
+        }
+        sides.push(s);
+    }
+    let parts: Vec<(&Sides, &LayerCache, &Dims)> = sides
+        .iter()
+        .zip(jobs)
+        .map(|(s, j)| (s, j.cache, &j.dims))
+        .collect();
+    run(&parts)
+        .into_iter()
+        .zip(jobs)
+        .map(|(out, j)| {
+            Tensor::from_vec(
+                out,
+                (j.dims.n, j.dims.heads * j.dims.head_dim),
+                &candle_core::Device::Cpu,
+            )
+        })
+        .collect()
 }
 
 /// The queries, and keys and values: [the cache's rows, the chunk's rows].
@@ -282,7 +328,60 @@ struct Sides<'a> {
 /// (256 rows of 256 f32 values: 256 KiB) however deep the context.
 const ROWS: usize = 256;
 
-fn run(c: &Sides, cache: &LayerCache, d: &Dims) -> Vec<f32> {
+/// A worker's buffers, reused across its items.
+struct Scratch {
+    scores: Vec<Vec<f32>>,
+    acc: Vec<f32>,
+    buf: Vec<f32>,
+    kq: QuantKeys,
+}
+
+/// The outputs of every part, computed by work items spread over the pool: one item per
+/// (part, KV head, query position).
+fn run(parts: &[(&Sides, &LayerCache, &Dims)]) -> Vec<Vec<f32>> {
+    let mut outs: Vec<Vec<f32>> = parts
+        .iter()
+        .map(|(_, _, d)| vec![0f32; d.n * d.heads * d.head_dim])
+        .collect();
+    let ptrs: Vec<SendPtr> = outs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
+    // Where each part's items start, and the work they amount to.
+    let mut first = Vec::with_capacity(parts.len() + 1);
+    let (mut items, mut cost) = (0, 0);
+    for (_, _, d) in parts {
+        first.push(items);
+        let n = d.kv_heads * d.n;
+        items += n;
+        cost += n * (d.heads / d.kv_heads) * (d.pos + d.n);
+    }
+    first.push(items);
+    let work = |range: std::ops::Range<usize>| {
+        let mut scratch: Option<Scratch> = None;
+        for item in range {
+            let p = first.partition_point(|&f| f <= item) - 1;
+            let (c, cache, d) = parts[p];
+            let group = d.heads / d.kv_heads;
+            let s = scratch.get_or_insert_with(|| Scratch {
+                scores: vec![Vec::new(); group],
+                acc: vec![0f32; group * d.head_dim],
+                buf: Vec::new(),
+                kq: QuantKeys::new(group, d.head_dim),
+            });
+            one_item(c, cache, d, item - first[p], s, &ptrs[p]);
+        }
+    };
+    if cost < 4096 {
+        work(0..items);
+    } else {
+        candle_core::utils::barrier_pool().execute_chunked(items, work);
+    }
+    outs
+}
+
+/// One (KV head, query position) item of a part: the query heads that share a KV head are
+/// scored together, so each key and value row is read (and widened) once for all of them. Per
+/// head the operations and their order are those of one head alone, and the same whatever block
+/// of rows a key falls in.
+fn one_item(c: &Sides, cache: &LayerCache, d: &Dims, item: usize, s: &mut Scratch, out: &SendPtr) {
     let hd = d.head_dim;
     let group = d.heads / d.kv_heads;
     let cap = cache.capacity;
@@ -293,80 +392,65 @@ fn run(c: &Sides, cache: &LayerCache, d: &Dims) -> Vec<f32> {
             p
         }
     };
-    let mut out = vec![0f32; d.n * d.heads * hd];
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    // One work item per (KV head, query position): the query heads that share a KV head are
-    // scored together, so each key and value row is read (and widened) once for all of them.
-    // Per head the operations and their order are those of one head alone, and the same
-    // whatever block of rows a key falls in.
-    let work = |items: std::ops::Range<usize>| {
-        let mut scores: Vec<Vec<f32>> = vec![Vec::new(); group];
-        let mut acc = vec![0f32; group * hd];
-        let mut buf = Vec::new();
-        let mut kq = QuantKeys::new(group, hd);
-        for item in items {
-            let (kvh, i) = (item / d.n, item % d.n);
-            let heads = kvh * group..(kvh + 1) * group;
-            let qpos = d.pos + i;
-            let seen = d.visible(qpos);
-            // Where position p's row is: the cache before the chunk, the chunk's own after.
-            let at = |p: usize| -> (usize, usize) {
-                if p < d.pos {
-                    (0, kvh * cap + slot(p))
-                } else {
-                    (1, kvh * d.n + p - d.pos)
-                }
-            };
-            let qs: Vec<&[f32]> = heads
-                .clone()
-                .map(|h| &c.q[(h * d.n + i) * hd..(h * d.n + i + 1) * hd])
-                .collect();
-            for s in scores.iter_mut() {
-                s.clear();
-                s.resize(seen.len(), 0.0);
-            }
-            if let Src::Quant(_) = c.k[0] {
-                kq.score(&qs, &c.k, seen.clone(), at, &mut scores);
-            } else {
-                for b0 in seen.clone().step_by(ROWS) {
-                    let block = b0..(b0 + ROWS).min(seen.end);
-                    let keys = gather(&c.k, block, at, hd, &mut buf);
-                    score(&qs, &keys, &mut scores, b0 - seen.start);
-                }
-            }
-            // Softmax per head: the scores become weights.
-            for s in scores.iter_mut() {
-                let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut lanes = [0f32; 8];
-                for (j, v) in s.iter_mut().enumerate() {
-                    *v = (*v - max).exp();
-                    lanes[j % 8] += *v;
-                }
-                let sum: f32 = lanes.iter().sum();
-                s.iter_mut().for_each(|v| *v /= sum);
-            }
-            acc.fill(0.0);
-            for b0 in seen.clone().step_by(ROWS) {
-                let block = b0..(b0 + ROWS).min(seen.end);
-                let values = gather(&c.v, block, at, hd, &mut buf);
-                mix(&scores, b0 - seen.start, &values, &mut acc);
-            }
-            for (g, h) in heads.enumerate() {
-                let dst = (i * d.heads + h) * hd;
-                for (e, &a) in acc[g * hd..(g + 1) * hd].iter().enumerate() {
-                    // SAFETY: each (position, head) row is written by exactly one work item.
-                    unsafe { *out_ptr.get().add(dst + e) = a };
-                }
-            }
+    let (kvh, i) = (item / d.n, item % d.n);
+    let heads = kvh * group..(kvh + 1) * group;
+    let qpos = d.pos + i;
+    let seen = d.visible(qpos);
+    // Where position p's row is: the cache before the chunk, the chunk's own after.
+    let at = |p: usize| -> (usize, usize) {
+        if p < d.pos {
+            (0, kvh * cap + slot(p))
+        } else {
+            (1, kvh * d.n + p - d.pos)
         }
     };
-    let items = d.kv_heads * d.n;
-    if items * group * (d.pos + d.n) < 4096 {
-        work(0..items);
-    } else {
-        candle_core::utils::barrier_pool().execute_chunked(items, work);
+    let qs: Vec<&[f32]> = heads
+        .clone()
+        .map(|h| &c.q[(h * d.n + i) * hd..(h * d.n + i + 1) * hd])
+        .collect();
+    let Scratch {
+        scores,
+        acc,
+        buf,
+        kq,
+    } = s;
+    for s in scores.iter_mut() {
+        s.clear();
+        s.resize(seen.len(), 0.0);
     }
-    out
+    if let Src::Quant(_) = c.k[0] {
+        kq.score(&qs, &c.k, seen.clone(), at, scores);
+    } else {
+        for b0 in seen.clone().step_by(ROWS) {
+            let block = b0..(b0 + ROWS).min(seen.end);
+            let keys = gather(&c.k, block, at, hd, buf);
+            score(&qs, &keys, scores, b0 - seen.start);
+        }
+    }
+    // Softmax per head: the scores become weights.
+    for s in scores.iter_mut() {
+        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut lanes = [0f32; 8];
+        for (j, v) in s.iter_mut().enumerate() {
+            *v = (*v - max).exp();
+            lanes[j % 8] += *v;
+        }
+        let sum: f32 = lanes.iter().sum();
+        s.iter_mut().for_each(|v| *v /= sum);
+    }
+    acc.fill(0.0);
+    for b0 in seen.clone().step_by(ROWS) {
+        let block = b0..(b0 + ROWS).min(seen.end);
+        let values = gather(&c.v, block, at, hd, buf);
+        mix(scores, b0 - seen.start, &values, acc);
+    }
+    for (g, h) in heads.enumerate() {
+        let dst = (i * d.heads + h) * hd;
+        for (e, &a) in acc[g * hd..(g + 1) * hd].iter().enumerate() {
+            // SAFETY: each (position, head) row of a part is written by exactly one work item.
+            unsafe { *out.get().add(dst + e) = a };
+        }
+    }
 }
 
 /// The rows of positions `ps` as f32 slices, in order: borrowed where the side holds f32, else
@@ -501,7 +585,9 @@ fn avx512() -> bool {
     false
 }
 
-/// `out[h][at + j]` = q_h · key_j, each by [`dot`]'s arithmetic.
+/// `out[h][at + j]` = q_h · key_j, each by [`dot`]'s arithmetic. (Kept out of line: inlined
+/// into its caller it compiles to slower code, measured at twice the decode step at 4K depth.)
+#[inline(never)]
 fn score(qs: &[&[f32]], keys: &[&[f32]], out: &mut [Vec<f32>], at: usize) {
     #[cfg(target_arch = "x86_64")]
     if avx512() && qs[0].len().is_multiple_of(32) {
@@ -518,6 +604,7 @@ fn score(qs: &[&[f32]], keys: &[&[f32]], out: &mut [Vec<f32>], at: usize) {
 /// `acc[h]` += Σ_j w[h][at + j] · value_j, j in order, element by element (one fused
 /// multiply-add each): the same bits however the work is tiled, and whatever blocks of rows the
 /// values come in.
+#[inline(never)]
 fn mix(w: &[Vec<f32>], at: usize, values: &[&[f32]], acc: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if avx512() && acc.len().is_multiple_of(32 * w.len()) {

@@ -12,7 +12,7 @@ use crate::engine::attention::{cpu, generic};
 use crate::engine::config::{Gemma3Config, LayerKind};
 use crate::engine::kernels::linear::Linear;
 use crate::engine::kernels::ops;
-use crate::engine::kv_cache::LayerCache;
+use crate::engine::kv_cache::{LayerCache, Store};
 use crate::engine::kv_rotation::Rotations;
 use crate::engine::load::weights::WeightSource;
 use crate::engine::rope::RopeTable;
@@ -30,6 +30,21 @@ pub struct Step<'a> {
     pub cache: &'a LayerCache,
     pub rope: &'a RopeTable,
     pub rotations: &'a Rotations,
+}
+
+impl<'a> Step<'a> {
+    /// The attention problem of this step in a layer of `cfg`.
+    fn dims(&self, cfg: &Gemma3Config) -> cpu::Dims<'a> {
+        cpu::Dims {
+            heads: cfg.num_heads,
+            kv_heads: cfg.num_kv_heads,
+            head_dim: cfg.head_dim,
+            pos: self.pos,
+            n: self.n,
+            window: (self.cache.kind == LayerKind::Sliding).then_some(cfg.sliding_window),
+            spans: self.spans,
+        }
+    }
 }
 
 /// A weight matrix of layer `i` (`blk.{i}.{name}.weight`) as a product.
@@ -68,21 +83,57 @@ impl SelfAttention {
 
     /// `x`: the stacked rows of `steps` ([Σ n, hidden]). The products run once over all rows;
     /// attention runs per step, each sequence over its own cache, into which it writes its keys
-    /// and values.
-    fn forward(
+    /// and values (on the CPU the steps' attention shares one pass over the worker pool).
+    fn forward<'a>(
         &self,
         x: &Tensor,
-        steps: &[Step],
+        steps: &[Step<'a>],
         cfg: &Gemma3Config,
     ) -> candle_core::Result<Tensor> {
         let (q, k, v) = (self.q.forward(x)?, self.k.forward(x)?, self.v.forward(x)?);
-        let mut outs = Vec::with_capacity(steps.len());
+        let mut inputs = Vec::with_capacity(steps.len());
         let mut row = 0;
         for step in steps {
             let rows = |t: &Tensor| t.narrow(0, row, step.n);
-            outs.push(self.attend(&rows(&q)?, &rows(&k)?, &rows(&v)?, step, cfg)?);
+            inputs.push(self.prepare(&rows(&q)?, &rows(&k)?, &rows(&v)?, step, cfg)?);
             row += step.n;
         }
+        let dims = |step: &Step<'a>| step.dims(cfg);
+        let outs = if steps.iter().all(|s| cpu::supported(s.cache)) {
+            let jobs: Vec<cpu::Job> = steps
+                .iter()
+                .zip(&inputs)
+                .map(|(step, (q, k, v))| cpu::Job {
+                    q,
+                    k,
+                    v,
+                    cache: step.cache,
+                    dims: dims(step),
+                })
+                .collect();
+            let outs = cpu::attend_many(&jobs)?;
+            for (step, (_, k, v)) in steps.iter().zip(&inputs) {
+                step.cache.write_encoded(k, v, step.pos)?;
+            }
+            outs
+        } else {
+            steps
+                .iter()
+                .zip(&inputs)
+                .map(|(step, (q, k, v))| {
+                    generic::attend_and_write(q, k, v, step.cache, &dims(step))
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?
+        };
+        // A rotated value side: the output rotated back.
+        let mut outs = steps
+            .iter()
+            .zip(outs)
+            .map(|(step, out)| match &step.rotations.values {
+                Some(h) => h.apply(&out),
+                None => Ok(out),
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let out = match outs.len() {
             1 => outs.pop().expect("one output"),
             _ => Tensor::cat(&outs, 0)?,
@@ -90,16 +141,20 @@ impl SelfAttention {
         self.o.forward(&out)
     }
 
-    /// One sequence's attention: its projected rows `q`, `k`, `v` ([n, heads × hd] and
-    /// [n, kv_heads × hd]) at positions step.pos..step.pos+n → [n, heads × hd].
-    fn attend(
+    /// One sequence's projected rows `q`, `k`, `v` ([n, heads × hd] and [n, kv_heads × hd]) at
+    /// positions step.pos..step.pos+n, made ready to attend: q and k normed, RoPE'd (q scaled),
+    /// rotated where the cache side is a block format (`kv_rotation.rs`: keys with the queries,
+    /// values now and the output back after the mix), and the new keys and values encoded for
+    /// the cache (rounded or quantized) once: attention reads the chunk as the cache will hold
+    /// it, and the same rows are written. Returns q [heads, n, hd] and the encoded k, v.
+    fn prepare(
         &self,
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
         step: &Step,
         cfg: &Gemma3Config,
-    ) -> candle_core::Result<Tensor> {
+    ) -> candle_core::Result<(Tensor, Store, Store)> {
         let (heads, kv_heads, hd, n) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, step.n);
         let eps = cfg.rms_norm_eps;
         let (pos, cache) = (step.pos, step.cache);
@@ -117,8 +172,6 @@ impl SelfAttention {
             .reshape((n, kv_heads, hd))?
             .transpose(0, 1)?
             .contiguous()?;
-        // A block-format side is rotated before it is quantized (`kv_rotation.rs`): keys with
-        // the queries, values now and the output back after the mix.
         let rot = step.rotations;
         let (q, k) = match &rot.keys {
             Some(h) => (h.apply(&q)?, h.apply(&k)?),
@@ -128,30 +181,7 @@ impl SelfAttention {
             Some(h) => h.apply(&v)?,
             None => v,
         };
-
-        let dims = cpu::Dims {
-            heads,
-            kv_heads,
-            head_dim: hd,
-            pos,
-            n,
-            window: (cache.kind == LayerKind::Sliding).then_some(cfg.sliding_window),
-            spans: step.spans,
-        };
-        // Each new position is encoded for the cache (rounded or quantized) once: attention
-        // reads the chunk as the cache will hold it, and the same rows are written.
-        let (k, v) = (cache.k.encode(&k)?, cache.v.encode(&v)?);
-        let out = if cpu::supported(cache) {
-            let out = cpu::attend(&q, &k, &v, cache, &dims)?;
-            cache.write_encoded(&k, &v, pos)?;
-            out
-        } else {
-            generic::attend_and_write(&q, &k, &v, cache, &dims)?
-        };
-        match &rot.values {
-            Some(h) => h.apply(&out),
-            None => Ok(out),
-        }
+        Ok((q, cache.k.encode(&k)?, cache.v.encode(&v)?))
     }
 }
 

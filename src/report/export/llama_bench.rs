@@ -14,6 +14,9 @@ use crate::stats::Stat;
 /// One llama-bench row: a prefill test (n_prompt > 0, n_gen = 0) or a decode test (n_prompt = 0,
 /// n_gen > 0) at a depth (n_depth) of positions already in the KV cache, as llama-bench writes
 /// them. Fields with no counterpart in gemma-fit (n_gpu_layers, split_mode, ...) are left out.
+/// `n_parallel` (llama.cpp's name for concurrent sequences, which llama-bench itself lacks) is
+/// the case's batch: n_prompt, n_gen and n_depth are per sequence, and the speeds count the
+/// tokens of every sequence.
 #[derive(Debug, Clone, Serialize)]
 pub struct LlamaBenchRow {
     pub build_commit: String,
@@ -27,6 +30,7 @@ pub struct LlamaBenchRow {
     pub n_batch: usize,
     pub n_ubatch: usize,
     pub n_threads: usize,
+    pub n_parallel: usize,
     pub type_k: String,
     pub type_v: String,
     pub n_prompt: usize,
@@ -99,6 +103,7 @@ pub fn llama_bench_rows(r: &CaseResult) -> Vec<LlamaBenchRow> {
         n_batch: k.prefill_chunk,
         n_ubatch: k.prefill_chunk,
         n_threads: k.threads,
+        n_parallel: k.batch,
         type_k: k.kv().k.to_string(),
         type_v: k.kv().v.to_string(),
         n_prompt: 0,
@@ -148,7 +153,7 @@ pub fn llama_bench_rows(r: &CaseResult) -> Vec<LlamaBenchRow> {
             n_prompt: m.prompt_positions,
             ..base.clone()
         },
-        m.prompt_positions,
+        m.prompt_positions * k.batch,
         &m.prefill_tok_per_s,
     );
     let decode = with(
@@ -157,7 +162,7 @@ pub fn llama_bench_rows(r: &CaseResult) -> Vec<LlamaBenchRow> {
             n_depth: m.fill_depth + m.prompt_positions,
             ..base
         },
-        k.gen_tokens,
+        k.gen_tokens * k.batch,
         &m.decode_tok_per_s,
     );
     vec![prefill, decode]
@@ -166,7 +171,7 @@ pub fn llama_bench_rows(r: &CaseResult) -> Vec<LlamaBenchRow> {
 /// llama-bench's CSV: a header of its field names (in its order), one row per test; sample
 /// lists as space-separated numbers, as llama-bench writes them.
 pub fn llama_bench_csv(rows: &[LlamaBenchRow]) -> Result<String> {
-    const FIELDS: [&str; 23] = [
+    const FIELDS: [&str; 24] = [
         "build_commit",
         "cpu_info",
         "gpu_info",
@@ -178,6 +183,7 @@ pub fn llama_bench_csv(rows: &[LlamaBenchRow]) -> Result<String> {
         "n_batch",
         "n_ubatch",
         "n_threads",
+        "n_parallel",
         "type_k",
         "type_v",
         "n_prompt",
