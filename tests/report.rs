@@ -357,3 +357,78 @@ fn checks_set_cases_against_the_estimator_and_the_bandwidth_limit() {
     let table = std::fs::read_to_string(limited_dir.path().join("fit-table.md")).unwrap();
     assert!(table.contains("limited to 2.0 GiB"), "{table}");
 }
+
+/// Cases run at two batch sizes: the report draws throughput, time per token and memory (with
+/// the prediction) against the batch, the fit table gives the most sequences that ran, and the
+/// llama-bench rows carry `n_parallel`.
+#[test]
+fn a_batch_report_draws_its_axis() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for b in ["1", "2"] {
+        let path = dir.path().join(format!("b{b}.json"));
+        gemma_fit()
+            .args([
+                "run",
+                "-m",
+                "synthetic:270m",
+                "--quant",
+                "q8_0",
+                "--ctx",
+                "256",
+                "--prompt-tokens",
+                "16",
+                "--gen",
+                "2",
+                "--fill-kv",
+                "synthetic",
+                "--batch",
+                b,
+                "--out",
+            ])
+            .arg(&path)
+            .assert()
+            .success()
+            .stdout(predicates::str::contains(if b == "2" {
+                "2 sequences, each prompt 16 tokens"
+            } else {
+                "case             prompt 16 tokens"
+            }));
+        files.push(path);
+    }
+    let out = dir.path().join("report");
+    gemma_fit()
+        .arg("report")
+        .args(&files)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    for stem in ["throughput-vs-batch", "latency-vs-batch", "memory-vs-batch"] {
+        let texts = svg_texts(&out.join(format!("{stem}.svg")));
+        assert!(
+            texts.iter().any(|t| t == "270m q8_0 kv f32, ctx 256"),
+            "{stem}: {texts:?}"
+        );
+        if stem == "memory-vs-batch" {
+            assert!(
+                texts.iter().any(|t| t.ends_with("(predicted)")),
+                "{texts:?}"
+            );
+        }
+    }
+    let table = std::fs::read_to_string(out.join("fit-table.md")).unwrap();
+    assert!(table.contains("max sequences at ctx"), "{table}");
+    assert!(table.contains("256: 2"), "{table}");
+    let rows: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("llama-bench.json")).unwrap())
+            .unwrap();
+    let mut parallel: Vec<u64> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["n_parallel"].as_u64().unwrap())
+        .collect();
+    parallel.sort();
+    assert_eq!(parallel, [1, 1, 2, 2]);
+}

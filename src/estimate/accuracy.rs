@@ -79,13 +79,17 @@ fn one(r: &CaseResult) -> std::result::Result<Compared, String> {
     };
     Ok(Compared {
         case: format!(
-            "{} {} kv {} ctx {} p{}+g{}{}{}",
+            "{} {} kv {} ctx {} p{}+g{}{}{}{}",
             q.size,
             q.quant,
             k.kv(),
             ctx_label(k.ctx),
             k.prompt_tokens,
             k.gen_tokens,
+            match k.batch {
+                1 => String::new(),
+                b => format!(" × {b} seqs"),
+            },
             if k.image.is_some() { " +image" } else { "" },
             if k.fill_kv == FillKv::None {
                 ""

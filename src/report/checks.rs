@@ -71,13 +71,16 @@ fn decode_limit(r: &CaseResult, bytes_per_s: f64) -> Option<DecodeLimit> {
     }
     let cfg = crate::estimate::preset(r.key.size.as_deref()?).ok()?.config;
     let depth = m.fill_depth + m.prompt_positions + r.key.gen_tokens / 2;
-    let bytes = m.weights.resident_weight_bytes + kv_bytes_read_per_token(&cfg, depth, r.key.kv());
-    let limit = bytes_per_s / bytes as f64;
+    // A decode step reads the weights once and every sequence's cache, for one token each.
+    let batch = r.key.batch.max(1);
+    let bytes = m.weights.resident_weight_bytes
+        + batch as u64 * kv_bytes_read_per_token(&cfg, depth, r.key.kv());
+    let limit = batch as f64 * bytes_per_s / bytes as f64;
     Some(DecodeLimit {
         case: label(r),
         depth,
         decode_tok_per_s: decode,
-        bytes_per_token: bytes,
+        bytes_per_token: bytes / batch as u64,
         limit_tok_per_s: limit,
         share_of_limit: decode / limit,
     })

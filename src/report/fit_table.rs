@@ -42,6 +42,16 @@ pub struct Row {
     /// Mean KL divergence (nats) of a quality record of this model, format and KV type.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kl_mean: Option<f64>,
+    /// Per context: the most sequences that ran together there (measured, where cases with
+    /// several sequences were run), else the estimator's most that fit the machine's memory.
+    pub max_seqs: Vec<Option<MaxSeqs>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", content = "sequences", rename_all = "snake_case")]
+pub enum MaxSeqs {
+    Measured(usize),
+    Predicted(usize),
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,7 +63,22 @@ pub struct FitTable {
 /// The prediction at `ctx` for the case `sample` ran, where the estimator covers it.
 fn predicted(sample: &CaseResult, ctx: usize, m: &Machine) -> Option<Cell> {
     let q = Query::for_record(sample).ok()?;
-    let p = predict(&Query { ctx, ..q }).ok()?;
+    // The cells are of one sequence, whatever batch `sample` ran.
+    let rows = match sample.key.batch {
+        1 => q.rows,
+        _ => sample
+            .key
+            .prefill_chunk
+            .min(sample.key.prompt_tokens)
+            .max(1),
+    };
+    let p = predict(&Query {
+        ctx,
+        batch: 1,
+        rows,
+        ..q
+    })
+    .ok()?;
     if ctx > p.max_ctx {
         return None;
     }
@@ -84,8 +109,11 @@ pub fn build(m: &Machine) -> FitTable {
             let cells = contexts
                 .iter()
                 .map(|&ctx| {
-                    let here: Vec<&&CaseResult> =
-                        recs.iter().filter(|r| r.key.ctx == ctx).collect();
+                    // One sequence per cell (batches have their own column).
+                    let here: Vec<&&CaseResult> = recs
+                        .iter()
+                        .filter(|r| r.key.ctx == ctx && r.key.batch == 1)
+                        .collect();
                     // Prefer a finished case, the one with the longest prompt.
                     let ok = here
                         .iter()
@@ -107,14 +135,35 @@ pub fn build(m: &Machine) -> FitTable {
                     predicted(recs[0], ctx, m).unwrap_or(Cell::Empty)
                 })
                 .collect();
+            let max_seqs = contexts
+                .iter()
+                .map(|&ctx| {
+                    let here = recs.iter().filter(|r| r.key.ctx == ctx);
+                    if here.clone().any(|r| r.key.batch > 1) {
+                        return here
+                            .filter(|r| r.outcome.is_ok())
+                            .map(|r| r.key.batch)
+                            .max()
+                            .map(MaxSeqs::Measured);
+                    }
+                    let cap = m.capacity_bytes?;
+                    let q = Query::for_record(recs[0]).ok()?;
+                    crate::estimate::fit::largest_batch(&Query { ctx, ..q }, |t| {
+                        Verdict::of(t, cap) == Verdict::Fits
+                    })
+                    .ok()
+                    .flatten()
+                    .map(MaxSeqs::Predicted)
+                })
+                .collect();
             let frontier_ok = recs
                 .iter()
-                .filter(|r| r.outcome.is_ok())
+                .filter(|r| r.outcome.is_ok() && r.key.batch == 1)
                 .map(|r| r.key.ctx)
                 .max();
             let frontier_fail = recs
                 .iter()
-                .filter(|r| !r.outcome.is_ok() && Some(r.key.ctx) > frontier_ok)
+                .filter(|r| !r.outcome.is_ok() && r.key.batch == 1 && Some(r.key.ctx) > frontier_ok)
                 .map(|r| r.key.ctx)
                 .min();
             Row {
@@ -124,6 +173,7 @@ pub fn build(m: &Machine) -> FitTable {
                 frontier_fail,
                 kl_mean: crate::result::quality::matching(&m.records, &recs[0].key)
                     .map(|c| c.kl_mean.value),
+                max_seqs,
             }
         })
         .collect();
@@ -157,6 +207,26 @@ impl Cell {
 }
 
 impl Row {
+    /// "4K: 16 · 8K: ~37": measured counts plain, predicted ones with a tilde.
+    pub fn max_seqs_text(&self, contexts: &[usize]) -> String {
+        let parts: Vec<String> = contexts
+            .iter()
+            .zip(&self.max_seqs)
+            .filter_map(|(&c, m)| {
+                let n = match (*m)? {
+                    MaxSeqs::Measured(n) => n.to_string(),
+                    MaxSeqs::Predicted(n) => format!("~{n}"),
+                };
+                Some(format!("{}: {n}", ctx_label(c)))
+            })
+            .collect();
+        if parts.is_empty() {
+            "—".into()
+        } else {
+            parts.join(" · ")
+        }
+    }
+
     pub fn frontier_text(&self) -> String {
         match (self.frontier_ok, self.frontier_fail) {
             (Some(ok), Some(fail)) => format!("{} (fails at {})", ctx_label(ok), ctx_label(fail)),
@@ -174,6 +244,7 @@ impl FitTable {
         let mut h = vec!["model × format × KV".to_string()];
         h.extend(self.contexts.iter().map(|&c| ctx_label(c)));
         h.push("measured frontier".into());
+        h.push("max sequences at ctx".into());
         let with_kl = self.rows.iter().any(|r| r.kl_mean.is_some());
         if with_kl {
             h.push("KL (nats)".into());
@@ -191,6 +262,7 @@ impl FitTable {
                 TableCell::with_class(c.text(), class)
             }));
             line.push(r.frontier_text().into());
+            line.push(r.max_seqs_text(&self.contexts).into());
             if with_kl {
                 line.push(r.kl_mean.map_or("—".into(), |k| format!("{k:.4}")).into());
             }
@@ -201,7 +273,7 @@ impl FitTable {
 
     pub fn markdown(&self) -> String {
         format!(
-            "{}\n\nCells: measured peak memory · decode tok/s (median), a failure's recorded reason, or \"predicted\" (the estimator, where nothing was measured).{}\n",
+            "{}\n\nCells: measured peak memory · decode tok/s (median) of one sequence, a failure's recorded reason, or \"predicted\" (the estimator, where nothing was measured). Max sequences: the most that ran together at that context, or ~ the estimator's most that fit this machine's memory (≤ 90%).{}\n",
             self.table().markdown(),
             if self.rows.iter().any(|r| r.kl_mean.is_some()) {
                 " KL: the mean KL divergence of a quality record of the same model, format and KV type against its reference (`gemma-fit quality`)."

@@ -121,21 +121,36 @@ fn batch_charts(m: &Machine) -> Vec<(&'static str, Chart)> {
                 vec![],
             ),
         ),
-        (
-            "memory-vs-batch",
+        ("memory-vs-batch", {
+            // The capacity as a line only where the data come near it (else it squashes them
+            // into the bottom pixels): in the title otherwise.
+            let top = mem
+                .iter()
+                .flat_map(|s| s.points.iter().map(|p| p.1))
+                .fold(0.0, f64::max);
+            let cap = m.capacity_bytes.map(gib);
+            let (title, hlines) = match cap {
+                Some(c) if top >= c / 4.0 => (
+                    "Peak memory vs batch".to_string(),
+                    vec![(format!("capacity {c:.1} GiB"), c)],
+                ),
+                Some(c) => (
+                    format!("Peak memory vs batch (capacity {c:.1} GiB)"),
+                    vec![],
+                ),
+                None => ("Peak memory vs batch".to_string(), vec![]),
+            };
             line(
-                "Peak memory vs batch",
+                &title,
                 if m.on_gpu {
                     "GPU process peak (GiB)"
                 } else {
                     "peak RSS (GiB)"
                 },
                 mem,
-                m.capacity_bytes
-                    .map(|c| vec![(format!("capacity {:.1} GiB", gib(c)), gib(c))])
-                    .unwrap_or_default(),
-            ),
-        ),
+                hlines,
+            )
+        }),
     ]
 }
 
