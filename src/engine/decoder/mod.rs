@@ -3,12 +3,12 @@
 //! token embedding itself. Embeddings are scaled by sqrt(hidden). Per-sequence state (KV cache,
 //! and RoPE tables, which the sequences of a batch share) is a [`Session`].
 //!
-//! **Batches.** A forward pass takes [`Part`]s of several sequences at once: their rows are
+//! **Batches.** A forward pass takes the rows of several sequences at once (`Part`s): their rows are
 //! stacked, every weight product runs once over all of them, and each layer's attention runs per
 //! sequence over its own cache (`layer.rs`). Every op a row goes through is row-independent
 //! (the products' kernels, norms, RoPE, the per-query attention), so a sequence's logits in a
 //! batch are the ones it gets alone, bit for bit on the CPU; the output projection takes its rows
-//! one at a time where candle's multi-row kernel would differ ([`Gemma3::logits`]).
+//! one at a time where candle's multi-row kernel would differ (`Gemma3::logits`).
 
 mod layer;
 
@@ -172,10 +172,10 @@ impl Session {
 
 /// One sequence's rows in a forward pass: `tokens` at its session's next positions, with
 /// `images` (offset in `tokens`, soft tokens [len, hidden]) replacing the embeddings they cover.
-pub struct Part<'a> {
-    pub tokens: &'a [u32],
-    pub images: &'a [(usize, &'a Tensor)],
-    pub session: &'a mut Session,
+struct Part<'a> {
+    tokens: &'a [u32],
+    images: &'a [(usize, &'a Tensor)],
+    session: &'a mut Session,
 }
 
 /// RMSNorm over the last dimension (Gemma's 1 + w is already in the loaded weight).
