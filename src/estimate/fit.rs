@@ -154,19 +154,28 @@ pub fn largest_ctx(
     if !fits(1)? {
         return Ok(None);
     }
-    let (mut lo, mut hi) = (1, max_position);
-    if fits(hi)? {
-        return Ok(Some(hi));
+    if fits(max_position)? {
+        return Ok(Some(max_position));
     }
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
+    Ok(Some(bisect_last(1, max_position, fits)?))
+}
+
+/// The last value in `ok..fail` for which `fits` holds, given that it holds at `ok` and not at
+/// `fail` (and holds up to some point, then not).
+fn bisect_last(
+    mut ok: usize,
+    mut fail: usize,
+    fits: impl Fn(usize) -> Result<bool>,
+) -> Result<usize> {
+    while fail - ok > 1 {
+        let mid = ok + (fail - ok) / 2;
         if fits(mid)? {
-            lo = mid;
+            ok = mid;
         } else {
-            hi = mid;
+            fail = mid;
         }
     }
-    Ok(Some(lo))
+    Ok(ok)
 }
 
 /// The most sequences (1 ..= 65,536) whose predicted total satisfies `fits` with `base`'s
@@ -184,27 +193,17 @@ pub fn largest_batch(base: &Query, fits: impl Fn(u64) -> bool) -> Result<Option<
     if !fits(1)? {
         return Ok(None);
     }
-    let mut lo = 1;
-    let hi = loop {
-        let next = (lo * 2).min(MOST);
+    let mut ok = 1;
+    loop {
+        let next = (ok * 2).min(MOST);
         if !fits(next)? {
-            break next;
+            return Ok(Some(bisect_last(ok, next, fits)?));
         }
         if next == MOST {
             return Ok(Some(MOST));
         }
-        lo = next;
-    };
-    let mut hi = hi;
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if fits(mid)? {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
+        ok = next;
     }
-    Ok(Some(lo))
 }
 
 /// The fit table of `req` on `cap`.
@@ -507,41 +506,60 @@ mod tests {
         );
     }
 
-    /// The largest context that fits is the last one whose prediction is within 90%.
-    #[test]
-    fn max_ctx_is_the_frontier_of_the_prediction() {
-        let q4km: Format = "q4_k_m".parse().unwrap();
-        let req = Request {
-            models: vec!["27b".into()],
-            quants: vec![q4km],
-            kv_dtypes: vec![KvPair::both(crate::engine::kv_cache::KvDtype::Bf16)],
-            ctxs: vec![4096],
+    const BF16: KvPair = KvPair::both(crate::engine::kv_cache::KvDtype::Bf16);
+
+    fn q4km() -> Format {
+        "q4_k_m".parse().unwrap()
+    }
+
+    /// A table of `size` in q4_k_m with a bf16 cache at `ctxs`, one sequence.
+    fn request(size: &str, ctxs: Vec<usize>) -> Request {
+        Request {
+            models: vec![size.into()],
+            quants: vec![q4km()],
+            kv_dtypes: vec![BF16],
+            ctxs,
             rows: 512,
             batch: 1,
             image: false,
             breakdown: false,
-        };
-        let cap = Capacity {
+        }
+    }
+
+    /// The query of one cell of [`request`]'s table.
+    fn query(size: &str, ctx: usize, batch: usize) -> Query {
+        Query {
+            size: size.into(),
+            quant: q4km(),
+            kv_dtype: BF16,
+            ctx,
+            rows: 512,
+            batch,
+            image: false,
+            target: Target::Cuda,
+            tokenizer: false,
+        }
+    }
+
+    fn gpu_24gib() -> Capacity {
+        Capacity {
             name: "24 GiB".into(),
             total_bytes: 24 << 30,
             bandwidth_gbs: Some(1000.0),
             target: Target::Cuda,
-        };
+        }
+    }
+
+    /// The largest context that fits is the last one whose prediction is within 90%.
+    #[test]
+    fn max_ctx_is_the_frontier_of_the_prediction() {
+        let req = request("27b", vec![4096]);
+        let cap = gpu_24gib();
         let rows = table(&req, &cap).unwrap();
         let max = rows[0].max_ctx_fits.unwrap();
         assert!(max > 4096 && max < 131_072, "{max}");
         let at = |ctx| {
-            let q = Query {
-                size: "27b".into(),
-                quant: q4km,
-                kv_dtype: KvPair::both(crate::engine::kv_cache::KvDtype::Bf16),
-                ctx,
-                rows: 512,
-                batch: 1,
-                image: false,
-                target: Target::Cuda,
-                tokenizer: false,
-            };
+            let q = query("27b", ctx, 1);
             Verdict::of(predict(&q).unwrap().breakdown.total(), cap.total_bytes)
         };
         assert_eq!(at(max), Verdict::Fits);
@@ -568,37 +586,11 @@ mod tests {
     /// against a plain scan); and `--batch B` counts B caches, their logits, and B tokens a step.
     #[test]
     fn max_seqs_is_the_frontier_over_the_batch() {
-        let q4km: Format = "q4_k_m".parse().unwrap();
-        let bf16 = KvPair::both(crate::engine::kv_cache::KvDtype::Bf16);
-        let req = Request {
-            models: vec!["4b".into()],
-            quants: vec![q4km],
-            kv_dtypes: vec![bf16],
-            ctxs: vec![8192, 32_768],
-            rows: 512,
-            batch: 1,
-            image: false,
-            breakdown: false,
-        };
-        let cap = Capacity {
-            name: "24 GiB".into(),
-            total_bytes: 24 << 30,
-            bandwidth_gbs: Some(1000.0),
-            target: Target::Cuda,
-        };
+        let req = request("4b", vec![8192, 32_768]);
+        let cap = gpu_24gib();
         let rows = table(&req, &cap).unwrap();
         for cell in rows[0].cells.iter().flatten() {
-            let q = |batch| Query {
-                size: "4b".into(),
-                quant: q4km,
-                kv_dtype: bf16,
-                ctx: cell.ctx,
-                rows: 512,
-                batch,
-                image: false,
-                target: Target::Cuda,
-                tokenizer: false,
-            };
+            let q = |batch| query("4b", cell.ctx, batch);
             let fits = |b| {
                 Verdict::of(predict(&q(b)).unwrap().breakdown.total(), cap.total_bytes)
                     == Verdict::Fits

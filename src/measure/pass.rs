@@ -125,100 +125,72 @@ pub struct PassShape {
     pub batch: usize,
 }
 
-/// One pass on a fresh session of `shape.ctx` positions: encodes `pixels` (if any), prefills
-/// `prompt_tokens` text tokens (the image's soft tokens between begin/end-of-image markers after
-/// BOS), then decodes `gen_tokens` greedily, one at a time. `on_phase` is called as each phase
-/// begins (after the session's memory is allocated).
+/// One pass on fresh sessions of `shape.ctx` positions. Without `pixels`, the text pass of
+/// [`run_batch`]. With them: one sequence, whose image is encoded, then its prompt prefilled (the
+/// image's soft tokens between begin/end-of-image markers after BOS) and `gen_tokens` decoded
+/// greedily, one at a time. `on_phase` is called as each phase begins (after the session's memory
+/// is allocated).
 pub fn run_pass(
     m: &LoadedModel,
     shape: PassShape,
     pixels: Option<&Tensor>,
     on_phase: &mut dyn FnMut(PassPhase),
 ) -> Result<Pass> {
-    let PassShape {
-        prompt_tokens,
-        gen_tokens,
-        ctx,
-        prefill_chunk,
-        kv_dtype,
-        fill_depth,
-        batch,
-    } = shape;
-    if pixels.is_none() {
+    let Some(px) = pixels else {
         return run_batch(m, shape, on_phase);
-    }
-    if batch > 1 {
+    };
+    if shape.batch > 1 {
         return Err(Error::Unsupported(
             "an image case runs one sequence (--batch 1)".into(),
         ));
     }
-    let prompt = prompt(m, prompt_tokens.max(1));
-    let vision = match (pixels, &m.vision) {
-        (None, _) => None,
-        (Some(_), None) => {
-            return Err(Error::BadInput(format!(
-                "{} was loaded without a vision tower; an image case needs one",
-                m.source
-            )))
-        }
-        (Some(px), Some(v)) => Some((px, v)),
+    let Some(v) = &m.vision else {
+        return Err(Error::BadInput(format!(
+            "{} was loaded without a vision tower; an image case needs one",
+            m.source
+        )));
     };
-    let mut session = m.model.session(ctx, kv_dtype)?;
-    if fill_depth > 0 {
-        session.cache.fill_synthetic(fill_depth)?;
+    let prompt = prompt(m, shape.prompt_tokens.max(1));
+    let mut session = m.model.session(shape.ctx, shape.kv_dtype)?;
+    if shape.fill_depth > 0 {
+        session.cache.fill_synthetic(shape.fill_depth)?;
     }
     let start = Instant::now();
-    let (encode_s, soft) = match vision {
-        Some((px, v)) => {
-            on_phase(PassPhase::Encode);
-            let soft = v.encode(px)?;
-            (Some(start.elapsed().as_secs_f64()), Some(soft))
-        }
-        None => (None, None),
-    };
-    // Only an image case needs the markers (a small vocabulary has no room for them).
-    let markers = match &soft {
-        Some(_) => Some(image_markers(m)?),
-        None => None,
-    };
-    let segments = match (&soft, &markers) {
-        (Some(soft), Some((boi, eoi))) => vec![
-            Segment::Text(&prompt[..1]),
-            Segment::Text(std::slice::from_ref(boi)),
-            Segment::Image(soft),
-            Segment::Text(std::slice::from_ref(eoi)),
-            Segment::Text(&prompt[1..]),
-        ],
-        _ => vec![Segment::Text(&prompt)],
-    };
-    let image_positions = match &soft {
-        Some(s) => s.dim(0)? + 2,
-        None => 0,
-    };
+    on_phase(PassPhase::Encode);
+    let soft = v.encode(px)?;
+    let encode_s = start.elapsed().as_secs_f64();
+    let (boi, eoi) = image_markers(m)?;
+    let segments = [
+        Segment::Text(&prompt[..1]),
+        Segment::Text(std::slice::from_ref(&boi)),
+        Segment::Image(&soft),
+        Segment::Text(std::slice::from_ref(&eoi)),
+        Segment::Text(&prompt[1..]),
+    ];
     on_phase(PassPhase::Prefill);
     let prefill_start = Instant::now();
     let logits = m
         .model
-        .prefill_segments(&segments, prefill_chunk, &mut session)?;
+        .prefill_segments(&segments, shape.prefill_chunk, &mut session)?;
     let mut next = argmax(&logits);
     let prefill_s = prefill_start.elapsed().as_secs_f64();
     let ttft_s = start.elapsed().as_secs_f64();
     on_phase(PassPhase::Decode);
-    let mut decode_ms = Vec::with_capacity(gen_tokens);
-    for _ in 0..gen_tokens {
+    let mut decode_ms = Vec::with_capacity(shape.gen_tokens);
+    for _ in 0..shape.gen_tokens {
         let t = Instant::now();
         let logits = m.model.forward(&[next], &mut session)?;
         next = argmax(&logits);
         decode_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     Ok(Pass {
-        encode_s,
+        encode_s: Some(encode_s),
         prefill_s,
         ttft_s,
         ttft_max_s: ttft_s,
-        positions: prompt.len() + image_positions,
+        positions: prompt.len() + soft.dim(0)? + 2,
         batch: 1,
-        depth: fill_depth,
+        depth: shape.fill_depth,
         decode_ms,
         kv_bytes: session.cache.allocated_bytes() as u64,
         rope_bytes: session.rope_bytes() as u64,
