@@ -8,6 +8,7 @@
 //! flip quantization steps and grow into visible logit differences.)
 
 use candle_core::{CpuStorage, Result, Storage, StorageRef, Tensor};
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 use crate::engine::config::LayerKind;
@@ -231,17 +232,15 @@ impl Src<'_> {
         }
     }
 
-    /// Row r widened (or dequantized: d × v + m) to f32, appended to `out`.
-    fn push_f32(&self, r: usize, hd: usize, out: &mut Vec<f32>) {
+    /// Row r widened (or dequantized: d × v + m) to f32 into `out` (hd values). Exact for the
+    /// dense types (F16C where the CPU has it).
+    fn write_f32(&self, r: usize, out: &mut [f32]) {
+        let hd = out.len();
         match self {
-            Src::F32(v) => out.extend_from_slice(&v[r * hd..(r + 1) * hd]),
-            Src::F16(v) => out.extend(v[r * hd..(r + 1) * hd].iter().map(|x| x.to_f32())),
-            Src::Bf16(v) => out.extend(v[r * hd..(r + 1) * hd].iter().map(|x| x.to_f32())),
-            Src::Quant(q) => {
-                let start = out.len();
-                out.resize(start + hd, 0.0);
-                q.dequantize(r, &mut out[start..]);
-            }
+            Src::F32(v) => out.copy_from_slice(&v[r * hd..(r + 1) * hd]),
+            Src::F16(v) => v[r * hd..(r + 1) * hd].convert_to_f32_slice(out),
+            Src::Bf16(v) => v[r * hd..(r + 1) * hd].convert_to_f32_slice(out),
+            Src::Quant(q) => q.dequantize(r, out),
         }
     }
 }
@@ -328,6 +327,12 @@ struct Sides<'a> {
 /// (256 rows of 256 f32 values: 256 KiB) however deep the context.
 const ROWS: usize = 256;
 
+thread_local! {
+    /// A thread's gather buffer, kept between passes: a fresh one per layer would be mapped
+    /// and zeroed by the kernel every time (it is larger than malloc's mapping threshold).
+    static GATHER: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// A worker's buffers, reused across its items.
 struct Scratch {
     scores: Vec<Vec<f32>>,
@@ -363,10 +368,13 @@ fn run(parts: &[(&Sides, &LayerCache, &Dims)]) -> Vec<Vec<f32>> {
             let s = scratch.get_or_insert_with(|| Scratch {
                 scores: vec![Vec::new(); group],
                 acc: vec![0f32; group * d.head_dim],
-                buf: Vec::new(),
+                buf: GATHER.take(),
                 kq: QuantKeys::new(group, d.head_dim),
             });
             one_item(c, cache, d, item - first[p], s, &ptrs[p]);
+        }
+        if let Some(s) = scratch {
+            GATHER.set(s.buf);
         }
     };
     if cost < 4096 {
@@ -462,11 +470,16 @@ fn gather<'a>(
     hd: usize,
     buf: &'a mut Vec<f32>,
 ) -> Vec<&'a [f32]> {
-    buf.clear();
+    // The buffer only grows (and is zeroed only then): rows are written over.
+    if buf.len() < ps.len() * hd {
+        buf.resize(ps.len() * hd, 0.0);
+    }
+    let mut next = 0;
     for p in ps.clone() {
         let (s, r) = at(p);
         if sides[s].borrow(r, hd).is_none() {
-            sides[s].push_f32(r, hd, buf);
+            sides[s].write_f32(r, &mut buf[next..next + hd]);
+            next += hd;
         }
     }
     let buf: &'a Vec<f32> = buf;
@@ -590,10 +603,16 @@ fn avx512() -> bool {
 #[inline(never)]
 fn score(qs: &[&[f32]], keys: &[&[f32]], out: &mut [Vec<f32>], at: usize) {
     #[cfg(target_arch = "x86_64")]
-    if avx512() && qs[0].len().is_multiple_of(32) {
-        // SAFETY: AVX-512F checked; rows are whole multiples of 32.
-        return unsafe { x86::score(qs, keys, out, at) };
+    if qs[0].len().is_multiple_of(32) {
+        if avx512() {
+            // SAFETY: AVX-512F checked; rows are whole multiples of 32.
+            return unsafe { x86::score(qs, keys, out, at) };
+        }
+        #[cfg(target_feature = "avx2")]
+        // SAFETY: AVX2/FMA are enabled at compile time; rows are whole multiples of 32.
+        return unsafe { x86::score_avx2(qs, keys, out, at) };
     }
+    #[allow(unreachable_code)]
     for (q, o) in qs.iter().zip(out.iter_mut()) {
         for (k, s) in keys.iter().zip(o[at..].iter_mut()) {
             *s = dot(q, k);
@@ -607,10 +626,16 @@ fn score(qs: &[&[f32]], keys: &[&[f32]], out: &mut [Vec<f32>], at: usize) {
 #[inline(never)]
 fn mix(w: &[Vec<f32>], at: usize, values: &[&[f32]], acc: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if avx512() && acc.len().is_multiple_of(32 * w.len()) {
-        // SAFETY: AVX-512F checked; rows are whole multiples of 32.
-        return unsafe { x86::mix(w, at, values, acc) };
+    if acc.len().is_multiple_of(32 * w.len()) {
+        if avx512() {
+            // SAFETY: AVX-512F checked; rows are whole multiples of 32.
+            return unsafe { x86::mix(w, at, values, acc) };
+        }
+        #[cfg(target_feature = "avx2")]
+        // SAFETY: AVX2/FMA are enabled at compile time; rows are whole multiples of 32.
+        return unsafe { x86::mix_avx2(w, at, values, acc) };
     }
+    #[allow(unreachable_code)]
     let hd = acc.len() / w.len();
     for (j, v) in values.iter().enumerate() {
         for (wh, a) in w.iter().zip(acc.chunks_exact_mut(hd)) {
@@ -742,6 +767,162 @@ mod x86 {
         lanes.iter().sum()
     }
 
+    /// [`super::score`] with AVX2 (16 registers): per key, two heads' 32 lanes of [`super::dot`]
+    /// at a time, kept in a buffer for eight keys; then each head's eight keys reduced together
+    /// (the lanes transposed so that one vector addition adds lane i of eight keys, in lane
+    /// order from the empty sum, as the plain loop's sum does).
+    #[cfg(target_feature = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn score_avx2(
+        qs: &[&[f32]],
+        keys: &[&[f32]],
+        out: &mut [Vec<f32>],
+        at: usize,
+    ) {
+        for j0 in (0..keys.len()).step_by(8) {
+            let tile = &keys[j0..(j0 + 8).min(keys.len())];
+            for h0 in (0..qs.len()).step_by(2) {
+                if h0 + 2 <= qs.len() {
+                    score_tile_avx2::<2>(&qs[h0..h0 + 2], tile, &mut out[h0..h0 + 2], at + j0);
+                } else {
+                    score_tile_avx2::<1>(&qs[h0..h0 + 1], tile, &mut out[h0..h0 + 1], at + j0);
+                }
+            }
+        }
+    }
+
+    /// `H` heads against up to eight keys, into `out[h][at..]`.
+    #[allow(clippy::needless_range_loop)]
+    #[cfg(target_feature = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn score_tile_avx2<const H: usize>(
+        qs: &[&[f32]],
+        tile: &[&[f32]],
+        out: &mut [Vec<f32>],
+        at: usize,
+    ) {
+        let hd = qs[0].len();
+        // The plain loop's starting value (and its empty tail's sum).
+        let empty = _mm256_set1_ps(std::iter::empty::<f32>().sum());
+        let mut lanes = [[[0f32; 32]; 8]; H];
+        for (t, k) in tile.iter().enumerate() {
+            let mut acc = [[_mm256_setzero_ps(); 4]; H];
+            for o in (0..hd).step_by(32) {
+                let kv: [__m256; 4] =
+                    std::array::from_fn(|l| _mm256_loadu_ps(k.as_ptr().add(o + 8 * l)));
+                for h in 0..H {
+                    let q = qs[h].as_ptr().add(o);
+                    for l in 0..4 {
+                        let qv = _mm256_loadu_ps(q.add(8 * l));
+                        acc[h][l] = _mm256_fmadd_ps(qv, kv[l], acc[h][l]);
+                    }
+                }
+            }
+            for h in 0..H {
+                for l in 0..4 {
+                    _mm256_storeu_ps(lanes[h][t].as_mut_ptr().add(8 * l), acc[h][l]);
+                }
+            }
+        }
+        for h in 0..H {
+            let mut sum = empty;
+            for l in 0..4 {
+                let r: [__m256; 8] =
+                    std::array::from_fn(|t| _mm256_loadu_ps(lanes[h][t].as_ptr().add(8 * l)));
+                for c in transpose8(r) {
+                    sum = _mm256_add_ps(sum, c);
+                }
+            }
+            let mut s = [0f32; 8];
+            _mm256_storeu_ps(s.as_mut_ptr(), _mm256_add_ps(sum, empty));
+            out[h][at..at + tile.len()].copy_from_slice(&s[..tile.len()]);
+        }
+    }
+
+    /// Columns of an 8 × 8 block given as its rows: `c[i][t] = r[t][i]`.
+    #[cfg(target_feature = "avx2")]
+    #[inline(always)]
+    unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        // t[0] = lo(r0, r1), t[1] = hi(r0, r1), t[2] = lo(r2, r3), t[3] = hi(r2, r3), …
+        let t: [__m256; 8] = std::array::from_fn(|i| {
+            let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+            if i % 2 == 0 {
+                _mm256_unpacklo_ps(a, b)
+            } else {
+                _mm256_unpackhi_ps(a, b)
+            }
+        });
+        let u = [
+            _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+            _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+            _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+            _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+            _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+            _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+            _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+            _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+        ];
+        [
+            _mm256_permute2f128_ps::<0x20>(u[0], u[4]),
+            _mm256_permute2f128_ps::<0x20>(u[1], u[5]),
+            _mm256_permute2f128_ps::<0x20>(u[2], u[6]),
+            _mm256_permute2f128_ps::<0x20>(u[3], u[7]),
+            _mm256_permute2f128_ps::<0x31>(u[0], u[4]),
+            _mm256_permute2f128_ps::<0x31>(u[1], u[5]),
+            _mm256_permute2f128_ps::<0x31>(u[2], u[6]),
+            _mm256_permute2f128_ps::<0x31>(u[3], u[7]),
+        ]
+    }
+
+    /// [`super::mix`] with AVX2: up to 4 heads × 16 elements held in registers across every
+    /// value row.
+    #[cfg(target_feature = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn mix_avx2(w: &[Vec<f32>], at: usize, values: &[&[f32]], acc: &mut [f32]) {
+        for h0 in (0..w.len()).step_by(4) {
+            match w.len() - h0 {
+                1 => mix_heads_avx2::<1>(w, at, values, acc, h0),
+                2 => mix_heads_avx2::<2>(w, at, values, acc, h0),
+                3 => mix_heads_avx2::<3>(w, at, values, acc, h0),
+                _ => mix_heads_avx2::<4>(w, at, values, acc, h0),
+            }
+        }
+    }
+
+    #[allow(clippy::needless_range_loop)]
+    #[cfg(target_feature = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn mix_heads_avx2<const H: usize>(
+        w: &[Vec<f32>],
+        at: usize,
+        values: &[&[f32]],
+        acc: &mut [f32],
+        h0: usize,
+    ) {
+        let hd = acc.len() / w.len();
+        for o in (0..hd).step_by(16) {
+            let mut a = [[_mm256_setzero_ps(); 2]; H];
+            for h in 0..H {
+                let p = acc.as_ptr().add((h0 + h) * hd + o);
+                a[h] = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))];
+            }
+            for (j, v) in values.iter().enumerate() {
+                let p = v.as_ptr().add(o);
+                let x = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))];
+                for h in 0..H {
+                    let s = _mm256_set1_ps(*w[h0 + h].get_unchecked(at + j));
+                    a[h][0] = _mm256_fmadd_ps(s, x[0], a[h][0]);
+                    a[h][1] = _mm256_fmadd_ps(s, x[1], a[h][1]);
+                }
+            }
+            for h in 0..H {
+                let p = acc.as_mut_ptr().add((h0 + h) * hd + o);
+                _mm256_storeu_ps(p, a[h][0]);
+                _mm256_storeu_ps(p.add(8), a[h][1]);
+            }
+        }
+    }
+
     /// [`super::mix`] with up to 4 heads × 32 elements held in registers across every value row.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn mix(w: &[Vec<f32>], at: usize, values: &[&[f32]], acc: &mut [f32]) {
@@ -798,14 +979,11 @@ pub fn supported(cache: &LayerCache) -> bool {
 mod tests {
     use super::*;
 
-    /// The AVX-512 scoring and mixing give exactly the plain loops' bits (heads 1 to 5, so every
-    /// head block size and an odd key count).
+    /// The SIMD scoring and mixing (AVX-512 where the CPU has it, else AVX2) give exactly the
+    /// plain loops' bits (heads 1 to 5, so every head block size, and key counts on both sides of
+    /// the AVX2 tile of eight).
     #[test]
-    fn avx512_paths_equal_the_plain_loops() {
-        if !avx512() {
-            eprintln!("skipped: no AVX-512 on this CPU");
-            return;
-        }
+    fn simd_paths_equal_the_plain_loops() {
         let hd = 64;
         let mut seed = 7u64;
         let mut rnd = move || {
@@ -818,7 +996,9 @@ mod tests {
             let q: Vec<Vec<f32>> = (0..heads)
                 .map(|_| (0..hd).map(|_| rnd()).collect())
                 .collect();
-            let kv: Vec<Vec<f32>> = (0..13).map(|_| (0..hd).map(|_| rnd()).collect()).collect();
+            let kv: Vec<Vec<f32>> = (0..13 + heads)
+                .map(|_| (0..hd).map(|_| rnd()).collect())
+                .collect();
             let qs: Vec<&[f32]> = q.iter().map(Vec::as_slice).collect();
             let keys: Vec<&[f32]> = kv.iter().map(Vec::as_slice).collect();
             let mut fast = vec![vec![0f32; keys.len()]; heads];
