@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::engine::device::DeviceSpec;
 use crate::engine::kv_cache::{KvDtype, KvPair};
 use crate::engine::load::format::Format;
+use crate::estimate::engines::Engine;
 use crate::estimate::Target;
 use crate::output::Format as OutputFormat;
 use crate::result::case::{FillKv, ImageSpec};
@@ -291,6 +292,28 @@ pub struct FitArgs {
     /// predictions instead of tabulating: peak memory and its non-weight part, with the error.
     #[arg(long, value_name = "FILE", num_args = 1..)]
     pub results: Vec<PathBuf>,
+    /// Whose allocation to predict: gemma-fit (this engine's plan) or llama.cpp (its KV caches,
+    /// output and compute buffers as the pinned llama.cpp allocates them, to the MiB of its log,
+    /// weights as the GGUF file holds them; --batch is its -np, each sequence getting --ctx).
+    /// ollama, vllm and transformers: not built yet (an error says so).
+    #[arg(long, value_enum, default_value = "gemma-fit")]
+    pub engine: Engine,
+    /// llama.cpp: a full-size cache on the sliding-window layers too (its library default,
+    /// which llama-bench and the Python binding keep: at 32K the 270M's grows from 15 to
+    /// 480 MiB). Without it, window + ubatch cells rounded to 256, as its CLI and server do.
+    #[arg(long)]
+    pub swa_full: bool,
+    /// llama.cpp: the micro-batch (-ub). Its compute buffer holds this many rows of logits
+    /// (1 MiB each on Gemma 3's 262,144-token vocabulary).
+    #[arg(long, default_value_t = 512, value_parser = at_least_one)]
+    pub ubatch: usize,
+    /// llama.cpp: the logical batch (-b).
+    #[arg(long, default_value_t = 2048, value_parser = at_least_one)]
+    pub n_batch: usize,
+    /// llama.cpp: flash attention, on (what its "auto" picks on CPU and CUDA) or off. A
+    /// quantized V cache needs it on.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub flash_attn: String,
 }
 
 #[derive(Debug, Args)]

@@ -309,3 +309,69 @@ fn fit_results_sets_a_measured_run_beside_its_prediction() {
         "{text}"
     );
 }
+
+/// `fit --engine llama.cpp`: the default model at 32K as llama.cpp's log prints it (a full-size
+/// sliding cache: 96 + 480 MiB of f16, a 514.50 MiB compute buffer at ubatch 512; without it
+/// 1,024 sliding cells), its -np mapping, and the clear errors for what it refuses or what is
+/// not built.
+#[test]
+fn fit_engine_llama_cpp_gives_its_buffers() {
+    let mib = |v: &serde_json::Value| v.as_u64().unwrap() as f64 / (1 << 20) as f64;
+    let cell = |extra: &[&str]| {
+        let mut args = vec![
+            "fit",
+            "--engine",
+            "llama.cpp",
+            "-m",
+            "default",
+            "--ctx",
+            "32K",
+            "--kv-dtype",
+            "f16",
+            "--format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        json(&args)[0].clone()
+    };
+    let full = cell(&["--swa-full", "--flash-attn", "off"]);
+    let a = &full["allocation"];
+    assert!(full["version"].as_str().unwrap().contains("0c1e57098"));
+    assert_eq!(
+        mib(&a["global"]["k_bytes"]) + mib(&a["global"]["v_bytes"]),
+        96.0
+    );
+    assert_eq!(mib(&a["swa"]["k_bytes"]) + mib(&a["swa"]["v_bytes"]), 480.0);
+    assert!(
+        (mib(&a["compute"]) - 514.502).abs() < 5e-4,
+        "{}",
+        a["compute"]
+    );
+    assert_eq!(cell(&[])["allocation"]["swa"]["cells"], 1024);
+    let four = cell(&["--batch", "4"]);
+    assert_eq!(four["allocation"]["global"]["streams"], 4);
+    assert_eq!(four["allocation"]["n_ctx"], 4 * 32768);
+    gemma_fit()
+        .args(["fit", "--engine", "vllm", "-m", "1b"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "the vllm profile is not built yet",
+        ));
+    gemma_fit()
+        .args([
+            "fit",
+            "--engine",
+            "llama.cpp",
+            "-m",
+            "1b",
+            "--kv-dtype",
+            "q8_0",
+        ])
+        .args(["--flash-attn", "off"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "q8_0 V cache without flash attention",
+        ));
+}

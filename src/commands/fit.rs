@@ -4,7 +4,9 @@
 use anyhow::Result;
 
 use crate::cli::FitArgs;
+use crate::engine::kv_cache::{KvDtype, KvPair};
 use crate::estimate::catalog::Catalog;
+use crate::estimate::engines::{self, llamacpp, Engine};
 use crate::estimate::{accuracy, fit, Target};
 use crate::probe::host::HostInfo;
 use crate::units::gib;
@@ -55,6 +57,25 @@ pub fn run(args: &FitArgs) -> Result<()> {
         image: args.image,
         breakdown: args.breakdown,
     };
+    args.engine.check_supported()?;
+    if args.engine == Engine::LlamaCpp {
+        let base = llamacpp::Settings {
+            ctx: 0,
+            seqs: args.batch,
+            n_batch: args.n_batch,
+            n_ubatch: args.ubatch,
+            swa_full: args.swa_full,
+            flash_attn: args.flash_attn == "on",
+            kv: KvPair::both(KvDtype::F16),
+            unified: false,
+        };
+        let cells = engines::llamacpp_table(&req, &cap, base)?;
+        print!(
+            "{}",
+            engines::render_llamacpp(&cells, &cap, &base, args.format)?
+        );
+        return Ok(());
+    }
     let rows = fit::table(&req, &cap)?;
     print!("{}", fit::render(&rows, &req, &cap, args.format)?);
     Ok(())

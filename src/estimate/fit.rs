@@ -113,7 +113,7 @@ pub struct Request {
 }
 
 /// (size, format, tokenizer) rows of a request.
-fn model_rows(req: &Request) -> Result<Vec<(String, Format, bool)>> {
+pub(crate) fn model_rows(req: &Request) -> Result<Vec<(String, Format, bool)>> {
     let mut out = Vec::new();
     for m in &req.models {
         let m = m.trim();

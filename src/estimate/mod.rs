@@ -5,6 +5,7 @@
 
 pub mod accuracy;
 pub mod catalog;
+pub mod engines;
 pub mod fit;
 
 use serde::Serialize;
