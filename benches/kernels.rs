@@ -56,7 +56,8 @@ fn bench(c: &mut Criterion) {
 /// head of 256) on a global layer: a 512-position prefill chunk, and one decoded token after
 /// 8,191 random cached positions, for each cache type whose speed the README compares (f32,
 /// f16, q8_0, q4_0). Its agreement with candle's operations is a unit test in
-/// `src/engine/attention/generic.rs`, the AVX-512 path's with the plain loops one in `cpu.rs`.
+/// `src/engine/attention/generic.rs`, its SIMD paths' (AVX-512, AVX2) with the plain loops one
+/// in `cpu.rs`.
 fn attention(c: &mut Criterion) {
     use gemma_fit::engine::attention::cpu::{attend, Dims};
     use gemma_fit::engine::kv_cache::{KvCache, KvPair};

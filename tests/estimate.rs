@@ -375,3 +375,105 @@ fn fit_engine_llama_cpp_gives_its_buffers() {
             "q8_0 V cache without flash attention",
         ));
 }
+
+/// llama.cpp itself, where its Python binding is installed (`scripts/peer-llamacpp.sh` puts it
+/// in $GEMMA_FIT_HOME/peer/llamacpp-venv; GEMMA_FIT_LLAMACPP_PYTHON names another python):
+/// settings the recorded file does not hold (odd contexts, 2 sequences, ubatch 384) run now,
+/// each against `fit --engine llama.cpp`: cells and KV exact, compute to the MiB. Skipped,
+/// saying so, where it is not installed.
+#[test]
+fn fit_engine_llama_cpp_matches_llama_cpp_run_now() {
+    // Where scripts/peer-llamacpp.sh installs it.
+    let home = std::env::var_os("GEMMA_FIT_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(|| {
+                    std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".cache")
+                })
+                .join("gemma-fit")
+        });
+    let python = std::env::var_os("GEMMA_FIT_LLAMACPP_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| home.join("peer/llamacpp-venv/bin/python"));
+    if !python.exists() {
+        eprintln!(
+            "SKIPPED fit_engine_llama_cpp_matches_llama_cpp_run_now: no llama-cpp-python at {} \
+             (scripts/peer-llamacpp.sh installs it)",
+            python.display()
+        );
+        return;
+    }
+    let Some(model) = common::default_model("fit_engine_llama_cpp_matches_llama_cpp_run_now")
+    else {
+        return;
+    };
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/llamacpp_memory.py"
+        ))
+        .arg("--python")
+        .arg(&python)
+        .args(["--ctx", "3000,16384", "--seqs", "1,2", "--ubatch", "384"])
+        .args(["--kv", "f16:off,q8_0:on"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let settings = run["settings"].as_array().unwrap();
+    assert_eq!(settings.len(), 16);
+    let mib = |v: &serde_json::Value| v.as_u64().unwrap() as f64 / (1 << 20) as f64;
+    for r in settings {
+        assert!(r.get("error").is_none(), "llama.cpp failed: {r}");
+        let seqs = r["n_seq"].as_u64().unwrap();
+        let ctx = (r["n_ctx"].as_u64().unwrap() / seqs).to_string();
+        let (seqs, kv) = (seqs.to_string(), r["type_k"].as_str().unwrap());
+        let mut args = vec![
+            "fit",
+            "--engine",
+            "llama.cpp",
+            "-m",
+            "default",
+            "--memory",
+            "64GiB",
+            "--device",
+            "cpu",
+            "--ctx",
+            &ctx,
+            "--batch",
+            &seqs,
+            "--ubatch",
+            "384",
+            "--kv-dtype",
+            kv,
+            "--flash-attn",
+            r["flash_attn"].as_str().unwrap(),
+            "--format",
+            "json",
+        ];
+        if r["swa_full"] == "1" {
+            args.push("--swa-full");
+        }
+        let cell = json(&args)[0].clone();
+        let a = &cell["allocation"];
+        for side in ["global", "swa"] {
+            assert_eq!(a[side]["cells"], r["cells"][side], "{side} cells: {r}");
+            let ours = mib(&a[side]["k_bytes"]) + mib(&a[side]["v_bytes"]);
+            let theirs = r["kv_mib"][side].as_f64().unwrap();
+            assert!((ours - theirs).abs() <= 0.005, "{side}: {ours} vs {r}");
+        }
+        assert!((mib(&a["output"]) - r["output_mib"].as_f64().unwrap()).abs() <= 0.005);
+        // To the MiB: off the recorded grid the graph allocator sometimes places the logits
+        // above a hole (16K, swa_full, q8_0, ubatch 384: 386.81 MiB printed, 385.88 predicted).
+        let compute = r["compute_mib"].as_f64().unwrap();
+        assert!((mib(&a["compute"]) - compute).abs() < 1.0, "compute: {r}");
+    }
+}

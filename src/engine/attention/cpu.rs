@@ -470,9 +470,17 @@ fn gather<'a>(
     hd: usize,
     buf: &'a mut Vec<f32>,
 ) -> Vec<&'a [f32]> {
-    // The buffer only grows (and is zeroed only then): rows are written over.
-    if buf.len() < ps.len() * hd {
-        buf.resize(ps.len() * hd, 0.0);
+    // The rows to widen; the buffer only grows to hold them (an f32 cache needs none), and is
+    // zeroed only then: rows are written over.
+    let widened = ps
+        .clone()
+        .filter(|&p| {
+            let (s, r) = at(p);
+            sides[s].borrow(r, hd).is_none()
+        })
+        .count();
+    if buf.len() < widened * hd {
+        buf.resize(widened * hd, 0.0);
     }
     let mut next = 0;
     for p in ps.clone() {
