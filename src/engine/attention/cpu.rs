@@ -620,7 +620,6 @@ fn score(qs: &[&[f32]], keys: &[&[f32]], out: &mut [Vec<f32>], at: usize) {
         // SAFETY: AVX2/FMA are enabled at compile time; rows are whole multiples of 32.
         return unsafe { x86::score_avx2(qs, keys, out, at) };
     }
-    #[allow(unreachable_code)]
     for (q, o) in qs.iter().zip(out.iter_mut()) {
         for (k, s) in keys.iter().zip(o[at..].iter_mut()) {
             *s = dot(q, k);
@@ -643,7 +642,6 @@ fn mix(w: &[Vec<f32>], at: usize, values: &[&[f32]], acc: &mut [f32]) {
         // SAFETY: AVX2/FMA are enabled at compile time; rows are whole multiples of 32.
         return unsafe { x86::mix_avx2(w, at, values, acc) };
     }
-    #[allow(unreachable_code)]
     let hd = acc.len() / w.len();
     for (j, v) in values.iter().enumerate() {
         for (wh, a) in w.iter().zip(acc.chunks_exact_mut(hd)) {

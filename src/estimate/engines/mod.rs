@@ -20,10 +20,14 @@ pub enum Engine {
     /// gemma-fit's own plan.
     #[value(name = "gemma-fit")]
     GemmaFit,
+    /// llama.cpp 0c1e57098 (as llama-cpp-python 0.3.36 vendors it).
     #[value(name = "llama.cpp")]
     LlamaCpp,
+    /// Not built yet.
     Ollama,
+    /// Not built yet.
     Vllm,
+    /// Not built yet.
     Transformers,
 }
 
