@@ -426,8 +426,15 @@ fn one_item(c: &Sides, cache: &LayerCache, d: &Dims, item: usize, s: &mut Scratc
         s.clear();
         s.resize(seen.len(), 0.0);
     }
+    let f16_sides = |x: &[Src; 2]| matches!(x, [Src::F16(_), Src::F16(_)]);
+    let direct = direct_f16(hd) && f16_sides(&c.k) && f16_sides(&c.v);
     if let Src::Quant(_) = c.k[0] {
         kq.score(&qs, &c.k, seen.clone(), at, scores);
+    } else if direct {
+        for b0 in seen.clone().step_by(ROWS) {
+            let block = b0..(b0 + ROWS).min(seen.end);
+            score_f16(&qs, &f16_rows(&c.k, block, at, hd), scores, b0 - seen.start);
+        }
     } else {
         for b0 in seen.clone().step_by(ROWS) {
             let block = b0..(b0 + ROWS).min(seen.end);
@@ -449,8 +456,12 @@ fn one_item(c: &Sides, cache: &LayerCache, d: &Dims, item: usize, s: &mut Scratc
     acc.fill(0.0);
     for b0 in seen.clone().step_by(ROWS) {
         let block = b0..(b0 + ROWS).min(seen.end);
-        let values = gather(&c.v, block, at, hd, buf);
-        mix(scores, b0 - seen.start, &values, acc);
+        if direct {
+            mix_f16(scores, b0 - seen.start, &f16_rows(&c.v, block, at, hd), acc);
+        } else {
+            let values = gather(&c.v, block, at, hd, buf);
+            mix(scores, b0 - seen.start, &values, acc);
+        }
     }
     for (g, h) in heads.enumerate() {
         let dst = (i * d.heads + h) * hd;
@@ -616,7 +627,7 @@ fn score(qs: &[&[f32]], keys: &[&[f32]], out: &mut [Vec<f32>], at: usize) {
             // SAFETY: AVX-512F checked; rows are whole multiples of 32.
             return unsafe { x86::score(qs, keys, out, at) };
         }
-        #[cfg(target_feature = "avx2")]
+        #[cfg(all(target_feature = "avx2", target_feature = "f16c"))]
         // SAFETY: AVX2/FMA are enabled at compile time; rows are whole multiples of 32.
         return unsafe { x86::score_avx2(qs, keys, out, at) };
     }
@@ -638,7 +649,7 @@ fn mix(w: &[Vec<f32>], at: usize, values: &[&[f32]], acc: &mut [f32]) {
             // SAFETY: AVX-512F checked; rows are whole multiples of 32.
             return unsafe { x86::mix(w, at, values, acc) };
         }
-        #[cfg(target_feature = "avx2")]
+        #[cfg(all(target_feature = "avx2", target_feature = "f16c"))]
         // SAFETY: AVX2/FMA are enabled at compile time; rows are whole multiples of 32.
         return unsafe { x86::mix_avx2(w, at, values, acc) };
     }
@@ -650,6 +661,83 @@ fn mix(w: &[Vec<f32>], at: usize, values: &[&[f32]], acc: &mut [f32]) {
             }
         }
     }
+}
+
+/// Whether f16 rows are scored and mixed as they are (widened in registers by the AVX2 kernels)
+/// instead of widened into a buffer first: with AVX2 and F16C, without AVX-512 (whose kernels
+/// take f32 rows), for head widths the kernels take.
+fn direct_f16(hd: usize) -> bool {
+    cfg!(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "f16c"
+    )) && !avx512()
+        && hd.is_multiple_of(32)
+}
+
+/// [`score`] over f16 rows, each value widened as it is loaded: the same bits as [`score`] on
+/// the widened rows. Only where [`direct_f16`] holds.
+#[inline(never)]
+fn score_f16(qs: &[&[f32]], keys: &[&[f16]], out: &mut [Vec<f32>], at: usize) {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "f16c"
+    ))]
+    // SAFETY: AVX2/FMA/F16C are enabled at compile time; the caller checked the row width.
+    unsafe {
+        x86::score_avx2(qs, keys, out, at)
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "f16c"
+    )))]
+    unreachable!(
+        "direct_f16 is false without AVX2 and F16C: {:?}",
+        (qs.len(), keys.len(), out.len(), at)
+    )
+}
+
+/// [`mix`] over f16 rows, widened as they are loaded: the same bits as [`mix`] on the widened
+/// rows. Only where [`direct_f16`] holds.
+#[inline(never)]
+fn mix_f16(w: &[Vec<f32>], at: usize, values: &[&[f16]], acc: &mut [f32]) {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "f16c"
+    ))]
+    // SAFETY: AVX2/FMA/F16C are enabled at compile time; the caller checked the row width.
+    unsafe {
+        x86::mix_avx2(w, at, values, acc)
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "f16c"
+    )))]
+    unreachable!(
+        "direct_f16 is false without AVX2 and F16C: {:?}",
+        (w.len(), at, values.len(), acc.len())
+    )
+}
+
+/// The f16 rows of positions `ps` from sides both held in f16.
+fn f16_rows<'a>(
+    sides: &'a [Src<'a>; 2],
+    ps: std::ops::Range<usize>,
+    at: impl Fn(usize) -> (usize, usize),
+    hd: usize,
+) -> Vec<&'a [f16]> {
+    ps.map(|p| {
+        let (s, r) = at(p);
+        match &sides[s] {
+            Src::F16(v) => &v[r * hd..(r + 1) * hd],
+            _ => unreachable!("the caller checked that both sides hold f16"),
+        }
+    })
+    .collect()
 }
 
 /// Dot product in a fixed order: 32 lanes of fused multiply-adds (so the loop is not bound by
@@ -773,15 +861,39 @@ mod x86 {
         lanes.iter().sum()
     }
 
+    /// Eight values of a row widened to f32 lanes (exactly: f16 → f32 loses nothing).
+    #[cfg(all(target_feature = "avx2", target_feature = "f16c"))]
+    pub(super) trait Lanes: Copy {
+        /// # Safety
+        /// `p` must point at eight readable values.
+        unsafe fn load8(p: *const Self) -> __m256;
+    }
+
+    #[cfg(all(target_feature = "avx2", target_feature = "f16c"))]
+    impl Lanes for f32 {
+        #[inline(always)]
+        unsafe fn load8(p: *const f32) -> __m256 {
+            _mm256_loadu_ps(p)
+        }
+    }
+
+    #[cfg(all(target_feature = "avx2", target_feature = "f16c"))]
+    impl Lanes for half::f16 {
+        #[inline(always)]
+        unsafe fn load8(p: *const half::f16) -> __m256 {
+            _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+        }
+    }
+
     /// [`super::score`] with AVX2 (16 registers): per key, two heads' 32 lanes of [`super::dot`]
     /// at a time, kept in a buffer for eight keys; then each head's eight keys reduced together
     /// (the lanes transposed so that one vector addition adds lane i of eight keys, in lane
     /// order from the empty sum, as the plain loop's sum does).
-    #[cfg(target_feature = "avx2")]
+    #[cfg(all(target_feature = "avx2", target_feature = "f16c"))]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn score_avx2(
+    pub(super) unsafe fn score_avx2<T: Lanes>(
         qs: &[&[f32]],
-        keys: &[&[f32]],
+        keys: &[&[T]],
         out: &mut [Vec<f32>],
         at: usize,
     ) {
@@ -789,9 +901,9 @@ mod x86 {
             let tile = &keys[j0..(j0 + 8).min(keys.len())];
             for h0 in (0..qs.len()).step_by(2) {
                 if h0 + 2 <= qs.len() {
-                    score_tile_avx2::<2>(&qs[h0..h0 + 2], tile, &mut out[h0..h0 + 2], at + j0);
+                    score_tile_avx2::<2, T>(&qs[h0..h0 + 2], tile, &mut out[h0..h0 + 2], at + j0);
                 } else {
-                    score_tile_avx2::<1>(&qs[h0..h0 + 1], tile, &mut out[h0..h0 + 1], at + j0);
+                    score_tile_avx2::<1, T>(&qs[h0..h0 + 1], tile, &mut out[h0..h0 + 1], at + j0);
                 }
             }
         }
@@ -799,11 +911,11 @@ mod x86 {
 
     /// `H` heads against up to eight keys, into `out[h][at..]`.
     #[allow(clippy::needless_range_loop)]
-    #[cfg(target_feature = "avx2")]
+    #[cfg(all(target_feature = "avx2", target_feature = "f16c"))]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn score_tile_avx2<const H: usize>(
+    unsafe fn score_tile_avx2<const H: usize, T: Lanes>(
         qs: &[&[f32]],
-        tile: &[&[f32]],
+        tile: &[&[T]],
         out: &mut [Vec<f32>],
         at: usize,
     ) {
@@ -814,8 +926,7 @@ mod x86 {
         for (t, k) in tile.iter().enumerate() {
             let mut acc = [[_mm256_setzero_ps(); 4]; H];
             for o in (0..hd).step_by(32) {
-                let kv: [__m256; 4] =
-                    std::array::from_fn(|l| _mm256_loadu_ps(k.as_ptr().add(o + 8 * l)));
+                let kv: [__m256; 4] = std::array::from_fn(|l| T::load8(k.as_ptr().add(o + 8 * l)));
                 for h in 0..H {
                     let q = qs[h].as_ptr().add(o);
                     for l in 0..4 {
@@ -846,7 +957,7 @@ mod x86 {
     }
 
     /// Columns of an 8 × 8 block given as its rows: `c[i][t] = r[t][i]`.
-    #[cfg(target_feature = "avx2")]
+    #[cfg(all(target_feature = "avx2", target_feature = "f16c"))]
     #[inline(always)]
     unsafe fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
         // t[0] = lo(r0, r1), t[1] = hi(r0, r1), t[2] = lo(r2, r3), t[3] = hi(r2, r3), …
@@ -882,26 +993,31 @@ mod x86 {
 
     /// [`super::mix`] with AVX2: up to 4 heads × 16 elements held in registers across every
     /// value row.
-    #[cfg(target_feature = "avx2")]
+    #[cfg(all(target_feature = "avx2", target_feature = "f16c"))]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn mix_avx2(w: &[Vec<f32>], at: usize, values: &[&[f32]], acc: &mut [f32]) {
+    pub(super) unsafe fn mix_avx2<T: Lanes>(
+        w: &[Vec<f32>],
+        at: usize,
+        values: &[&[T]],
+        acc: &mut [f32],
+    ) {
         for h0 in (0..w.len()).step_by(4) {
             match w.len() - h0 {
-                1 => mix_heads_avx2::<1>(w, at, values, acc, h0),
-                2 => mix_heads_avx2::<2>(w, at, values, acc, h0),
-                3 => mix_heads_avx2::<3>(w, at, values, acc, h0),
-                _ => mix_heads_avx2::<4>(w, at, values, acc, h0),
+                1 => mix_heads_avx2::<1, T>(w, at, values, acc, h0),
+                2 => mix_heads_avx2::<2, T>(w, at, values, acc, h0),
+                3 => mix_heads_avx2::<3, T>(w, at, values, acc, h0),
+                _ => mix_heads_avx2::<4, T>(w, at, values, acc, h0),
             }
         }
     }
 
     #[allow(clippy::needless_range_loop)]
-    #[cfg(target_feature = "avx2")]
+    #[cfg(all(target_feature = "avx2", target_feature = "f16c"))]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn mix_heads_avx2<const H: usize>(
+    unsafe fn mix_heads_avx2<const H: usize, T: Lanes>(
         w: &[Vec<f32>],
         at: usize,
-        values: &[&[f32]],
+        values: &[&[T]],
         acc: &mut [f32],
         h0: usize,
     ) {
@@ -914,7 +1030,7 @@ mod x86 {
             }
             for (j, v) in values.iter().enumerate() {
                 let p = v.as_ptr().add(o);
-                let x = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))];
+                let x = [T::load8(p), T::load8(p.add(8))];
                 for h in 0..H {
                     let s = _mm256_set1_ps(*w[h0 + h].get_unchecked(at + j));
                     a[h][0] = _mm256_fmadd_ps(s, x[0], a[h][0]);
@@ -1025,6 +1141,35 @@ mod tests {
                 .zip(&acc_plain)
                 .all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "{heads} heads: mix differs");
+            // f16 rows read as they are: the bits of the same rows widened first.
+            if cfg!(all(
+                target_arch = "x86_64",
+                target_feature = "avx2",
+                target_feature = "f16c"
+            )) {
+                let kv16: Vec<Vec<f16>> = kv
+                    .iter()
+                    .map(|r| r.iter().map(|&x| f16::from_f32(x)).collect())
+                    .collect();
+                let wide: Vec<Vec<f32>> = kv16
+                    .iter()
+                    .map(|r| r.iter().map(|x| x.to_f32()).collect())
+                    .collect();
+                let rows16: Vec<&[f16]> = kv16.iter().map(Vec::as_slice).collect();
+                let rows32: Vec<&[f32]> = wide.iter().map(Vec::as_slice).collect();
+                let mut a = vec![vec![0f32; keys.len()]; heads];
+                let mut b = a.clone();
+                score_f16(&qs, &rows16, &mut a, 0);
+                score(&qs, &rows32, &mut b, 0);
+                assert_eq!(a, b, "{heads} heads: f16 scores");
+                let (mut ma, mut mb) = (vec![0.5f32; heads * hd], vec![0.5f32; heads * hd]);
+                mix_f16(&a, 0, &rows16, &mut ma);
+                mix(&b, 0, &rows32, &mut mb);
+                assert!(
+                    ma.iter().zip(&mb).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{heads} heads: f16 mix"
+                );
+            }
         }
     }
 }
