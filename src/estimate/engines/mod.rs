@@ -65,13 +65,17 @@ pub struct LlamaCppCell {
 }
 
 /// llama.cpp's figures for every cell of `req` with `base`'s settings (its context and K/V
-/// types replaced by each cell's; `req.batch` sequences). A setting llama.cpp refuses (a
+/// types replaced by each cell's). A setting llama.cpp refuses (a
 /// quantized V cache without flash attention) is an error naming it.
 pub fn llamacpp_table(
     req: &Request,
     cap: &Capacity,
     base: llamacpp::Settings,
 ) -> Result<Vec<LlamaCppCell>> {
+    let runtime = match cap.target {
+        Target::Cuda => CUDA_CONTEXT_BYTES,
+        Target::Cpu => 0,
+    };
     let mut cells = Vec::new();
     for (size, quant, _) in model_rows(req)? {
         let p = crate::estimate::preset(&size)?;
@@ -84,17 +88,8 @@ pub fn llamacpp_table(
                 if ctx > p.config.max_position_embeddings {
                     continue;
                 }
-                let s = llamacpp::Settings {
-                    ctx,
-                    seqs: req.batch,
-                    kv,
-                    ..base
-                };
+                let s = llamacpp::Settings { ctx, kv, ..base };
                 let a = llamacpp::allocate(&p.config, &s).map_err(Error::BadInput)?;
-                let runtime = match cap.target {
-                    Target::Cuda => CUDA_CONTEXT_BYTES,
-                    Target::Cpu => 0,
-                };
                 let total = weights + a.non_weight() + runtime;
                 cells.push(LlamaCppCell {
                     engine: "llama.cpp",
