@@ -10,7 +10,7 @@ chunk a fresh sequence with its first token replaced by BOS, offsets ctx/2 .. ct
 predicting the next token. Writes the gemma-fit logits file format (docs/quality.md): per scored
 position the top-K log-probabilities, the next token's id and log-probability and the
 log-sum-exp; --full-rows N adds full log-probability rows for the first N positions (1 MiB
-each). Default text: the one gemma-fit ships (src/quality/eval-text.txt). scripts/peer-llamacpp.sh
+each). Default text: the one gemma-fit ships (src/quality/eval-text.txt). scripts/install-llamacpp.sh
 installs the virtual environment.
 
 A quantized cache (--kv q8_0 …) is Hadamard-rotated by this llama.cpp, as by gemma-fit

@@ -14,10 +14,10 @@ creates a llama-cpp-python context on MODEL (verbose) and parses the lines llama
 and writes them as JSON (`gemma-fit`'s llama.cpp profile is tested against this file:
 tests/data/llamacpp/memory-270m.json, `tests/estimate.rs`).
 
-  scripts/llamacpp_memory.py --python VENV/bin/python MODEL > out.json
+  scripts/llamacpp_memory.py --python "$(scripts/install-llamacpp.sh)" MODEL > out.json
 
-VENV: the llama-cpp-python 0.3.36 environment `scripts/peer-llamacpp.sh` installs
-(~/.cache/gemma-fit/peer/llamacpp-venv). About a minute for the default grid on 2 cores.
+(`scripts/install-llamacpp.sh` installs llama-cpp-python 0.3.36 and prints its python.) About a
+minute for the default grid on 2 cores.
 """
 import argparse
 import itertools

@@ -6,7 +6,7 @@
 
 Same format as tests/data/llamacpp/generate.json: prompt_ids (BOS added, special tokens not
 parsed), 32 greedy_ids, margins (top-1 minus top-2 logit at each greedy step) and top20
-([id, logit]) at the last prompt position. (scripts/peer-llamacpp.sh installs the venv.)
+([id, logit]) at the last prompt position. (scripts/install-llamacpp.sh installs the venv.)
 """
 import argparse
 import json

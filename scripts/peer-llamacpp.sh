@@ -3,8 +3,8 @@
 #
 #   scripts/peer-llamacpp.sh [--model FILE] [--threads N] [--reps R] [--out FILE]
 #
-# Installs llama-cpp-python (compiled locally, ~15 min on 2 cores, once) into a virtual
-# environment under $GEMMA_FIT_HOME/peer/, builds gemma-fit --release, then runs the two engines
+# Installs llama-cpp-python (scripts/install-llamacpp.sh: compiled locally, ~15 min on 2 cores,
+# once, under $GEMMA_FIT_HOME/peer/), builds gemma-fit --release, then runs the two engines
 # alternately, one fresh process per measurement, R times each:
 #   prefill-128 + decode-64 (decode speed and peak RSS after a 128-token prompt),
 #   prefill-512, prefill-2048 + decode-64 (peak RSS with a long prompt).
@@ -24,14 +24,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-HOME_DIR=${GEMMA_FIT_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/gemma-fit}
-VENV=$HOME_DIR/peer/llamacpp-venv
-LLAMA_CPP_PYTHON_VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
-if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
-  echo "installing llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION into $VENV (compiles llama.cpp; ~15 min on 2 cores)" >&2
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --no-cache-dir "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" >&2
-fi
+PYTHON=$(scripts/install-llamacpp.sh)
 
 cargo build --release --quiet
 BIN=target/release/gemma-fit
@@ -43,7 +36,7 @@ trap 'rm -f "$samples"' EXIT
 measure() { # engine prompt gen
   local engine=$1 p=$2 g=$3 line
   if [ "$engine" = llama.cpp ]; then
-    line=$("$VENV/bin/python" scripts/llamacpp_bench.py --model "$MODEL" --threads "$THREADS" --prompt-tokens "$p" --gen "$g")
+    line=$("$PYTHON" scripts/llamacpp_bench.py --model "$MODEL" --threads "$THREADS" --prompt-tokens "$p" --gen "$g")
   else
     # The run's record (schema v1), flattened to the fields llamacpp_bench.py prints.
     line=$($BIN run --model "$MODEL" --threads "$THREADS" --prompt-tokens "$p" --gen "$g" --json | python3 -c '

@@ -376,36 +376,16 @@ fn fit_engine_llama_cpp_gives_its_buffers() {
         ));
 }
 
-/// llama.cpp itself, where its Python binding is installed (`scripts/peer-llamacpp.sh` puts it
-/// in $GEMMA_FIT_HOME/peer/llamacpp-venv; GEMMA_FIT_LLAMACPP_PYTHON names another python):
+/// llama.cpp itself, where its Python binding is installed (`scripts/install-llamacpp.sh`; under
+/// CI=true its absence fails the test):
 /// settings the recorded file does not hold (odd contexts, 2 sequences, ubatch 384) run now,
-/// each against `fit --engine llama.cpp`: cells and KV exact, compute to the MiB. Skipped,
-/// saying so, where it is not installed.
+/// each against `fit --engine llama.cpp`: cells and KV exact, compute to the MiB.
 #[test]
 fn fit_engine_llama_cpp_matches_llama_cpp_run_now() {
-    // Where scripts/peer-llamacpp.sh installs it.
-    let home = std::env::var_os("GEMMA_FIT_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(std::path::PathBuf::from)
-                .unwrap_or_else(|| {
-                    std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                        .join(".cache")
-                })
-                .join("gemma-fit")
-        });
-    let python = std::env::var_os("GEMMA_FIT_LLAMACPP_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| home.join("peer/llamacpp-venv/bin/python"));
-    if !python.exists() {
-        eprintln!(
-            "SKIPPED fit_engine_llama_cpp_matches_llama_cpp_run_now: no llama-cpp-python at {} \
-             (scripts/peer-llamacpp.sh installs it)",
-            python.display()
-        );
+    let Some(python) = common::llamacpp_python("fit_engine_llama_cpp_matches_llama_cpp_run_now")
+    else {
         return;
-    }
+    };
     let Some(model) = common::default_model("fit_engine_llama_cpp_matches_llama_cpp_run_now")
     else {
         return;

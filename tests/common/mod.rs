@@ -28,6 +28,31 @@ pub fn default_model(test: &str) -> Option<PathBuf> {
     }
 }
 
+/// llama-cpp-python's python (where `scripts/install-llamacpp.sh` puts it, in
+/// $GEMMA_FIT_HOME/peer/llamacpp-venv; GEMMA_FIT_LLAMACPP_PYTHON names another), or None with a
+/// message where it is not installed — except under `CI=true`, where `.ci/run` installs it and
+/// its absence fails the test.
+#[allow(dead_code)] // Not every test binary runs llama.cpp.
+pub fn llamacpp_python(test: &str) -> Option<PathBuf> {
+    let python = std::env::var_os("GEMMA_FIT_LLAMACPP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            gemma_fit::engine::load::fetch::home_dir().join("peer/llamacpp-venv/bin/python")
+        });
+    if python.exists() {
+        return Some(python);
+    }
+    let why = format!(
+        "{test} needs llama-cpp-python at {} (scripts/install-llamacpp.sh installs it)",
+        python.display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{why}");
+    }
+    eprintln!("SKIPPED {why}");
+    None
+}
+
 pub fn reference(name: &str) -> serde_json::Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/llamacpp")
