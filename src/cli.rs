@@ -428,6 +428,8 @@ pub struct BenchArgs {
     /// CPU threads per case (default: all cores).
     #[arg(long, value_parser = at_least_one)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub peer: PeerArgs,
     /// List the cases and exit.
     #[arg(long)]
     pub list: bool,
@@ -507,6 +509,51 @@ pub struct TokenizeArgs {
     /// Do not add BOS even when the model asks for it.
     #[arg(long)]
     pub no_bos: bool,
+}
+
+/// Which engine measures a case (`run`, `bench`): gemma-fit's own, or llama.cpp as a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunEngine {
+    /// gemma-fit's engine.
+    #[value(name = "gemma-fit")]
+    GemmaFit,
+    /// llama.cpp 0c1e57098 through llama-cpp-python 0.3.36 (scripts/install-llamacpp.sh), run as
+    /// a child process on the same GGUF file and case, probed from outside.
+    #[value(name = "llama.cpp")]
+    LlamaCpp,
+}
+
+/// `--engine` and llama.cpp's settings, for the commands that measure cases.
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// The engine that runs the case: gemma-fit, or llama.cpp on the same GGUF file (--model
+    /// default or a .gguf path; CPU; its n_batch is --prefill-chunk, its K/V types --kv-dtype),
+    /// its peak RSS read from the kernel and its buffers from its own log.
+    #[arg(long, value_enum, default_value = "gemma-fit")]
+    pub engine: RunEngine,
+    /// llama.cpp: the micro-batch (-ub).
+    #[arg(long, default_value_t = 512, value_parser = at_least_one)]
+    pub ubatch: usize,
+    /// llama.cpp: flash attention on or off (-fa). A quantized V cache needs it on.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub flash_attn: String,
+    /// llama.cpp: a full-size cache on the sliding-window layers too (--swa-full).
+    #[arg(long)]
+    pub swa_full: bool,
+}
+
+impl PeerArgs {
+    /// The case's engine.
+    pub fn case_engine(&self) -> crate::result::case::CaseEngine {
+        match self.engine {
+            RunEngine::GemmaFit => crate::result::case::CaseEngine::GemmaFit,
+            RunEngine::LlamaCpp => crate::result::case::CaseEngine::LlamaCpp {
+                n_ubatch: self.ubatch,
+                flash_attn: self.flash_attn == "on",
+                swa_full: self.swa_full,
+            },
+        }
+    }
 }
 
 /// Options shared by the commands that run the engine.
@@ -649,6 +696,8 @@ fn at_least_four(s: &str) -> Result<usize, String> {
 pub struct RunArgs {
     #[command(flatten)]
     pub engine: EngineArgs,
+    #[command(flatten)]
+    pub peer: PeerArgs,
     /// Prompt length in tokens (BOS included).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
     pub prompt_tokens: u64,

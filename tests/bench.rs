@@ -327,3 +327,105 @@ fn a_run_in_a_checkout_leaves_tracked_files_alone() {
     );
     assert_eq!(status(), before, "the run changed what git tracks or sees");
 }
+
+/// `bench --engine llama.cpp` runs the suite's GGUF cases with llama.cpp (skipping the synthetic
+/// ones, saying so), each recorded ok with its peak memory and llama.cpp's buffers, the engine
+/// in the key; gemma-fit's run of the same suite lands beside it, and the report shows both,
+/// each with its prediction.
+#[test]
+fn bench_runs_llama_cpp_beside_gemma_fit() {
+    let Some(python) = common::llamacpp_python("bench_runs_llama_cpp_beside_gemma_fit") else {
+        return;
+    };
+    if common::default_model("bench_runs_llama_cpp_beside_gemma_fit").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("peers.toml");
+    std::fs::write(
+        &suite,
+        r#"
+name = "peers"
+[axes]
+models = ["default", "synthetic:270m"]
+quants = ["q8_0"]
+kv_dtypes = ["f16"]
+contexts = [1024, 4096]
+prompt_tokens = [64]
+gen_tokens = [4]
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("results.jsonl");
+    let bench = |engine: &str| {
+        gemma_fit()
+            .env("GEMMA_FIT_LLAMACPP_PYTHON", &python)
+            .args(["bench", suite.to_str().unwrap(), "--threads", "2"])
+            .args(["--out", out.to_str().unwrap(), "--engine", engine])
+            .assert()
+            .success()
+    };
+    bench("llama.cpp")
+        .stderr(predicate::str::contains("2 of the suite's 4 cases skipped"))
+        .stdout(predicate::str::contains("2 ok, 0 oom, 0 timeout, 0 error"));
+    bench("gemma-fit").stdout(predicate::str::contains("4 ok"));
+    let recs = records(&out);
+    assert_eq!(recs.len(), 6);
+    let llama: Vec<&CaseResult> = recs
+        .iter()
+        .filter(|r| r.key.engine.tag().is_some())
+        .collect();
+    assert_eq!(llama.len(), 2);
+    for r in &llama {
+        assert_eq!(r.outcome, Outcome::Ok);
+        assert_eq!(r.key.weights, "default");
+        let m = r.metrics.as_ref().unwrap();
+        assert!(
+            m.peak_rss_bytes.unwrap() > 200 << 20,
+            "{:?}",
+            m.peak_rss_bytes
+        );
+        assert!(m.decode_tok_per_s.median > 0.0);
+        for b in [
+            "model CPU_Mapped",
+            "KV global",
+            "KV SWA",
+            "compute",
+            "output",
+        ] {
+            assert!(
+                m.engine_buffers.contains_key(b),
+                "{b}: {:?}",
+                m.engine_buffers
+            );
+        }
+    }
+    let html = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+    assert!(html.contains("[llama.cpp:ub512:fa]"), "no llama.cpp series");
+    assert!(
+        html.contains("270m (default GGUF) q4_k_m kv f16<"),
+        "no gemma-fit series"
+    );
+    // Each engine's cases beside its own prediction, in the report's checks.
+    let checks = gemma_fit()
+        .args([
+            "fit",
+            "--results",
+            out.to_str().unwrap(),
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let compared: serde_json::Value = serde_json::from_slice(&checks.stdout).unwrap();
+    let llama_rows: Vec<&serde_json::Value> = compared
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["case"].as_str().unwrap().contains("[llama.cpp"))
+        .collect();
+    assert_eq!(llama_rows.len(), 2, "{compared}");
+    for c in llama_rows {
+        assert!(c["error"].as_f64().unwrap().abs() < 0.05, "{c}");
+    }
+}

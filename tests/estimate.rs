@@ -457,3 +457,76 @@ fn fit_engine_llama_cpp_matches_llama_cpp_run_now() {
         assert!((mib(&a["compute"]) - compute).abs() < 1.0, "compute: {r}");
     }
 }
+
+/// The llama.cpp profile's resident rule against llama.cpp's measured peak RSS, on the grid
+/// `scripts/llamacpp-resident.sh` recorded (default 270M at 8K and 32K, swa_full off and on, f16
+/// with flash attention off and on and q8_0 with, n_ubatch 256, 512 and 1024): within 5% each.
+#[test]
+fn llama_cpp_resident_rule_holds_on_the_recorded_grid() {
+    let data = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/llamacpp/resident-270m.jsonl"
+    );
+    let rows = json(&["fit", "--results", data, "--format", "json"]);
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 36);
+    for r in rows {
+        assert!(r["case"].as_str().unwrap().contains("[llama.cpp"), "{r}");
+        let e = r["error"].as_f64().unwrap();
+        assert!(e.abs() <= 0.05, "{}: {:+.1}%", r["case"], 100.0 * e);
+    }
+}
+
+/// llama.cpp run now (where it is installed; under CI=true it must be) on settings the grid
+/// does not hold — two sequences, a 12,000-position context, a 200-token prompt, n_ubatch 384 —
+/// recorded by `run --engine llama.cpp` and set beside the resident rule: within 5%.
+#[test]
+fn run_engine_llama_cpp_is_measured_and_predicted() {
+    let Some(python) = common::llamacpp_python("run_engine_llama_cpp_is_measured_and_predicted")
+    else {
+        return;
+    };
+    if common::default_model("run_engine_llama_cpp_is_measured_and_predicted").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run.json");
+    let run = Command::cargo_bin("gemma-fit")
+        .unwrap()
+        .env("GEMMA_FIT_LLAMACPP_PYTHON", &python)
+        .args([
+            "run",
+            "--engine",
+            "llama.cpp",
+            "--ctx",
+            "12000",
+            "--batch",
+            "2",
+        ])
+        .args(["--prompt-tokens", "200", "--gen", "4", "--ubatch", "384"])
+        .args(["--kv-dtype", "q8_0", "--threads", "2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        text.contains("engine           llama.cpp (n_ubatch 384"),
+        "{text}"
+    );
+    let rows = json(&[
+        "fit",
+        "--results",
+        out.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let r = &rows[0];
+    assert!(r["case"].as_str().unwrap().contains("× 2 seqs"), "{r}");
+    let e = r["error"].as_f64().unwrap();
+    assert!(e.abs() <= 0.05, "{r}");
+}

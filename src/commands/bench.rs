@@ -7,8 +7,18 @@ use crate::suite::child::ChildProcess;
 use crate::suite::runner::{self, BenchOptions};
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    let (suite, origin) = crate::suite::find(&args.suite)?;
+    let (mut suite, origin) = crate::suite::find(&args.suite)?;
     let threads = super::threads(args.threads);
+    let all = suite.cases(threads).len();
+    suite.engine = args.peer.case_engine();
+    let runnable = suite.cases(threads).len();
+    if runnable < all {
+        eprintln!(
+            "{}: {} of the suite's {all} cases skipped (GGUF files on the CPU, text from position 0 only)",
+            suite.engine,
+            all - runnable
+        );
+    }
     if args.list {
         println!(
             "# {} ({}): {}",
@@ -37,7 +47,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "suite {} ({}): {} cases",
         suite.name,
         origin.display(),
-        suite.cases(threads).len()
+        runnable
     );
     let summary = runner::run(
         &BenchOptions {

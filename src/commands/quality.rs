@@ -285,6 +285,7 @@ fn record(args: &QualityArgs, m: &LoadedModel, quality: Quality) -> CaseResult {
         sample_ms: 10.0,
         memory_limit_bytes: None,
         batch: 1,
+        engine: Default::default(),
     };
     let key = spec.key();
     let mut params = spec.params(&key);

@@ -6,7 +6,7 @@ use anyhow::Result;
 use crate::cli::RunArgs;
 use crate::measure::measure;
 use crate::output::outcome;
-use crate::result::case::CaseSpec;
+use crate::result::case::{CaseEngine, CaseSpec};
 use crate::result::store::write_json_atomically;
 use crate::result::{CaseResult, Outcome};
 use crate::stats::Stat;
@@ -32,15 +32,20 @@ pub fn spec(args: &RunArgs) -> CaseSpec {
         sample_ms: args.sample_ms,
         memory_limit_bytes: args.memory_limit_bytes,
         batch: args.batch,
+        engine: args.peer.case_engine(),
     }
 }
 
 pub fn run(args: &RunArgs) -> Result<()> {
     let spec = spec(args);
     spec.check()?;
-    let result = measure(&spec, |device, vision| {
-        super::load_model(&args.engine, vision, device)
-    });
+    let result = if spec.engine == CaseEngine::GemmaFit {
+        measure(&spec, |device, vision| {
+            super::load_model(&args.engine, vision, device)
+        })
+    } else {
+        crate::measure::llamacpp::measure(&spec)
+    };
     if let Some(out) = &args.out {
         write_json_atomically(out, &result)?;
     }
@@ -69,6 +74,9 @@ pub fn exit_for(o: &Outcome) -> Result<()> {
 fn print_case(r: &CaseResult) {
     let p = &r.params;
     println!("model            {}", p.source);
+    if r.key.engine != CaseEngine::GemmaFit {
+        println!("engine           {}", r.key.engine);
+    }
     println!(
         "case             {}prompt {} tokens, decode {}, ctx {}, chunk {}, kv {}, {} threads, {}{}",
         match p.batch {

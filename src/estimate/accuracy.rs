@@ -5,10 +5,10 @@
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::estimate::{predict, Breakdown, Query, Target};
+use crate::estimate::{Breakdown, Query, Target};
 use crate::output::table::Table;
 use crate::output::Format;
-use crate::result::case::FillKv;
+use crate::result::case::{CaseEngine, FillKv};
 use crate::result::CaseResult;
 use crate::units::{ctx_label, mib};
 
@@ -65,8 +65,7 @@ fn one(r: &CaseResult) -> std::result::Result<Compared, String> {
         Target::Cpu => "no peak RSS recorded",
         Target::Cuda => "no NVML process memory recorded",
     })?;
-    let p = predict(&q).map_err(|e| e.to_string())?;
-    let b = p.breakdown;
+    let b = crate::estimate::predict_record(r, k.ctx)?;
     let weights =
         m.weights.resident_weight_bytes + m.vision_weights.map_or(0, |v| v.resident_weight_bytes);
     let measured_non_weight = measured.saturating_sub(weights);
@@ -79,7 +78,7 @@ fn one(r: &CaseResult) -> std::result::Result<Compared, String> {
     };
     Ok(Compared {
         case: format!(
-            "{} {} kv {} ctx {} p{}+g{}{}{}{}",
+            "{} {} kv {} ctx {} p{}+g{}{}{}{}{}",
             q.size,
             q.quant,
             k.kv(),
@@ -95,6 +94,10 @@ fn one(r: &CaseResult) -> std::result::Result<Compared, String> {
                 ""
             } else {
                 " (filled)"
+            },
+            match k.engine {
+                CaseEngine::GemmaFit => String::new(),
+                e => format!(" [{e}]"),
             }
         ),
         target: q.target,

@@ -244,6 +244,56 @@ pub fn predict(q: &Query) -> Result<Prediction> {
     })
 }
 
+/// The prediction for the case a record ran, at context `ctx`: gemma-fit's plan, or for a case
+/// llama.cpp ran, its profile's resident rule ([`engines::llamacpp::resident`]) with the
+/// process's baseline as the record measured it before the load. Err: why it is not predicted.
+pub fn predict_record(r: &CaseResult, ctx: usize) -> std::result::Result<Breakdown, String> {
+    let q = Query {
+        ctx,
+        ..Query::for_record(r)?
+    };
+    match r.key.engine {
+        crate::result::case::CaseEngine::GemmaFit => {
+            predict(&q).map(|p| p.breakdown).map_err(|e| e.to_string())
+        }
+        crate::result::case::CaseEngine::LlamaCpp {
+            n_ubatch,
+            flash_attn,
+            swa_full,
+        } => {
+            use engines::llamacpp;
+            let p = preset(&q.size).map_err(|e| e.to_string())?;
+            let s = llamacpp::Settings {
+                ctx,
+                seqs: q.batch,
+                n_batch: r.key.prefill_chunk,
+                n_ubatch,
+                swa_full,
+                flash_attn,
+                kv: q.kv_dtype,
+                unified: false,
+            };
+            let a = llamacpp::allocate(&p.config, &s)?;
+            let tensors = plan::text_tensors(&p.config, q.quant, false);
+            let res = llamacpp::resident(&p.config, &s, &a, &tensors, r.key.prompt_tokens);
+            let baseline = r
+                .metrics
+                .as_ref()
+                .and_then(|m| m.baseline_rss_bytes())
+                .ok_or("no baseline reading of llama.cpp's process")?;
+            Ok(Breakdown {
+                weights: res.file + res.repacked,
+                vision_weights: 0,
+                kv_cache: res.kv,
+                rope_tables: 0,
+                workspace: res.compute + res.output,
+                runtime: baseline + res.vocab,
+                load_peak: 0,
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 //! cannot run adds a note; a case that fails is recorded with its outcome.
 
 pub mod environment;
+pub mod llamacpp;
 pub mod pass;
 pub mod phases;
 
@@ -211,6 +212,7 @@ fn metrics(m: &LoadedModel, passes: &[Pass], ballast: Option<&Tensor>) -> Metric
         ballast_bytes: ballast.map(|t| t.elem_count() as u64),
         memory: Vec::new(),
         energy: Vec::new(),
+        engine_buffers: Default::default(),
     }
 }
 

@@ -66,7 +66,13 @@ pub fn prompt(m: &LoadedModel, n: usize) -> Vec<u32> {
 /// starts a token later in the same text (BOS kept first).
 pub fn prompts(m: &LoadedModel, n: usize, b: usize) -> Vec<Vec<u32>> {
     let n = n.max(1);
-    let base = prompt(m, n + b.max(1) - 1);
+    shifted_prompts(&prompt(m, n + b.max(1) - 1), n, b)
+}
+
+/// `b` prompts of `n` tokens from `base` (at least `n + b - 1` tokens, BOS first): prompt `i`
+/// is BOS and then `base` from token `1 + i` on.
+pub fn shifted_prompts(base: &[u32], n: usize, b: usize) -> Vec<Vec<u32>> {
+    let n = n.max(1);
     (0..b.max(1))
         .map(|i| {
             let mut p = Vec::with_capacity(n);

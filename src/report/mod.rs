@@ -100,6 +100,8 @@ pub struct Variant {
     pub quant: String,
     pub kv_dtype: String,
     pub image: bool,
+    /// The engine that ran it: empty for gemma-fit, else its tag ("llama.cpp:ub512:fa").
+    pub engine: String,
 }
 
 impl Variant {
@@ -124,16 +126,22 @@ impl Variant {
             },
             kv_dtype: k.kv().to_string(),
             image: k.image.is_some(),
+            engine: k.engine.tag().unwrap_or_default(),
         }
     }
 
     pub fn label(&self) -> String {
         format!(
-            "{} {} kv {}{}",
+            "{} {} kv {}{}{}",
             self.model,
             self.quant,
             self.kv_dtype,
-            if self.image { " +image" } else { "" }
+            if self.image { " +image" } else { "" },
+            if self.engine.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", self.engine)
+            }
         )
     }
 }

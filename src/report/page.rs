@@ -39,6 +39,10 @@ fn ok_by_variant_and_ctx(m: &Machine) -> BTreeMap<(Variant, usize), Vec<&CaseRes
 
 /// The estimator's curve over batch sizes `xs` for the case `sample` ran, where it covers it.
 fn predicted_batch_curve(sample: &CaseResult, xs: &[f64]) -> Option<Vec<(f64, f64)>> {
+    // (llama.cpp's profile is checked one sequence count at a time, not drawn over batches.)
+    if sample.key.engine != crate::result::case::CaseEngine::GemmaFit {
+        return None;
+    }
     let q = Query::for_record(sample).ok()?;
     xs.iter()
         .map(|&b| {
@@ -183,17 +187,13 @@ fn decode_j_per_token(r: &CaseResult) -> Option<f64> {
         .j_per_token
 }
 
-/// The estimator's curve over `xs` for the case `sample` ran, where it covers that case.
+/// The estimator's curve over `xs` for the case `sample` ran (by the profile of the engine
+/// that ran it), where it covers that case.
 fn predicted_curve(sample: &CaseResult, xs: &[f64]) -> Option<Vec<(f64, f64)>> {
-    let q = Query::for_record(sample).ok()?;
     xs.iter()
         .map(|&ctx| {
-            let p = predict(&Query {
-                ctx: ctx as usize,
-                ..q.clone()
-            })
-            .ok()?;
-            Some((ctx, gib(p.breakdown.total())))
+            let b = crate::estimate::predict_record(sample, ctx as usize).ok()?;
+            Some((ctx, gib(b.total())))
         })
         .collect()
 }

@@ -98,6 +98,64 @@ impl<'de> Deserialize<'de> for FillKv {
     }
 }
 
+/// The engine that runs a case (`--engine`): gemma-fit's own, or llama.cpp as a peer with the
+/// settings that change what it allocates (its K/V types are the case's `kv_dtype`; its
+/// `n_batch` is the case's `prefill_chunk`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "name")]
+pub enum CaseEngine {
+    #[default]
+    #[serde(rename = "gemma-fit")]
+    GemmaFit,
+    /// llama.cpp through llama-cpp-python's C API (`measure/llamacpp.rs`).
+    #[serde(rename = "llama.cpp")]
+    LlamaCpp {
+        /// `-ub`: the micro-batch.
+        n_ubatch: usize,
+        /// `-fa on|off`.
+        flash_attn: bool,
+        /// `--swa-full`: a full-size cache on the sliding layers.
+        swa_full: bool,
+    },
+}
+
+impl CaseEngine {
+    /// A short tag: None for gemma-fit, else e.g. `llama.cpp:ub512:fa:swa-full` (the key id's
+    /// last field, and the reports' label).
+    pub fn tag(&self) -> Option<String> {
+        match self {
+            CaseEngine::GemmaFit => None,
+            CaseEngine::LlamaCpp {
+                n_ubatch,
+                flash_attn,
+                swa_full,
+            } => Some(format!(
+                "llama.cpp:ub{n_ubatch}{}{}",
+                if *flash_attn { ":fa" } else { "" },
+                if *swa_full { ":swa-full" } else { "" }
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for CaseEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CaseEngine::GemmaFit => f.write_str("gemma-fit"),
+            CaseEngine::LlamaCpp {
+                n_ubatch,
+                flash_attn,
+                swa_full,
+            } => write!(
+                f,
+                "llama.cpp (n_ubatch {n_ubatch}, flash attention {}, swa_full {})",
+                if *flash_attn { "on" } else { "off" },
+                if *swa_full { "on" } else { "off" }
+            ),
+        }
+    }
+}
+
 /// Everything that says what a case measures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseSpec {
@@ -136,6 +194,9 @@ pub struct CaseSpec {
     /// Sequences decoded together, each with its own prompt and KV cache (`--batch`).
     #[serde(default = "one")]
     pub batch: usize,
+    /// Which engine runs it (`--engine`).
+    #[serde(default)]
+    pub engine: CaseEngine,
 }
 
 /// The default of `batch` in specs, keys and params written before it existed.
@@ -176,6 +237,34 @@ impl CaseSpec {
         Ok(())
     }
 
+    /// Why the case's engine cannot run it, if it cannot: llama.cpp runs a GGUF file (`default`
+    /// or a path) on the CPU, text prompts from position 0.
+    pub fn engine_refusal(&self) -> Option<String> {
+        if self.engine == CaseEngine::GemmaFit {
+            return None;
+        }
+        let why = if !matches!(
+            self.model.parse(),
+            Ok(ModelSpec::Default | ModelSpec::Gguf(_))
+        ) {
+            format!(
+                "llama.cpp runs GGUF files: --model {} has none (use 'default' or a .gguf path)",
+                self.model
+            )
+        } else if self.device != DeviceSpec::Cpu {
+            "llama.cpp here is llama-cpp-python's CPU build: --device cpu only".into()
+        } else if self.image.is_some() {
+            "llama.cpp's image path (its mmproj) is not run by gemma-fit yet: text cases only"
+                .into()
+        } else if self.fill_kv != FillKv::None {
+            "--fill-kv synthetic writes gemma-fit's own cache: llama.cpp cases start at position 0"
+                .into()
+        } else {
+            return None;
+        };
+        Some(format!("unsupported: {why}"))
+    }
+
     /// The positions the case needs: prompt, the image's (soft tokens and markers), generated.
     pub fn needed_positions(&self, image_positions: usize) -> usize {
         self.prompt_tokens + image_positions + self.gen_tokens
@@ -211,6 +300,7 @@ impl CaseSpec {
             memory_limit_bytes: self.memory_limit_bytes,
             fill_kv: self.fill_kv,
             batch: self.batch,
+            engine: self.engine,
         }
     }
 
@@ -290,6 +380,9 @@ pub struct CaseKey {
     /// Sequences decoded together (1 in records written before the axis existed).
     #[serde(default = "one")]
     pub batch: usize,
+    /// The engine that ran it, with its settings (gemma-fit in records written before).
+    #[serde(default)]
+    pub engine: CaseEngine,
 }
 
 impl CaseKey {
@@ -303,11 +396,11 @@ impl CaseKey {
 
     /// A stable one-line id, e.g. `4b|synthetic|q4_k|f32|ctx4096|p64|g8|c512|t2|cpu|-|-`; fields
     /// added after the first version appear only away from their default (`|fill-synthetic`,
-    /// `|b8`; the KV types read `q8_0/f16` only when they differ).
+    /// `|b8`, `|llama.cpp:ub512:fa`; the KV types read `q8_0/f16` only when they differ).
     pub fn id(&self) -> String {
         let opt = |o: Option<String>| o.unwrap_or_else(|| "-".into());
         format!(
-            "{}|{}|{}|{}|ctx{}|p{}|g{}|c{}|t{}|{}|{}|{}{}{}",
+            "{}|{}|{}|{}|ctx{}|p{}|g{}|c{}|t{}|{}|{}|{}{}{}{}",
             opt(self.size.clone()),
             self.weights,
             opt(self.quant.map(|q| q.to_string())),
@@ -327,7 +420,8 @@ impl CaseKey {
             match self.batch {
                 1 => String::new(),
                 b => format!("|b{b}"),
-            }
+            },
+            self.engine.tag().map_or(String::new(), |t| format!("|{t}"))
         )
     }
 }
@@ -385,6 +479,7 @@ mod tests {
             sample_ms: 10.0,
             memory_limit_bytes: None,
             batch: 1,
+            engine: CaseEngine::GemmaFit,
         }
     }
 
@@ -420,6 +515,57 @@ mod tests {
             ..spec()
         };
         assert_eq!(default_ctx.key().ctx, 64 + 258 + 8);
+        let llama = CaseSpec {
+            engine: CaseEngine::LlamaCpp {
+                n_ubatch: 512,
+                flash_attn: true,
+                swa_full: false,
+            },
+            ..spec()
+        };
+        assert!(llama.key().id().ends_with("|-|-|llama.cpp:ub512:fa"));
+        let full = CaseSpec {
+            engine: CaseEngine::LlamaCpp {
+                n_ubatch: 256,
+                flash_attn: false,
+                swa_full: true,
+            },
+            ..spec()
+        };
+        assert!(full.key().id().ends_with("|-|-|llama.cpp:ub256:swa-full"));
+    }
+
+    /// What llama.cpp cannot run is refused before anything starts, saying why.
+    #[test]
+    fn llama_cpp_runs_gguf_text_cases_on_the_cpu() {
+        let llama = |model: &str| CaseSpec {
+            model: model.into(),
+            quant: None,
+            engine: CaseEngine::LlamaCpp {
+                n_ubatch: 512,
+                flash_attn: true,
+                swa_full: false,
+            },
+            ..spec()
+        };
+        assert_eq!(llama("default").engine_refusal(), None);
+        assert_eq!(llama("/models/x.gguf").engine_refusal(), None);
+        assert!(
+            spec().engine_refusal().is_none(),
+            "gemma-fit runs everything"
+        );
+        let why = |s: CaseSpec| s.engine_refusal().unwrap();
+        assert!(why(llama("synthetic:1b")).contains("GGUF files"));
+        assert!(why(CaseSpec {
+            fill_kv: FillKv::Synthetic,
+            ..llama("default")
+        })
+        .contains("position 0"));
+        assert!(why(CaseSpec {
+            image: Some(ImageSpec::Synthetic),
+            ..llama("default")
+        })
+        .contains("text cases"));
     }
 
     /// Keys read from a record of the first version (no `fill_kv`) keep their id, and a key's
@@ -433,6 +579,11 @@ mod tests {
         assert_eq!(k.fill_kv, FillKv::None);
         assert_eq!(k.batch, 1, "old records read as one sequence");
         assert_eq!(
+            k.engine,
+            CaseEngine::GemmaFit,
+            "old records are gemma-fit's"
+        );
+        assert_eq!(
             k.id(),
             "270m|default|-|f32|ctx1024|p512|g32|c512|t2|cpu|-|-"
         );
@@ -440,6 +591,21 @@ mod tests {
         assert_eq!(v["quant"], "q4_k");
         assert_eq!(v["device_kind"], "cpu");
         assert_eq!(v["fill_kv"], serde_json::Value::Null);
+        assert_eq!(v["engine"], serde_json::json!({"name": "gemma-fit"}));
+        let llama = CaseSpec {
+            engine: CaseEngine::LlamaCpp {
+                n_ubatch: 512,
+                flash_attn: true,
+                swa_full: false,
+            },
+            ..spec()
+        };
+        let v = serde_json::to_value(llama.key()).unwrap();
+        assert_eq!(
+            v["engine"],
+            serde_json::json!({"name": "llama.cpp", "n_ubatch": 512, "flash_attn": true, "swa_full": false})
+        );
+        assert_eq!(serde_json::from_value::<CaseKey>(v).unwrap(), llama.key());
     }
 
     #[test]

@@ -227,6 +227,20 @@ pub struct Metrics {
     pub ballast_bytes: Option<u64>,
     pub memory: Vec<PhaseMemory>,
     pub energy: Vec<PhaseEnergy>,
+    /// The buffers an engine other than gemma-fit reported allocating, by name (llama.cpp's log:
+    /// "model CPU_Mapped", "model CPU_REPACK", "KV global", "KV SWA", "output", "compute"), bytes.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub engine_buffers: std::collections::BTreeMap<String, u64>,
+}
+
+impl Metrics {
+    /// The host's peak RSS before the model loaded (the Baseline phase), where it was read.
+    pub fn baseline_rss_bytes(&self) -> Option<u64> {
+        self.memory
+            .iter()
+            .find(|p| p.phase == Some(crate::probe::sampler::Phase::Baseline))
+            .and_then(|p| p.host_peak_rss_bytes)
+    }
 }
 
 /// What each probe did, and why a probe did not run (it never fails the case).

@@ -235,6 +235,7 @@ pub fn frontier(opts: &FrontierOptions, executor: &dyn Executor) -> Result<Front
             sample_ms: 10.0,
             memory_limit_bytes: opts.memory_limit,
             batch: 1,
+            engine: Default::default(),
         };
         // A probe at x: the context, or in a batch search the number of sequences.
         let probe = |x: usize| -> Result<CaseResult> {

@@ -41,6 +41,9 @@ pub struct Suite {
     /// A cap on each case's resident memory, e.g. "1536MiB" (overridden by `--memory-limit`).
     #[serde(default, deserialize_with = "byte_size")]
     pub memory_limit: Option<u64>,
+    /// The engine every case runs on (`bench --engine`; not a suite file's setting).
+    #[serde(skip)]
+    pub engine: crate::result::case::CaseEngine,
 }
 
 fn one() -> usize {
@@ -215,8 +218,8 @@ impl Suite {
         Ok(suite)
     }
 
-    /// Every case, in a fixed order (axes nested as listed), excludes removed; `threads` per
-    /// case.
+    /// Every case, in a fixed order (axes nested as listed), excludes and the cases the engine
+    /// cannot run (`CaseSpec::engine_refusal`) removed; `threads` per case.
     pub fn cases(&self, threads: usize) -> Vec<CaseSpec> {
         let a = &self.axes;
         let mut out = Vec::new();
@@ -256,8 +259,11 @@ impl Suite {
                                                 sample_ms: 10.0,
                                                 memory_limit_bytes: self.memory_limit,
                                                 batch,
+                                                engine: self.engine,
                                             };
-                                            if !self.exclude.iter().any(|e| e.matches(&c)) {
+                                            if !self.exclude.iter().any(|e| e.matches(&c))
+                                                && c.engine_refusal().is_none()
+                                            {
                                                 out.push(c);
                                             }
                                         }

@@ -5,10 +5,12 @@
 //! against the figures llama.cpp itself printed on this machine
 //! (`tests/data/llamacpp/memory-270m.json`, from `scripts/llamacpp_memory.py`).
 
+use candle_core::quantized::GgmlDType;
 use serde::Serialize;
 
 use crate::engine::config::Gemma3Config;
 use crate::engine::kv_cache::KvPair;
+use crate::engine::plan::TensorPlan;
 
 /// The llama.cpp these rules model.
 pub const VERSION: &str = "llama.cpp 0c1e57098 (as vendored by llama-cpp-python 0.3.36)";
@@ -188,6 +190,88 @@ pub fn allocate(cfg: &Gemma3Config, s: &Settings) -> Result<Allocation, String> 
         compute,
         compute_stage,
     })
+}
+
+/// The metadata before a Gemma 3 GGUF's tensor data (its 262,144-piece vocabulary with scores
+/// and types, the tensor index): 6,525,120 bytes in the default 270M file. llama.cpp maps the
+/// whole file.
+pub const GGUF_HEADER_BYTES: u64 = 6_525_120;
+
+/// What llama.cpp builds on the host per vocabulary token (token texts, the text-to-id map, the
+/// piece cache of `llama_vocab`, the parsed metadata during the load): measured, not derived —
+/// the load's peak RSS less the mapped file, the repacked copies and the KV caches was 39.8 to
+/// 42.2 MiB over 36 settings of the 270M (262,144 tokens; the rest is the cells below).
+pub const VOCAB_BYTES_PER_TOKEN: u64 = 158;
+
+/// Host bytes per KV cell (`llama_kv_cells`: position, shift and a 256-bit set of sequences).
+pub const CELL_BYTES: u64 = 40;
+
+/// Whether llama.cpp's CPU backend copies a matrix of `t` with `rows` output rows into its
+/// CPU_REPACK buffer on an x86-64 CPU with AVX2 (`ggml/src/ggml-cpu/repack.cpp`,
+/// `ggml_repack_get_optimal_repack_type`: Q4_0 and Q4_K in 8-row groups; IQ4_NL and MXFP4 too,
+/// which Gemma 3 files do not use). The token embedding is read by row lookups, which the
+/// repacked layout does not serve, so it stays mapped (and with it a tied output projection).
+pub fn repacked_on_x86(t: &TensorPlan) -> bool {
+    matches!(t.file_type, GgmlDType::Q4_0 | GgmlDType::Q4K)
+        && t.shape.len() == 2
+        && t.shape[0].is_multiple_of(8)
+        && !t.name.starts_with("token_embd")
+}
+
+/// What becomes resident when llama.cpp runs a prompt on the CPU (the allocations above are
+/// reservations: pages count only once written), beside the process's own baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Resident {
+    /// The whole GGUF file: llama.cpp maps it and reads it in at load (weights and header).
+    pub file: u64,
+    /// CPU_REPACK copies of the matrices repacked at load ([`repacked_on_x86`]).
+    pub repacked: u64,
+    /// Both caches, which llama.cpp clears (writes) when it makes them, plus their cells.
+    pub kv: u64,
+    /// The vocabulary and model state on the host ([`VOCAB_BYTES_PER_TOKEN`]).
+    pub vocab: u64,
+    /// The output buffer's rows (one per sequence, written every step).
+    pub output: u64,
+    /// The part of the compute buffer a prompt's micro-batches write: per token the FFN's gate,
+    /// up and activation rows, three hidden-width rows and the query and attention output, plus
+    /// a logits row per sequence — not the n_ubatch rows of logits the buffer is sized for.
+    pub compute: u64,
+}
+
+impl Resident {
+    pub fn total(&self) -> u64 {
+        self.file + self.repacked + self.kv + self.vocab + self.output + self.compute
+    }
+}
+
+/// [`Resident`] for `cfg` under `s` (allocated as `a`) with the file's `tensors` (their stored
+/// types), for prompts of `prompt_tokens` prefilled `n_batch` at a time.
+pub fn resident(
+    cfg: &Gemma3Config,
+    s: &Settings,
+    a: &Allocation,
+    tensors: &[TensorPlan],
+    prompt_tokens: usize,
+) -> Resident {
+    let data: u64 = tensors.iter().map(|t| t.file_bytes).sum();
+    let repacked = tensors
+        .iter()
+        .filter(|t| repacked_on_x86(t))
+        .map(|t| t.file_bytes)
+        .sum();
+    let cells = (a.global.cells * a.global.streams + a.swa.cells * a.swa.streams) as u64;
+    let tokens = prompt_tokens.min(a.n_ubatch).max(1) as u64;
+    let per_token = 4
+        * (3 * cfg.intermediate_size + 3 * cfg.hidden_size + 2 * cfg.num_heads * cfg.head_dim)
+            as u64;
+    Resident {
+        file: GGUF_HEADER_BYTES + data,
+        repacked,
+        kv: a.kv_bytes() + cells * CELL_BYTES,
+        vocab: cfg.vocab_size as u64 * VOCAB_BYTES_PER_TOKEN,
+        output: a.output,
+        compute: tokens * per_token + (s.seqs * cfg.vocab_size * 4) as u64,
+    }
 }
 
 #[cfg(test)]
