@@ -16,6 +16,14 @@ use crate::result::case::{FillKv, ImageSpec};
 use crate::units::{parse_bytes, parse_ctx};
 
 /// A count of at least 1 (threads).
+/// A share in (0, 1].
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("'{s}' is not a share between 0 and 1 (e.g. 0.9)")),
+    }
+}
+
 fn at_least_one(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -292,12 +300,24 @@ pub struct FitArgs {
     /// predictions instead of tabulating: peak memory and its non-weight part, with the error.
     #[arg(long, value_name = "FILE", num_args = 1..)]
     pub results: Vec<PathBuf>,
-    /// Whose allocation to predict: gemma-fit (this engine's plan) or llama.cpp (its KV caches,
-    /// output and compute buffers as the pinned llama.cpp allocates them, to the MiB of its log,
-    /// weights as the GGUF file holds them; --batch is its -np, each sequence getting --ctx).
-    /// ollama, vllm and transformers: not built yet (an error says so).
+    /// Whose allocation to predict: gemma-fit (this engine's plan); llama.cpp (its KV caches,
+    /// output and compute buffers as the pinned llama.cpp allocates them, to the MiB of its
+    /// log, weights as the GGUF file holds them; --batch is its -np, each sequence getting
+    /// --ctx); ollama (llama.cpp's rules with Ollama's defaults: num_parallel = --batch,
+    /// num_batch 512, flash attention, OLLAMA_KV_CACHE_TYPE = --kv-dtype); vllm (its budget of
+    /// --gpu-util × the card, weights, a modelled activation peak, KV blocks of its hybrid
+    /// allocator, the maximum concurrency; CUDA only); transformers (its HybridCache or
+    /// --tf-cache static, in the model's dtype); all (every engine side by side, in GiB).
+    /// Each prints the version it models.
     #[arg(long, value_enum, default_value = "gemma-fit")]
     pub engine: Engine,
+    /// vLLM: gpu_memory_utilization, the share of the card it takes.
+    #[arg(long, default_value_t = 0.9, value_parser = share)]
+    pub gpu_util: f64,
+    /// transformers: the cache generate() builds: hybrid (Gemma 3's default: sliding layers
+    /// hold the window) or static (every layer the whole context).
+    #[arg(long, value_enum, default_value = "hybrid")]
+    pub tf_cache: crate::estimate::engines::transformers::CacheKind,
     /// llama.cpp: a full-size cache on the sliding-window layers too (its library default,
     /// which llama-bench and the Python binding keep: at 32K the 270M's grows from 15 to
     /// 480 MiB). Without it, window + ubatch cells rounded to 256, as its CLI and server do.

@@ -352,13 +352,6 @@ fn fit_engine_llama_cpp_gives_its_buffers() {
     assert_eq!(four["allocation"]["global"]["streams"], 4);
     assert_eq!(four["allocation"]["n_ctx"], 4 * 32768);
     gemma_fit()
-        .args(["fit", "--engine", "vllm", "-m", "1b"])
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains(
-            "the vllm profile is not built yet",
-        ));
-    gemma_fit()
         .args([
             "fit",
             "--engine",
@@ -374,6 +367,149 @@ fn fit_engine_llama_cpp_gives_its_buffers() {
         .stderr(predicate::str::contains(
             "q8_0 V cache without flash attention",
         ));
+}
+
+/// `fit --engine all`: every engine's figure for every cell, with its version, settings and
+/// breakdown; a format or cache an engine cannot hold is n/a with the reason; vLLM takes its
+/// share of the card and answers with its maximum concurrency; Ollama's defaults are llama.cpp's
+/// rules with num_batch 512 and flash attention.
+#[test]
+fn fit_engine_all_sets_the_engines_side_by_side() {
+    let figs = json(&[
+        "fit",
+        "--engine",
+        "all",
+        "--gpu",
+        "4090",
+        "-m",
+        "27b",
+        "--quant",
+        "q4_k_m,bf16",
+        "--kv-dtype",
+        "bf16",
+        "--ctx",
+        "32K,128K",
+        "--format",
+        "json",
+    ]);
+    let figs = figs.as_array().unwrap();
+    assert_eq!(figs.len(), 2 * 2 * 5);
+    let find = |engine: &str, quant: &str, ctx: u64| {
+        figs.iter()
+            .find(|f| f["engine"] == engine && f["quant"] == quant && f["ctx"] == ctx)
+            .unwrap_or_else(|| panic!("no {engine} {quant} {ctx}"))
+    };
+    for f in figs {
+        assert!(!f["version"].as_str().unwrap().is_empty(), "{f}");
+        if f["verdict"] != "n/a" {
+            let parts: u64 = ["weights_bytes", "kv_bytes", "compute_bytes", "other_bytes"]
+                .iter()
+                .map(|k| f[k].as_u64().unwrap())
+                .sum();
+            if f["engine"] != "vllm" {
+                assert_eq!(parts, f["predicted_bytes"].as_u64().unwrap(), "{f}");
+            }
+        }
+    }
+    // GGUF blocks are not what vLLM or transformers load.
+    for engine in ["vllm", "transformers"] {
+        let f = find(engine, "q4_k_m", 32768);
+        assert_eq!(f["verdict"], "n/a");
+        assert!(f["note"].as_str().unwrap().contains("q4_k_m"), "{f}");
+    }
+    // llama.cpp and Ollama: the same rules, Ollama's settings.
+    let (l, o) = (
+        find("llama.cpp", "q4_k_m", 131072),
+        find("ollama", "q4_k_m", 131072),
+    );
+    assert_eq!(o["settings"]["n_ubatch"], 512);
+    assert_eq!(o["settings"]["swa_full"], false);
+    assert_eq!(l["kv_bytes"], o["kv_bytes"]);
+    // vLLM: 27B bf16 weights (54 GB) do not fit a 24 GiB card at all.
+    let v = find("vllm", "bf16", 32768);
+    assert_eq!(v["verdict"], "does_not_fit", "{v}");
+    assert!(
+        v["predicted_bytes"].as_u64().unwrap() < v["weights_bytes"].as_u64().unwrap(),
+        "its budget (0.9 of the card) is below the weights: {v}"
+    );
+    // On an 80 GB card it does, with the concurrency vLLM would report; --gpu-util moves it.
+    let conc = |util: &str| {
+        json(&[
+            "fit",
+            "--engine",
+            "vllm",
+            "--gpu",
+            "H100 80GB HBM3",
+            "-m",
+            "27b",
+            "--quant",
+            "bf16",
+            "--kv-dtype",
+            "bf16",
+            "--ctx",
+            "32K",
+            "--gpu-util",
+            util,
+            "--format",
+            "json",
+        ])[0]["max_concurrency"]
+            .as_f64()
+            .unwrap()
+    };
+    let (at90, at95) = (conc("0.9"), conc("0.95"));
+    assert!(at90 > 1.0 && at95 > at90, "{at90} {at95}");
+    // vLLM models its CUDA engine only.
+    let cpu = json(&[
+        "fit",
+        "--engine",
+        "vllm",
+        "-m",
+        "1b",
+        "--quant",
+        "bf16",
+        "--kv-dtype",
+        "bf16",
+        "--ctx",
+        "4K",
+        "--format",
+        "json",
+    ]);
+    assert!(cpu[0]["note"].as_str().unwrap().contains("CUDA"), "{cpu}");
+    // transformers: a static cache holds every layer whole.
+    let tf = |cache: &str| {
+        json(&[
+            "fit",
+            "--engine",
+            "transformers",
+            "-m",
+            "1b",
+            "--quant",
+            "bf16",
+            "--kv-dtype",
+            "bf16",
+            "--ctx",
+            "32K",
+            "--tf-cache",
+            cache,
+            "--format",
+            "json",
+        ])[0]["kv_bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    // 1B: 4 global and 22 sliding layers, one KV head of 256, bf16, 32,767 positions.
+    assert_eq!(tf("hybrid"), 2 * (4 * 32_767 + 22 * 512) * 512);
+    assert_eq!(tf("static"), 2 * 26 * 32_767 * 512);
+    // The table says which version each engine's figures follow.
+    gemma_fit()
+        .args([
+            "fit", "--engine", "all", "-m", "1b", "--quant", "bf16", "--ctx", "4K",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("vLLM v0.13.0"))
+        .stdout(predicate::str::contains("transformers 4.51.3"))
+        .stdout(predicate::str::contains("Ollama v0.33"));
 }
 
 /// llama.cpp itself, where its Python binding is installed (`scripts/install-llamacpp.sh`; under

@@ -57,24 +57,36 @@ pub fn run(args: &FitArgs) -> Result<()> {
         image: args.image,
         breakdown: args.breakdown,
     };
-    args.engine.check_supported()?;
-    if args.engine == Engine::LlamaCpp {
-        let base = llamacpp::Settings {
-            ctx: 0,
-            seqs: args.batch,
-            n_batch: args.n_batch,
-            n_ubatch: args.ubatch,
-            swa_full: args.swa_full,
-            flash_attn: args.flash_attn == "on",
-            kv: KvPair::both(KvDtype::F16),
-            unified: false,
-        };
-        let cells = engines::llamacpp_table(&req, &cap, base)?;
-        print!(
-            "{}",
-            engines::render_llamacpp(&cells, &cap, &base, args.format)?
-        );
-        return Ok(());
+    let llamacpp = llamacpp::Settings {
+        ctx: 0,
+        seqs: args.batch,
+        n_batch: args.n_batch,
+        n_ubatch: args.ubatch,
+        swa_full: args.swa_full,
+        flash_attn: args.flash_attn == "on",
+        kv: KvPair::both(KvDtype::F16),
+        unified: false,
+    };
+    match args.engine {
+        Engine::GemmaFit => {}
+        Engine::LlamaCpp => {
+            let cells = engines::llamacpp_table(&req, &cap, llamacpp)?;
+            print!(
+                "{}",
+                engines::render_llamacpp(&cells, &cap, &llamacpp, args.format)?
+            );
+            return Ok(());
+        }
+        other => {
+            let options = engines::Options {
+                llamacpp,
+                gpu_util: args.gpu_util,
+                tf_cache: args.tf_cache,
+            };
+            let figures = engines::figures(other, &req, &cap, &options)?;
+            print!("{}", engines::render_figures(&figures, &cap, args.format)?);
+            return Ok(());
+        }
     }
     let rows = fit::table(&req, &cap)?;
     print!("{}", fit::render(&rows, &req, &cap, args.format)?);

@@ -1,11 +1,18 @@
 //! How the engines people deploy would allocate a Gemma 3 model, beside gemma-fit's own plan:
-//! one profile per engine, each pinned to the version whose source it follows
-//! (`docs/engines.md`). So far llama.cpp's; `fit --engine` names the others as not yet built.
+//! one profile per engine (`llamacpp.rs`, `ollama.rs`, `vllm.rs`, `transformers.rs`), each
+//! pinned to the version whose source it follows (`docs/engines.md`) and tested against what
+//! that engine printed. Here: `fit --engine`'s tables, llama.cpp's in its own buffers, every
+//! engine's as a [`Figure`] (weights, KV, compute, the rest) for `--engine all`.
 
 pub mod llamacpp;
+pub mod ollama;
+pub mod transformers;
+pub mod vllm;
 
 use serde::Serialize;
 
+use crate::engine::kv_cache::KvPair;
+use crate::engine::load::format::Format;
 use crate::engine::plan;
 use crate::error::{Error, Result};
 use crate::estimate::fit::{model_rows, Capacity, Request, Verdict};
@@ -23,26 +30,57 @@ pub enum Engine {
     /// llama.cpp 0c1e57098 (as llama-cpp-python 0.3.36 vendors it).
     #[value(name = "llama.cpp")]
     LlamaCpp,
-    /// Not built yet.
+    /// Ollama v0.33: llama-server with Ollama's defaults.
     Ollama,
-    /// Not built yet.
+    /// vLLM v0.13.0 (V1 engine, CUDA).
     Vllm,
-    /// Not built yet.
+    /// transformers 4.51.3 generate().
     Transformers,
+    /// Every engine side by side.
+    All,
 }
 
 impl Engine {
-    /// The profile, or a clear error for the engines whose profile is not built yet.
-    pub fn check_supported(self) -> Result<()> {
+    /// The engines `all` sets side by side, in its order.
+    pub const EACH: [Engine; 5] = [
+        Engine::GemmaFit,
+        Engine::LlamaCpp,
+        Engine::Ollama,
+        Engine::Vllm,
+        Engine::Transformers,
+    ];
+
+    pub fn name(self) -> &'static str {
         match self {
-            Engine::GemmaFit | Engine::LlamaCpp => Ok(()),
-            other => Err(Error::BadInput(format!(
-                "unsupported: the {} profile is not built yet (gemma-fit and llama.cpp are)",
-                clap::ValueEnum::to_possible_value(&other)
-                    .map_or_else(|| format!("{other:?}"), |v| v.get_name().to_string())
-            ))),
+            Engine::GemmaFit => "gemma-fit",
+            Engine::LlamaCpp => "llama.cpp",
+            Engine::Ollama => "ollama",
+            Engine::Vllm => "vllm",
+            Engine::Transformers => "transformers",
+            Engine::All => "all",
         }
     }
+
+    pub fn version(self) -> &'static str {
+        match self {
+            Engine::GemmaFit => concat!("gemma-fit ", env!("CARGO_PKG_VERSION")),
+            Engine::LlamaCpp => llamacpp::VERSION,
+            Engine::Ollama => ollama::VERSION,
+            Engine::Vllm => vllm::VERSION,
+            Engine::Transformers => transformers::VERSION,
+            Engine::All => "",
+        }
+    }
+}
+
+/// The engine options of `fit` that change what an engine allocates.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// llama.cpp's settings (its context and K/V types replaced per cell).
+    pub llamacpp: llamacpp::Settings,
+    /// vLLM's gpu_memory_utilization.
+    pub gpu_util: f64,
+    pub tf_cache: transformers::CacheKind,
 }
 
 /// One model × format × KV types × context under llama.cpp.
@@ -185,5 +223,327 @@ pub fn render_llamacpp(
             mib(CUDA_CONTEXT_BYTES)
         ));
     }
+    Ok(out)
+}
+
+/// One engine's figure for one model × format × KV types × context (`fit --engine all`, and
+/// the table of Ollama, vLLM and transformers): what it holds by part, or why it cannot run it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    pub engine: &'static str,
+    pub version: &'static str,
+    pub model: String,
+    pub quant: String,
+    pub kv: String,
+    pub ctx: usize,
+    pub seqs: usize,
+    /// The engine's settings behind the figure.
+    pub settings: serde_json::Value,
+    pub weights_bytes: u64,
+    pub kv_bytes: u64,
+    /// Activations: gemma-fit's workspace, llama.cpp's compute buffer, vLLM's profiled peak,
+    /// transformers' prompt pass.
+    pub compute_bytes: u64,
+    /// The rest: output buffers, RoPE tables, the process or CUDA context.
+    pub other_bytes: u64,
+    /// What the engine holds: for vLLM its whole budget (it takes gpu_util of the card).
+    pub predicted_bytes: u64,
+    /// fits, tight, does_not_fit, or n/a.
+    pub verdict: &'static str,
+    /// vLLM: requests of `ctx` positions its cache holds at once ("Maximum concurrency").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<f64>,
+    /// Why the engine cannot run this cell, or what the figure leaves out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// One model × format × KV types × context, for `seqs` sequences.
+struct Cell {
+    size: String,
+    quant: Format,
+    tokenizer: bool,
+    kv: KvPair,
+    ctx: usize,
+    seqs: usize,
+}
+
+/// The cells of `req` (contexts past a model's longest left out).
+fn cells(req: &Request) -> Result<Vec<Cell>> {
+    let mut out = Vec::new();
+    for (size, quant, tokenizer) in model_rows(req)? {
+        let max = crate::estimate::preset(&size)?
+            .config
+            .max_position_embeddings;
+        for &kv in &req.kv_dtypes {
+            for &ctx in req.ctxs.iter().filter(|&&c| c <= max) {
+                out.push(Cell {
+                    size: size.clone(),
+                    quant,
+                    tokenizer,
+                    kv,
+                    ctx,
+                    seqs: req.batch.max(1),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The figures of `engine` (or of each, for `all`) over `req`'s cells, cell by cell.
+pub fn figures(engine: Engine, req: &Request, cap: &Capacity, o: &Options) -> Result<Vec<Figure>> {
+    let engines: Vec<Engine> = match engine {
+        Engine::All => Engine::EACH.to_vec(),
+        e => vec![e],
+    };
+    let mut out = Vec::new();
+    for cell in cells(req)? {
+        for &e in &engines {
+            out.push(figure(e, &cell, req, cap, o)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Bytes per value of a dense format, for the engines that run only those (vLLM, transformers).
+fn dense_bytes(quant: Format) -> Option<usize> {
+    use candle_core::quantized::GgmlDType;
+    match quant {
+        Format::Plain(GgmlDType::F32) => Some(4),
+        Format::Plain(GgmlDType::F16 | GgmlDType::BF16) => Some(2),
+        _ => None,
+    }
+}
+
+fn figure(e: Engine, c: &Cell, req: &Request, cap: &Capacity, o: &Options) -> Result<Figure> {
+    let p = crate::estimate::preset(&c.size)?;
+    let mut f = Figure {
+        engine: e.name(),
+        version: e.version(),
+        model: p.name.to_string(),
+        quant: c.quant.to_string(),
+        kv: c.kv.to_string(),
+        ctx: c.ctx,
+        seqs: c.seqs,
+        settings: serde_json::Value::Null,
+        weights_bytes: 0,
+        kv_bytes: 0,
+        compute_bytes: 0,
+        other_bytes: 0,
+        predicted_bytes: 0,
+        verdict: "n/a",
+        max_concurrency: None,
+        note: None,
+    };
+    let cuda = cap.target == Target::Cuda;
+    let context = if cuda { CUDA_CONTEXT_BYTES } else { 0 };
+    let na = |mut f: Figure, why: String| {
+        f.note = Some(why);
+        Ok(f)
+    };
+    match e {
+        Engine::GemmaFit => {
+            let b = crate::estimate::predict(&crate::estimate::Query {
+                size: c.size.clone(),
+                quant: c.quant,
+                kv_dtype: c.kv,
+                ctx: c.ctx,
+                rows: req.rows,
+                batch: c.seqs,
+                image: req.image,
+                target: cap.target,
+                tokenizer: c.tokenizer,
+            })?
+            .breakdown;
+            f.settings = serde_json::json!({"prefill_chunk": req.rows});
+            f.weights_bytes = b.weights + b.vision_weights;
+            f.kv_bytes = b.kv_cache;
+            f.compute_bytes = b.workspace;
+            f.other_bytes = b.rope_tables + b.runtime;
+            f.predicted_bytes = b.total();
+        }
+        Engine::LlamaCpp | Engine::Ollama => {
+            let s = if e == Engine::Ollama {
+                ollama::settings(c.ctx, c.seqs, c.kv)
+            } else {
+                llamacpp::Settings {
+                    ctx: c.ctx,
+                    seqs: c.seqs,
+                    kv: c.kv,
+                    ..o.llamacpp
+                }
+            };
+            let a = match llamacpp::allocate(&p.config, &s) {
+                Ok(a) => a,
+                Err(why) => return na(f, why),
+            };
+            f.settings = serde_json::to_value(s)?;
+            f.weights_bytes = plan::text_tensors(&p.config, c.quant, false)
+                .iter()
+                .map(|t| t.file_bytes)
+                .sum();
+            f.kv_bytes = a.kv_bytes();
+            f.compute_bytes = a.compute;
+            f.other_bytes = a.output + context;
+            f.predicted_bytes = f.weights_bytes + a.non_weight() + context;
+            if a.compute_stage == "attention" {
+                f.note = Some("compute: attention stage, modelled from source (unchecked)".into());
+            }
+        }
+        Engine::Vllm => {
+            if !cuda {
+                return na(
+                    f,
+                    "vLLM's profile models its CUDA engine: give --gpu".into(),
+                );
+            }
+            let Some(bytes) = dense_bytes(c.quant) else {
+                return na(f, format!("vLLM serves safetensors (bf16/f16/f32, or AWQ/GPTQ/FP8 checkpoints), not {} GGUF blocks", c.quant));
+            };
+            let Some(kv_bytes) = dense_kv(c.kv) else {
+                return na(
+                    f,
+                    format!("vLLM's cache is the model's dtype or fp8, not {}", c.kv),
+                );
+            };
+            let hf = crate::engine::presets::find(&c.size).expect("a preset");
+            let weights = hf.params().total * bytes as u64;
+            let batched = vllm::default_batched_tokens(cap.total_bytes);
+            let max_num_seqs = 256.max(c.seqs);
+            let act = vllm::activation_peak(&hf.config, batched, max_num_seqs);
+            let budget = (o.gpu_util * cap.total_bytes as f64) as u64;
+            f.settings = serde_json::json!({
+                "gpu_memory_utilization": o.gpu_util, "max_model_len": c.ctx,
+                "max_num_seqs": max_num_seqs, "max_num_batched_tokens": batched,
+                "block_size": vllm::BLOCK, "hybrid_kv_cache_manager": true,
+            });
+            f.weights_bytes = weights;
+            f.compute_bytes = act;
+            f.other_bytes = CUDA_CONTEXT_BYTES;
+            f.predicted_bytes = budget;
+            let available = budget.saturating_sub(weights + act + CUDA_CONTEXT_BYTES);
+            let k = vllm::kv_cache(&hf.config, available, c.ctx, batched, kv_bytes);
+            f.kv_bytes = k.num_blocks * k.group_size as u64 * k.page_bytes;
+            f.max_concurrency = Some(k.max_concurrency);
+            f.verdict = if k.max_concurrency < 1.0 {
+                "does_not_fit"
+            } else if k.max_concurrency < c.seqs as f64 {
+                "tight"
+            } else {
+                "fits"
+            };
+            f.note = Some(format!(
+                "GPU KV cache size: {} tokens; activation peak modelled, CUDA graphs not counted",
+                k.tokens
+            ));
+            return Ok(f);
+        }
+        Engine::Transformers => {
+            let Some(bytes) = dense_bytes(c.quant) else {
+                return na(f, format!("transformers runs Gemma 3 in bf16/f16/f32 (or bitsandbytes), not {} GGUF blocks", c.quant));
+            };
+            if dense_kv(c.kv).is_none() {
+                return na(
+                    f,
+                    format!(
+                        "transformers' HybridCache holds the model's dtype, not {}",
+                        c.kv
+                    ),
+                );
+            }
+            let hf = crate::engine::presets::find(&c.size).expect("a preset");
+            let max_cache_len = c.ctx.saturating_sub(1).max(1);
+            f.settings = serde_json::json!({"cache_implementation": o.tf_cache, "max_cache_len": max_cache_len, "dtype_bytes": bytes, "prompt": req.rows});
+            f.weights_bytes = hf.params().total * bytes as u64;
+            f.kv_bytes =
+                transformers::cache_bytes(&hf.config, o.tf_cache, c.seqs, max_cache_len, bytes);
+            f.compute_bytes = transformers::prefill_peak(
+                &hf.config,
+                c.seqs,
+                req.rows.min(c.ctx),
+                max_cache_len,
+                bytes,
+            );
+            f.other_bytes = context;
+            f.predicted_bytes = f.weights_bytes + f.kv_bytes + f.compute_bytes + f.other_bytes;
+            f.note = Some(format!(
+                "the cache in the model's dtype; prompt pass of {} positions modelled{}",
+                req.rows.min(c.ctx),
+                if cuda {
+                    ""
+                } else {
+                    "; PyTorch's own process memory not counted"
+                }
+            ));
+        }
+        Engine::All => unreachable!("`figures` expands all"),
+    }
+    f.verdict = Verdict::of(f.predicted_bytes, cap.total_bytes).name();
+    Ok(f)
+}
+
+/// Bytes per value of a dense cache type (vLLM and transformers hold no block formats).
+fn dense_kv(kv: KvPair) -> Option<usize> {
+    use crate::engine::kv_cache::KvDtype;
+    match (kv.k, kv.v) {
+        (KvDtype::F32, KvDtype::F32) => Some(4),
+        (KvDtype::F16 | KvDtype::Bf16, KvDtype::F16 | KvDtype::Bf16) => Some(2),
+        _ => None,
+    }
+}
+
+/// The figures as a table (GiB, one row per engine and cell), CSV or JSON, with each engine's
+/// version above the table.
+pub fn render_figures(figs: &[Figure], cap: &Capacity, format: Output) -> Result<String> {
+    if format == Output::Json {
+        return Ok(serde_json::to_string_pretty(figs)? + "\n");
+    }
+    let gib = |b: u64| format!("{:.2}", crate::units::gib(b));
+    let mut t = Table::new([
+        "model", "quant", "kv", "ctx", "seqs", "engine", "weights", "KV", "compute", "other",
+        "total", "verdict", "note",
+    ]);
+    for f in figs {
+        let na = f.verdict == "n/a";
+        let part = |b: u64| if na { "-".to_string() } else { gib(b) };
+        t.row([
+            f.model.clone(),
+            f.quant.clone(),
+            f.kv.clone(),
+            ctx_label(f.ctx),
+            f.seqs.to_string(),
+            f.engine.to_string(),
+            part(f.weights_bytes),
+            part(f.kv_bytes),
+            part(f.compute_bytes),
+            part(f.other_bytes),
+            part(f.predicted_bytes),
+            match f.max_concurrency {
+                Some(c) if !na => format!("{} (max {c:.1} seqs)", f.verdict),
+                _ => f.verdict.to_string(),
+            },
+            f.note.clone().unwrap_or_default(),
+        ]);
+    }
+    if format == Output::Csv {
+        return t.csv();
+    }
+    let mut out = format!(
+        "GiB on {} ({:.1} GiB) as each engine would hold it:\n",
+        cap.name,
+        crate::units::gib(cap.total_bytes)
+    );
+    let mut seen = Vec::new();
+    for f in figs.iter().filter(|f| {
+        !seen.contains(&f.engine) && {
+            seen.push(f.engine);
+            true
+        }
+    }) {
+        out.push_str(&format!("  {:<12} {}\n", f.engine, f.version));
+    }
+    out.push_str(&t.render(format)?);
+    out.push('\n');
     Ok(out)
 }
