@@ -348,6 +348,18 @@ fn fit_engine_llama_cpp_gives_its_buffers() {
         a["compute"]
     );
     assert_eq!(cell(&[])["allocation"]["swa"]["cells"], 1024);
+    // On the CPU, what becomes resident: the whole file and the cleared caches, not the 514.5
+    // MiB of compute buffer a run barely touches.
+    let r = &cell(&[])["resident"];
+    let total = |v: &serde_json::Value| {
+        ["file", "repacked", "kv", "vocab", "output", "compute"]
+            .iter()
+            .map(|k| v[k].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(mib(&r["kv"]).round(), 112.0, "{r}");
+    assert!(mib(&r["compute"]) < 30.0, "{r}");
+    assert!(total(r) < cell(&[])["predicted_bytes"].as_u64().unwrap() - (400 << 20));
     let four = cell(&["--batch", "4"]);
     assert_eq!(four["allocation"]["global"]["streams"], 4);
     assert_eq!(four["allocation"]["n_ctx"], 4 * 32768);

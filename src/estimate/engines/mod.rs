@@ -100,6 +100,10 @@ pub struct LlamaCppCell {
     pub runtime_bytes: u64,
     pub predicted_bytes: u64,
     pub verdict: &'static str,
+    /// On the CPU: what becomes resident for a prompt of `--prefill-chunk` tokens (the process's
+    /// own baseline left out), to set beside peak RSS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resident: Option<llamacpp::Resident>,
 }
 
 /// llama.cpp's figures for every cell of `req` with `base`'s settings (its context and K/V
@@ -117,10 +121,8 @@ pub fn llamacpp_table(
     let mut cells = Vec::new();
     for (size, quant, _) in model_rows(req)? {
         let p = crate::estimate::preset(&size)?;
-        let weights = plan::text_tensors(&p.config, quant, false)
-            .iter()
-            .map(|t| t.file_bytes)
-            .sum::<u64>();
+        let tensors = plan::text_tensors(&p.config, quant, false);
+        let weights = tensors.iter().map(|t| t.file_bytes).sum::<u64>();
         for &kv in &req.kv_dtypes {
             for &ctx in &req.ctxs {
                 if ctx > p.config.max_position_embeddings {
@@ -141,6 +143,8 @@ pub fn llamacpp_table(
                     runtime_bytes: runtime,
                     predicted_bytes: total,
                     verdict: Verdict::of(total, cap.total_bytes).name(),
+                    resident: (cap.target == Target::Cpu)
+                        .then(|| llamacpp::resident(&p.config, &s, &a, &tensors, req.rows)),
                 });
             }
         }
@@ -170,6 +174,7 @@ pub fn render_llamacpp(
         "compute",
         "output",
         "total",
+        "resident",
         "verdict",
     ]);
     for c in cells {
@@ -195,6 +200,8 @@ pub fn render_llamacpp(
             ),
             format!("{:.2}", mib(a.output)),
             format!("{:.1}", mib(c.predicted_bytes)),
+            c.resident
+                .map_or("-".into(), |r| format!("{:.1}", mib(r.total()))),
             c.verdict.to_string(),
         ]);
     }
@@ -217,6 +224,11 @@ pub fn render_llamacpp(
         "  compute: n_ubatch rows of logits and the final norm's rows (checked against llama.cpp's log on the 270M); \
          * marks cells where attention scores and masks are larger (modelled from its source, not yet checked)\n",
     );
+    if cap.target == Target::Cpu {
+        out.push_str(
+            "  resident: what a prompt of --prefill-chunk tokens leaves in RSS: the mapped file, CPU_REPACK copies, the cleared caches, vocabulary state, the rows the run writes (the process's own baseline not included; docs/engines.md)\n",
+        );
+    }
     if cap.target == Target::Cuda {
         out.push_str(&format!(
             "  total includes a CUDA context of {:.0} MiB (gemma-fit's estimate, not measured for llama.cpp)\n",
