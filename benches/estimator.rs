@@ -19,6 +19,7 @@ fn bench(c: &mut Criterion) {
         image: true,
         target: Target::Cuda,
         tokenizer: false,
+        file: None,
     };
     c.bench_function("estimator/predict_27b_128k", |b| {
         b.iter(|| predict(&q).unwrap())

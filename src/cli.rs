@@ -256,8 +256,10 @@ pub struct FitArgs {
     /// this machine's RAM). The engine holds weights differently on each.
     #[arg(long)]
     pub device: Option<Target>,
-    /// Models: sizes 270m, 1b, 4b, 12b, 27b (also synthetic:SIZE), or 'default' (the 270M Q4_K_M
-    /// GGUF with its tokenizer). Comma-separated or repeated.
+    /// Models: sizes 270m, 1b, 4b, 12b, 27b (also synthetic:SIZE), 'default' (the 270M Q4_K_M
+    /// GGUF with its tokenizer), or a path to a .gguf file, read from its header alone (its
+    /// configuration and each tensor's stored type; --quant does not apply to it).
+    /// Comma-separated or repeated.
     #[arg(long, short, value_delimiter = ',', default_values_t = ["270m", "1b", "4b", "12b", "27b"].map(String::from))]
     pub model: Vec<String>,
     /// Weight formats (synthetic names: f32, f16, bf16, q8_0, q6_k, q5_k, q4_k, q5_1, q5_0, q4_1,

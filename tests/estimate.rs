@@ -678,3 +678,145 @@ fn run_engine_llama_cpp_is_measured_and_predicted() {
     let e = r["error"].as_f64().unwrap();
     assert!(e.abs() <= 0.05, "{r}");
 }
+
+/// `fit -m FILE.gguf` reads the file's header alone (no weights): the default model's file gives
+/// exactly the prediction of `-m default` (its stored types are the Q4_K_M mix the plan knows),
+/// llama.cpp's figures use its tensors and its header, the format reads "file", and a damaged
+/// file is one clear line.
+#[test]
+fn fit_reads_a_gguf_file_from_its_header() {
+    let Some(model) = common::default_model("fit_reads_a_gguf_file_from_its_header") else {
+        return;
+    };
+    let path = model.to_str().unwrap();
+    let fit = |m: &str, engine: &str| {
+        json(&[
+            "fit",
+            "-m",
+            m,
+            "--engine",
+            engine,
+            "--ctx",
+            "4K,32K",
+            "--kv-dtype",
+            "f16",
+            "--device",
+            "cpu",
+            "--memory",
+            "8GiB",
+            "--format",
+            "json",
+        ])
+    };
+    let (file, default) = (fit(path, "gemma-fit"), fit("default", "gemma-fit"));
+    assert_eq!(file[0]["quant"], "file");
+    assert_eq!(file[0]["model"], "gemma-3-270m-q4_k_m.gguf");
+    let (file, default) = (file.as_array().unwrap(), default.as_array().unwrap());
+    assert_eq!(file.len(), 2);
+    for (a, b) in file.iter().zip(default) {
+        assert_eq!(a["predicted_bytes"], b["predicted_bytes"], "{a}\n{b}");
+    }
+    let l = fit(path, "llama.cpp");
+    assert_eq!(
+        l[0]["weights_bytes"], 246_587_904u64,
+        "the file's tensor data"
+    );
+    assert_eq!(
+        l[0]["resident"]["file"],
+        std::fs::metadata(&model).unwrap().len(),
+        "the whole file is mapped"
+    );
+    // vLLM and transformers do not load GGUF files.
+    let all = fit(path, "all");
+    let tf = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["engine"] == "transformers")
+        .unwrap();
+    assert_eq!(tf["verdict"], "n/a");
+    // A damaged header: one line naming the file.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.gguf");
+    let mut bytes = std::fs::read(&model).unwrap()[..4096].to_vec();
+    bytes[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&bad, bytes).unwrap();
+    let out = gemma_fit()
+        .args(["fit", "-m", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("bad.gguf"), "{err}");
+}
+
+/// `fit -m FOLDER` reads a Hugging Face folder's config.json and safetensors headers (not its
+/// weights): gemma-fit predicts the tensors as stored (f32 here: 4 bytes a value), transformers
+/// has no preset shape to go by, llama.cpp needs a GGUF (said plainly), and a damaged header is
+/// one line naming the file.
+#[test]
+fn fit_reads_a_hugging_face_folder_from_its_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny::write_hf(dir.path());
+    let m = dir.path().to_str().unwrap();
+    let rows = json(&[
+        "fit",
+        "-m",
+        m,
+        "--ctx",
+        "64",
+        "--kv-dtype",
+        "f32",
+        "--memory",
+        "1GiB",
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(rows[0]["quant"], "f32", "{rows}");
+    let b = &rows[0]["breakdown"];
+    // Every tensor of the tiny model in f32, as the safetensors file stores them.
+    let file = std::fs::metadata(dir.path().join("model.safetensors"))
+        .unwrap()
+        .len();
+    let w = b["weights"].as_u64().unwrap();
+    assert!(
+        w <= file && w > file * 9 / 10,
+        "weights {w} of a {file}-byte file"
+    );
+    let all = json(&[
+        "fit",
+        "-m",
+        m,
+        "--engine",
+        "all",
+        "--ctx",
+        "64",
+        "--kv-dtype",
+        "f32",
+        "--memory",
+        "1GiB",
+        "--device",
+        "cpu",
+        "--format",
+        "json",
+    ]);
+    let llama = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["engine"] == "llama.cpp")
+        .unwrap();
+    assert!(llama["note"].as_str().unwrap().contains("GGUF"), "{llama}");
+    let st = dir.path().join("model.safetensors");
+    let mut bytes = std::fs::read(&st).unwrap();
+    bytes[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&st, bytes).unwrap();
+    let out = gemma_fit().args(["fit", "-m", m]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("model.safetensors"), "{err}");
+}

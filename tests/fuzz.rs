@@ -1,5 +1,6 @@
 //! The fuzz run the project owns, at test size: structure-aware mutations of a tiny GGUF model
-//! and of a tiny Hugging Face folder, each through `gemma-fit check` or `gemma-fit run`, and of
+//! and of a tiny Hugging Face folder, each through `gemma-fit check`, `gemma-fit run` or
+//! `gemma-fit fit` (which reads the headers alone), and of
 //! a logits file the tiny model made, each through `gemma-fit quality --against`, in a child
 //! process under a memory limit and a timeout. Any panic, signal, hang, case over twice the
 //! clean run's memory, or bad error message fails the test, with the mutation that reproduces

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use crate::cli::CaseArgs;
 use crate::engine::load::LoadedModel;
 use crate::measure::measure;
-use crate::result::case::{CaseEngine, CaseSpec};
+use crate::result::case::CaseSpec;
 use crate::result::store::write_json_atomically;
 
 pub fn run(args: &CaseArgs) -> Result<()> {
@@ -28,13 +28,9 @@ pub fn run(args: &CaseArgs) -> Result<()> {
     spec.check()?;
     // candle sizes its thread pool from RAYON_NUM_THREADS when it is first used.
     std::env::set_var("RAYON_NUM_THREADS", spec.threads.to_string());
-    let result = if spec.engine == CaseEngine::GemmaFit {
-        measure(&spec, |device, vision| {
-            LoadedModel::from_spec(&spec.model, spec.quant, spec.seed, vision, device, false)
-        })
-    } else {
-        crate::measure::llamacpp::measure(&spec)
-    };
+    let result = measure(&spec, |device, vision| {
+        LoadedModel::from_spec(&spec.model, spec.quant, spec.seed, vision, device, false)
+    });
     write_json_atomically(&args.out, &result)?;
     super::run::exit_for(&result.outcome)
 }

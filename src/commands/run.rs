@@ -39,13 +39,9 @@ pub fn spec(args: &RunArgs) -> CaseSpec {
 pub fn run(args: &RunArgs) -> Result<()> {
     let spec = spec(args);
     spec.check()?;
-    let result = if spec.engine == CaseEngine::GemmaFit {
-        measure(&spec, |device, vision| {
-            super::load_model(&args.engine, vision, device)
-        })
-    } else {
-        crate::measure::llamacpp::measure(&spec)
-    };
+    let result = measure(&spec, |device, vision| {
+        super::load_model(&args.engine, vision, device)
+    });
     if let Some(out) = &args.out {
         write_json_atomically(out, &result)?;
     }

@@ -107,23 +107,39 @@ fn tensors(
     layers: usize,
     on_cpu: bool,
 ) -> Vec<TensorPlan> {
-    shapes
+    let typed: Vec<(String, Vec<usize>, GgmlDType)> = shapes
         .iter()
         .map(|(name, shape)| {
+            // Norm weights and biases: f32 in the file and on the device.
+            let t = if shape.len() == 1 {
+                GgmlDType::F32
+            } else {
+                format.tensor_type(name, shape, layers)
+            };
+            (name.clone(), shape.clone(), t)
+        })
+        .collect();
+    stored_tensors(&typed, on_cpu)
+}
+
+/// Plans of tensors stored as given — (name, shape, type), e.g. a GGUF file's, read from its
+/// header: what each holds in the file and on the device.
+pub fn stored_tensors(list: &[(String, Vec<usize>, GgmlDType)], on_cpu: bool) -> Vec<TensorPlan> {
+    list.iter()
+        .map(|(name, shape, file_type)| {
             let elems: usize = shape.iter().product();
             let bytes = |t: GgmlDType| (elems / t.block_size() * t.type_size()) as u64;
             if shape.len() == 1 {
-                // Norm weights and biases: f32 in the file and on the device.
+                // Norm weights and biases are held in f32.
                 return TensorPlan {
                     name: name.clone(),
                     shape: shape.clone(),
-                    file_type: GgmlDType::F32,
-                    file_bytes: bytes(GgmlDType::F32),
+                    file_type: *file_type,
+                    file_bytes: bytes(*file_type),
                     resident_bytes: bytes(GgmlDType::F32),
                 };
             }
-            let file_type = format.tensor_type(name, shape, layers);
-            let held = crate::engine::load::weights::resident_type(file_type, on_cpu);
+            let held = crate::engine::load::weights::resident_type(*file_type, on_cpu);
             let vision = crate::engine::load::format::is_vision_tensor(name);
             let resident_bytes = if vision {
                 // The tower keeps its matrices as loaded and widens them per product.
@@ -135,8 +151,8 @@ fn tensors(
             TensorPlan {
                 name: name.clone(),
                 shape: shape.clone(),
-                file_type,
-                file_bytes: bytes(file_type),
+                file_type: *file_type,
+                file_bytes: bytes(*file_type),
                 resident_bytes,
             }
         })
@@ -151,14 +167,24 @@ pub fn plan(
     format: Format,
     shape: RunShape,
 ) -> MemoryPlan {
-    let text = text_tensors(cfg, format, shape.on_cpu);
-    let vision_bytes = match (shape.image, vision) {
-        (true, Some(v)) => vision_tensors(v, cfg.hidden_size, format, shape.on_cpu)
-            .iter()
-            .map(|t| t.resident_bytes)
-            .sum(),
-        _ => 0,
+    let vision = match (shape.image, vision) {
+        (true, Some(v)) => Some((v, vision_tensors(v, cfg.hidden_size, format, shape.on_cpu))),
+        _ => None,
     };
+    plan_of(cfg, &text_tensors(cfg, format, shape.on_cpu), vision, shape)
+}
+
+/// [`plan`] for given text tensors (a file's, as stored) and, with an image, the tower's.
+pub fn plan_of(
+    cfg: &Gemma3Config,
+    text: &[TensorPlan],
+    vision: Option<(&VisionConfig, Vec<TensorPlan>)>,
+    shape: RunShape,
+) -> MemoryPlan {
+    let vision_bytes = vision
+        .as_ref()
+        .map_or(0, |(_, t)| t.iter().map(|t| t.resident_bytes).sum());
+    let vision = vision.map(|(v, _)| v);
     let encode = match (shape.image, vision) {
         (true, Some(v)) => crate::engine::vision::encode_workspace_bytes(v),
         _ => 0,

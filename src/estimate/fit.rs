@@ -59,7 +59,7 @@ impl Verdict {
 pub struct Cell {
     pub target_name: String,
     pub model: String,
-    pub quant: Format,
+    pub quant: String,
     pub kv_dtype: KvPair,
     pub ctx: usize,
     pub predicted_bytes: u64,
@@ -86,7 +86,8 @@ pub struct Cell {
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub model: String,
-    pub quant: Format,
+    /// The format, or "file" for a file's own types.
+    pub quant: String,
     pub kv_dtype: KvPair,
     /// The model's longest context: longer columns are not applicable (None).
     pub max_position: usize,
@@ -112,19 +113,78 @@ pub struct Request {
     pub breakdown: bool,
 }
 
-/// (size, format, tokenizer) rows of a request.
-pub(crate) fn model_rows(req: &Request) -> Result<Vec<(String, Format, bool)>> {
+/// A row's model: a preset in a format, or a GGUF file read from its header (`-m FILE.gguf`).
+#[derive(Debug, Clone)]
+pub(crate) struct ModelRow {
+    /// What tables call it: the size ("270m" …), or the file's name.
+    pub model: String,
+    /// The preset whose shape it has (a file's name where it has none).
+    pub size: String,
+    /// The format (a file's own types are in `file`; this is then not used).
+    pub quant: Format,
+    /// "q4_k_m" …, or "file" for a file's own mix.
+    pub quant_label: String,
+    pub tokenizer: bool,
+    pub file: Option<std::sync::Arc<crate::estimate::file::FileModel>>,
+}
+
+impl ModelRow {
+    /// The model's configuration: the file's, or the preset's.
+    pub fn config(&self) -> Result<crate::engine::config::Gemma3Config> {
+        match &self.file {
+            Some(f) => Ok(f.cfg.clone()),
+            None => Ok(crate::estimate::preset(&self.size)?.config),
+        }
+    }
+
+    /// The text tensors as stored: the file's, or the format's.
+    pub fn tensors(&self, on_cpu: bool) -> Result<Vec<crate::engine::plan::TensorPlan>> {
+        Ok(match &self.file {
+            Some(f) => crate::engine::plan::stored_tensors(&f.tensors, on_cpu),
+            None => crate::engine::plan::text_tensors(&self.config()?, self.quant, on_cpu),
+        })
+    }
+}
+
+/// The model rows of a request: each size in each format, the default model, files.
+pub(crate) fn model_rows(req: &Request) -> Result<Vec<ModelRow>> {
     let mut out = Vec::new();
     for m in &req.models {
         let m = m.trim();
         if m.eq_ignore_ascii_case("default") {
-            out.push(("270m".to_string(), Format::Q4KM, true));
+            out.push(ModelRow {
+                model: "270m".into(),
+                size: "270m".into(),
+                quant: Format::Q4KM,
+                quant_label: Format::Q4KM.to_string(),
+                tokenizer: true,
+                file: None,
+            });
+            continue;
+        }
+        if crate::estimate::file::FileModel::is_path(m) {
+            let f = crate::estimate::file::FileModel::read_any(m)?;
+            out.push(ModelRow {
+                model: f.name.clone(),
+                size: f.size.map_or_else(|| f.name.clone(), str::to_string),
+                quant: f.dense.unwrap_or(Format::Q4KM),
+                quant_label: f.dense.map_or_else(|| "file".into(), |d| d.to_string()),
+                tokenizer: f.is_gguf(),
+                file: Some(std::sync::Arc::new(f)),
+            });
             continue;
         }
         let size = m.strip_prefix("synthetic:").unwrap_or(m);
         let p = crate::estimate::preset(size)?;
         for &q in &req.quants {
-            out.push((p.name.to_string(), q, false));
+            out.push(ModelRow {
+                model: p.name.to_string(),
+                size: p.name.to_string(),
+                quant: q,
+                quant_label: q.to_string(),
+                tokenizer: false,
+                file: None,
+            });
         }
     }
     Ok(out)
@@ -209,18 +269,19 @@ pub fn largest_batch(base: &Query, fits: impl Fn(u64) -> bool) -> Result<Option<
 /// The fit table of `req` on `cap`.
 pub fn table(req: &Request, cap: &Capacity) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for (size, quant, tokenizer) in model_rows(req)? {
+    for m in model_rows(req)? {
         for &kv_dtype in &req.kv_dtypes {
             let base = Query {
-                size: size.clone(),
-                quant,
+                size: m.size.clone(),
+                quant: m.quant,
                 kv_dtype,
                 ctx: 1,
                 rows: req.rows,
                 batch: req.batch.max(1),
                 image: req.image,
                 target: cap.target,
-                tokenizer,
+                tokenizer: m.tokenizer,
+                file: m.file.clone(),
             };
             let max_position = predict(&base)?.max_ctx;
             let max_ctx = max_ctx_fits(&base, max_position, cap)?;
@@ -241,8 +302,8 @@ pub fn table(req: &Request, cap: &Capacity) -> Result<Vec<Row>> {
                 })?;
                 cells.push(Some(Cell {
                     target_name: cap.name.clone(),
-                    model: size.clone(),
-                    quant,
+                    model: m.model.clone(),
+                    quant: m.quant_label.clone(),
                     kv_dtype,
                     ctx,
                     predicted_bytes: total,
@@ -259,8 +320,8 @@ pub fn table(req: &Request, cap: &Capacity) -> Result<Vec<Row>> {
                 }));
             }
             rows.push(Row {
-                model: size.clone(),
-                quant,
+                model: m.model.clone(),
+                quant: m.quant_label.clone(),
                 kv_dtype,
                 max_position,
                 cells,
@@ -538,6 +599,7 @@ mod tests {
             image: false,
             target: Target::Cuda,
             tokenizer: false,
+            file: None,
         }
     }
 

@@ -6,6 +6,7 @@
 pub mod accuracy;
 pub mod catalog;
 pub mod engines;
+pub mod file;
 pub mod fit;
 
 use serde::Serialize;
@@ -13,7 +14,7 @@ use serde::Serialize;
 use crate::engine::device::DeviceKind;
 use crate::engine::kv_cache::KvPair;
 use crate::engine::load::format::Format;
-use crate::engine::plan::{self, MemoryPlan, RunShape};
+use crate::engine::plan::{self, RunShape};
 use crate::engine::presets::{self, Preset};
 use crate::engine::vision::VisionConfig;
 use crate::error::{Error, Result};
@@ -92,6 +93,9 @@ pub struct Query {
     pub target: Target,
     /// Whether the model comes from a GGUF file (and so holds its tokenizer).
     pub tokenizer: bool,
+    /// A model file read from its header (`fit -m FILE.gguf`): its configuration and stored
+    /// types replace the preset's and `quant`'s.
+    pub file: Option<std::sync::Arc<file::FileModel>>,
 }
 
 impl Query {
@@ -127,6 +131,7 @@ impl Query {
             image: k.image.is_some(),
             target: k.device_kind.into(),
             tokenizer,
+            file: None,
         })
     }
 
@@ -160,7 +165,7 @@ pub struct Breakdown {
     pub workspace: u64,
     /// Process or CUDA context overhead, and the tokenizer of a GGUF model.
     pub runtime: u64,
-    /// The most the load holds at once (see [`MemoryPlan::load_peak`]); the total is the larger
+    /// The most the load holds at once (see [`plan::MemoryPlan::load_peak`]); the total is the larger
     /// of the load (with the runtime) and the run.
     pub load_peak: u64,
 }
@@ -202,28 +207,38 @@ pub fn preset(size: &str) -> Result<Preset> {
 }
 
 pub fn predict(q: &Query) -> Result<Prediction> {
-    let p = preset(&q.size)?;
-    let format = q.quant;
-    if q.image && p.vision.is_none() {
-        return Err(Error::BadInput(format!(
-            "Gemma 3 {} has no vision tower (4B, 12B and 27B do)",
-            p.name
-        )));
-    }
     let on_cpu = q.target == Target::Cpu;
-    let m: MemoryPlan = plan::plan(
-        &p.config,
-        p.vision.as_ref(),
-        format,
-        RunShape {
-            ctx: q.ctx,
-            kv_dtype: q.kv_dtype,
-            rows: q.rows,
-            batch: q.batch,
-            image: q.image,
-            on_cpu,
-        },
-    );
+    let shape = RunShape {
+        ctx: q.ctx,
+        kv_dtype: q.kv_dtype,
+        rows: q.rows,
+        batch: q.batch,
+        image: q.image,
+        on_cpu,
+    };
+    let (cfg, m) = match &q.file {
+        Some(f) => {
+            if q.image {
+                return Err(Error::Unsupported(format!(
+                    "--image with {}: a vision projector file (mmproj) is not read yet",
+                    f.name
+                )));
+            }
+            let text = plan::stored_tensors(&f.tensors, on_cpu);
+            (f.cfg.clone(), plan::plan_of(&f.cfg, &text, None, shape))
+        }
+        None => {
+            let p = preset(&q.size)?;
+            if q.image && p.vision.is_none() {
+                return Err(Error::BadInput(format!(
+                    "Gemma 3 {} has no vision tower (4B, 12B and 27B do)",
+                    p.name
+                )));
+            }
+            let m = plan::plan(&p.config, p.vision.as_ref(), q.quant, shape);
+            (p.config, m)
+        }
+    };
     let runtime = match q.target {
         Target::Cpu => CPU_RUNTIME_BYTES + if q.tokenizer { GGUF_TOKENIZER_BYTES } else { 0 },
         Target::Cuda => CUDA_CONTEXT_BYTES,
@@ -239,8 +254,8 @@ pub fn predict(q: &Query) -> Result<Prediction> {
             load_peak: m.load_peak,
         },
         bytes_per_token: m.weights
-            + q.batch.max(1) as u64 * plan::kv_bytes_read_per_token(&p.config, q.ctx, q.kv_dtype),
-        max_ctx: p.config.max_position_embeddings,
+            + q.batch.max(1) as u64 * plan::kv_bytes_read_per_token(&cfg, q.ctx, q.kv_dtype),
+        max_ctx: cfg.max_position_embeddings,
     })
 }
 
@@ -275,7 +290,14 @@ pub fn predict_record(r: &CaseResult, ctx: usize) -> std::result::Result<Breakdo
             };
             let a = llamacpp::allocate(&p.config, &s)?;
             let tensors = plan::text_tensors(&p.config, q.quant, false);
-            let res = llamacpp::resident(&p.config, &s, &a, &tensors, r.key.prompt_tokens);
+            let res = llamacpp::resident(
+                &p.config,
+                &s,
+                &a,
+                &tensors,
+                llamacpp::GGUF_HEADER_BYTES,
+                r.key.prompt_tokens,
+            );
             let baseline = r
                 .metrics
                 .as_ref()
@@ -311,6 +333,7 @@ mod tests {
             image: false,
             target: Target::Cuda,
             tokenizer: false,
+            file: None,
         }
     }
 

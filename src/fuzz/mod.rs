@@ -40,6 +40,8 @@ pub enum Via {
     Run,
     /// `gemma-fit quality --model M --against <the mutated logits file>` (a logits target).
     Quality,
+    /// `gemma-fit fit --engine all -m <the mutated model>` (its headers alone).
+    Fit,
 }
 
 impl std::fmt::Display for Via {
@@ -48,6 +50,7 @@ impl std::fmt::Display for Via {
             Via::Check => "check",
             Via::Run => "run",
             Via::Quality => "quality",
+            Via::Fit => "fit",
         })
     }
 }
@@ -104,8 +107,8 @@ pub struct Config {
     pub cases: u64,
     pub seed: u64,
     pub workers: usize,
-    /// The share of cases run through `run` (the rest through `check`; a logits target's all go
-    /// through `quality`).
+    /// The share of cases run through `run` (the rest half through `check`, half through `fit`,
+    /// which reads the headers alone; a logits target's all go through `quality`).
     pub run_share: f64,
     /// Where the workers' copies go (a RAM-backed folder is best).
     pub work_dir: PathBuf,
@@ -177,7 +180,7 @@ fn paths(target: &Target) -> &'static [Via] {
     if target.is_logits() {
         &[Via::Quality]
     } else {
-        &[Via::Check, Via::Run]
+        &[Via::Check, Via::Run, Via::Fit]
     }
 }
 
@@ -196,6 +199,9 @@ fn args(cfg: &Config, path: Via, copy: &Path) -> Vec<OsString> {
         ]
         .map(OsString::from)
         .to_vec(),
+        Via::Fit => ["fit", "--engine", "all", "--ctx", "64", "--memory", "1GiB"]
+            .map(OsString::from)
+            .to_vec(),
         Via::Quality => {
             let mut a: Vec<OsString> = ["quality", "--threads", "1", "--against"]
                 .map(OsString::from)
@@ -507,6 +513,8 @@ fn run_cases(
                         Via::Quality
                     } else if rng.random_bool(cfg.run_share.clamp(0.0, 1.0)) {
                         Via::Run
+                    } else if rng.random_bool(0.5) {
+                        Via::Fit
                     } else {
                         Via::Check
                     };

@@ -27,7 +27,7 @@ use crate::result::{
 use crate::stats::{median, Stat};
 use crate::units::mib;
 
-/// The child's program (it reads the case as JSON from its first argument).
+/// The child's program (it reads the case as JSON from the file its first argument names).
 const RUNNER: &str = include_str!("llamacpp_case.py");
 
 /// The llama-cpp-python this runs and the llama.cpp it vendors.
@@ -207,16 +207,27 @@ fn run_child(
     let dir = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
     let script = dir.path().join("llamacpp_case.py");
     std::fs::write(&script, RUNNER).map_err(|e| Error::io(&script, e))?;
+    let case_path = dir.path().join("case.json");
+    std::fs::write(&case_path, case).map_err(|e| Error::io(&case_path, e))?;
     let log_path = dir.path().join("llama.log");
     let log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
-    let mut child = Command::new(python)
+    let mut command = Command::new(python);
+    command
         .arg(&script)
-        .arg(case)
+        .arg(&case_path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| Error::io(python, e))?;
+        .stderr(log);
+    // SAFETY: prctl only, between fork and exec. A runner that kills this process (a timeout,
+    // Ctrl-C) takes llama.cpp with it instead of leaving it running.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| Error::io(python, e))?;
     let pid = child.id();
     let mut stdin = child.stdin.take();
     let stdout = child.stdout.take().expect("piped");

@@ -1,7 +1,7 @@
 """One gemma-fit case run by llama.cpp through llama-cpp-python's C API (gemma-fit writes this
 file next to the case and runs it with the binding's python; `src/measure/llamacpp.rs`).
 
-argv[1]: the case as JSON: model path, n_ctx, n_batch, n_ubatch, n_seq, threads, type_k/type_v
+argv[1]: a file holding the case as JSON: model path, n_ctx, n_batch, n_ubatch, n_seq, threads, type_k/type_v
 (ggml type numbers), flash_attn, swa_full, prompts (token ids, one list per sequence), gen,
 warmup, repeats.
 
@@ -26,7 +26,8 @@ def phase(name):
 
 
 def main():
-    case = json.loads(sys.argv[1])
+    with open(sys.argv[1]) as f:
+        case = json.load(f)
     prompts = case["prompts"]
     n_seq = len(prompts)
     phase("load")

@@ -28,11 +28,15 @@ use self::pass::{Pass, PassPhase, PassShape};
 use self::phases::{fill_phases, HostPhases, Probe};
 
 /// Measures `spec`, loading the model with `load` (given the device and whether the vision
-/// tower is needed). Never fails: what went wrong is the record's outcome.
+/// tower is needed) — or, for a case of another engine, running that engine
+/// ([`llamacpp::measure`]). Never fails: what went wrong is the record's outcome.
 pub fn measure(
     spec: &CaseSpec,
     load: impl FnOnce(&Device, bool) -> Result<LoadedModel>,
 ) -> CaseResult {
+    if spec.engine != crate::result::case::CaseEngine::GemmaFit {
+        return llamacpp::measure(spec);
+    }
     let started_unix_s = crate::result::unix_now();
     let mut notes = Vec::new();
     let gpu_index = spec.device.gpu_index();

@@ -245,12 +245,14 @@ impl Resident {
 }
 
 /// [`Resident`] for `cfg` under `s` (allocated as `a`) with the file's `tensors` (their stored
-/// types), for prompts of `prompt_tokens` prefilled `n_batch` at a time.
+/// types) and `header` bytes of metadata before them ([`GGUF_HEADER_BYTES`] for a preset), for
+/// prompts of `prompt_tokens` prefilled `n_batch` at a time.
 pub fn resident(
     cfg: &Gemma3Config,
     s: &Settings,
     a: &Allocation,
     tensors: &[TensorPlan],
+    header: u64,
     prompt_tokens: usize,
 ) -> Resident {
     let data: u64 = tensors.iter().map(|t| t.file_bytes).sum();
@@ -265,7 +267,7 @@ pub fn resident(
         * (3 * cfg.intermediate_size + 3 * cfg.hidden_size + 2 * cfg.num_heads * cfg.head_dim)
             as u64;
     Resident {
-        file: GGUF_HEADER_BYTES + data,
+        file: header + data,
         repacked,
         kv: a.kv_bytes() + cells * CELL_BYTES,
         vocab: cfg.vocab_size as u64 * VOCAB_BYTES_PER_TOKEN,

@@ -13,9 +13,8 @@ use serde::Serialize;
 
 use crate::engine::kv_cache::KvPair;
 use crate::engine::load::format::Format;
-use crate::engine::plan;
 use crate::error::{Error, Result};
-use crate::estimate::fit::{model_rows, Capacity, Request, Verdict};
+use crate::estimate::fit::{model_rows, Capacity, ModelRow, Request, Verdict};
 use crate::estimate::{Target, CUDA_CONTEXT_BYTES};
 use crate::output::table::Table;
 use crate::output::Format as Output;
@@ -119,23 +118,33 @@ pub fn llamacpp_table(
         Target::Cpu => 0,
     };
     let mut cells = Vec::new();
-    for (size, quant, _) in model_rows(req)? {
-        let p = crate::estimate::preset(&size)?;
-        let tensors = plan::text_tensors(&p.config, quant, false);
+    for m in model_rows(req)? {
+        if m.file.as_ref().is_some_and(|f| !f.is_gguf()) {
+            return Err(Error::BadInput(format!(
+                "{}: llama.cpp loads GGUF files, not a Hugging Face folder (its convert_hf_to_gguf.py converts one)",
+                m.model
+            )));
+        }
+        let cfg = m.config()?;
+        let tensors = m.tensors(false)?;
         let weights = tensors.iter().map(|t| t.file_bytes).sum::<u64>();
+        let header = m
+            .file
+            .as_ref()
+            .map_or(llamacpp::GGUF_HEADER_BYTES, |f| f.header_bytes());
         for &kv in &req.kv_dtypes {
             for &ctx in &req.ctxs {
-                if ctx > p.config.max_position_embeddings {
+                if ctx > cfg.max_position_embeddings {
                     continue;
                 }
                 let s = llamacpp::Settings { ctx, kv, ..base };
-                let a = llamacpp::allocate(&p.config, &s).map_err(Error::BadInput)?;
+                let a = llamacpp::allocate(&cfg, &s).map_err(Error::BadInput)?;
                 let total = weights + a.non_weight() + runtime;
                 cells.push(LlamaCppCell {
                     engine: "llama.cpp",
                     version: llamacpp::VERSION,
-                    model: p.name.to_string(),
-                    quant: quant.to_string(),
+                    model: m.model.clone(),
+                    quant: m.quant_label.clone(),
                     ctx,
                     settings: s,
                     allocation: a,
@@ -144,7 +153,7 @@ pub fn llamacpp_table(
                     predicted_bytes: total,
                     verdict: Verdict::of(total, cap.total_bytes).name(),
                     resident: (cap.target == Target::Cpu)
-                        .then(|| llamacpp::resident(&p.config, &s, &a, &tensors, req.rows)),
+                        .then(|| llamacpp::resident(&cfg, &s, &a, &tensors, header, req.rows)),
                 });
             }
         }
@@ -272,9 +281,7 @@ pub struct Figure {
 
 /// One model × format × KV types × context, for `seqs` sequences.
 struct Cell {
-    size: String,
-    quant: Format,
-    tokenizer: bool,
+    model: ModelRow,
     kv: KvPair,
     ctx: usize,
     seqs: usize,
@@ -283,16 +290,12 @@ struct Cell {
 /// The cells of `req` (contexts past a model's longest left out).
 fn cells(req: &Request) -> Result<Vec<Cell>> {
     let mut out = Vec::new();
-    for (size, quant, tokenizer) in model_rows(req)? {
-        let max = crate::estimate::preset(&size)?
-            .config
-            .max_position_embeddings;
+    for m in model_rows(req)? {
+        let max = m.config()?.max_position_embeddings;
         for &kv in &req.kv_dtypes {
             for &ctx in req.ctxs.iter().filter(|&&c| c <= max) {
                 out.push(Cell {
-                    size: size.clone(),
-                    quant,
-                    tokenizer,
+                    model: m.clone(),
                     kv,
                     ctx,
                     seqs: req.batch.max(1),
@@ -318,10 +321,15 @@ pub fn figures(engine: Engine, req: &Request, cap: &Capacity, o: &Options) -> Re
     Ok(out)
 }
 
-/// Bytes per value of a dense format, for the engines that run only those (vLLM, transformers).
-fn dense_bytes(quant: Format) -> Option<usize> {
+/// Bytes per value of a dense format, for the engines that run only those (vLLM, transformers);
+/// None for block formats and GGUF files.
+fn dense_bytes(m: &ModelRow) -> Option<usize> {
     use candle_core::quantized::GgmlDType;
-    match quant {
+    let format = match &m.file {
+        Some(f) => f.dense?,
+        None => m.quant,
+    };
+    match format {
         Format::Plain(GgmlDType::F32) => Some(4),
         Format::Plain(GgmlDType::F16 | GgmlDType::BF16) => Some(2),
         _ => None,
@@ -329,12 +337,13 @@ fn dense_bytes(quant: Format) -> Option<usize> {
 }
 
 fn figure(e: Engine, c: &Cell, req: &Request, cap: &Capacity, o: &Options) -> Result<Figure> {
-    let p = crate::estimate::preset(&c.size)?;
+    let m = &c.model;
+    let cfg = m.config()?;
     let mut f = Figure {
         engine: e.name(),
         version: e.version(),
-        model: p.name.to_string(),
-        quant: c.quant.to_string(),
+        model: m.model.clone(),
+        quant: m.quant_label.clone(),
         kv: c.kv.to_string(),
         ctx: c.ctx,
         seqs: c.seqs,
@@ -357,15 +366,16 @@ fn figure(e: Engine, c: &Cell, req: &Request, cap: &Capacity, o: &Options) -> Re
     match e {
         Engine::GemmaFit => {
             let b = crate::estimate::predict(&crate::estimate::Query {
-                size: c.size.clone(),
-                quant: c.quant,
+                size: m.size.clone(),
+                quant: m.quant,
                 kv_dtype: c.kv,
                 ctx: c.ctx,
                 rows: req.rows,
                 batch: c.seqs,
                 image: req.image,
                 target: cap.target,
-                tokenizer: c.tokenizer,
+                tokenizer: m.tokenizer,
+                file: m.file.clone(),
             })?
             .breakdown;
             f.settings = serde_json::json!({"prefill_chunk": req.rows});
@@ -376,6 +386,9 @@ fn figure(e: Engine, c: &Cell, req: &Request, cap: &Capacity, o: &Options) -> Re
             f.predicted_bytes = b.total();
         }
         Engine::LlamaCpp | Engine::Ollama => {
+            if m.file.as_ref().is_some_and(|f| !f.is_gguf()) {
+                return na(f, "llama.cpp loads GGUF files: convert the folder first (its convert_hf_to_gguf.py)".into());
+            }
             let s = if e == Engine::Ollama {
                 ollama::settings(c.ctx, c.seqs, c.kv)
             } else {
@@ -386,15 +399,12 @@ fn figure(e: Engine, c: &Cell, req: &Request, cap: &Capacity, o: &Options) -> Re
                     ..o.llamacpp
                 }
             };
-            let a = match llamacpp::allocate(&p.config, &s) {
+            let a = match llamacpp::allocate(&cfg, &s) {
                 Ok(a) => a,
                 Err(why) => return na(f, why),
             };
             f.settings = serde_json::to_value(s)?;
-            f.weights_bytes = plan::text_tensors(&p.config, c.quant, false)
-                .iter()
-                .map(|t| t.file_bytes)
-                .sum();
+            f.weights_bytes = m.tensors(false)?.iter().map(|t| t.file_bytes).sum();
             f.kv_bytes = a.kv_bytes();
             f.compute_bytes = a.compute;
             f.other_bytes = a.output + context;
@@ -410,8 +420,8 @@ fn figure(e: Engine, c: &Cell, req: &Request, cap: &Capacity, o: &Options) -> Re
                     "vLLM's profile models its CUDA engine: give --gpu".into(),
                 );
             }
-            let Some(bytes) = dense_bytes(c.quant) else {
-                return na(f, format!("vLLM serves safetensors (bf16/f16/f32, or AWQ/GPTQ/FP8 checkpoints), not {} GGUF blocks", c.quant));
+            let Some(bytes) = dense_bytes(m) else {
+                return na(f, format!("vLLM serves safetensors (bf16/f16/f32, or AWQ/GPTQ/FP8 checkpoints), not {} GGUF blocks", m.quant_label));
             };
             let Some(kv_bytes) = dense_kv(c.kv) else {
                 return na(
@@ -419,7 +429,9 @@ fn figure(e: Engine, c: &Cell, req: &Request, cap: &Capacity, o: &Options) -> Re
                     format!("vLLM's cache is the model's dtype or fp8, not {}", c.kv),
                 );
             };
-            let hf = crate::engine::presets::find(&c.size).expect("a preset");
+            let Some(hf) = crate::engine::presets::find(&m.size) else {
+                return na(f, format!("{} has no Gemma 3 preset's shape", m.model));
+            };
             let weights = hf.params().total * bytes as u64;
             let batched = vllm::default_batched_tokens(cap.total_bytes);
             let max_num_seqs = 256.max(c.seqs);
@@ -452,8 +464,8 @@ fn figure(e: Engine, c: &Cell, req: &Request, cap: &Capacity, o: &Options) -> Re
             return Ok(f);
         }
         Engine::Transformers => {
-            let Some(bytes) = dense_bytes(c.quant) else {
-                return na(f, format!("transformers runs Gemma 3 in bf16/f16/f32 (or bitsandbytes), not {} GGUF blocks", c.quant));
+            let Some(bytes) = dense_bytes(m) else {
+                return na(f, format!("transformers runs Gemma 3 in bf16/f16/f32 (or bitsandbytes), not {} GGUF blocks", m.quant_label));
             };
             if dense_kv(c.kv).is_none() {
                 return na(
@@ -464,7 +476,9 @@ fn figure(e: Engine, c: &Cell, req: &Request, cap: &Capacity, o: &Options) -> Re
                     ),
                 );
             }
-            let hf = crate::engine::presets::find(&c.size).expect("a preset");
+            let Some(hf) = crate::engine::presets::find(&m.size) else {
+                return na(f, format!("{} has no Gemma 3 preset's shape", m.model));
+            };
             let max_cache_len = c.ctx.saturating_sub(1).max(1);
             f.settings = serde_json::json!({"cache_implementation": o.tf_cache, "max_cache_len": max_cache_len, "dtype_bytes": bytes, "prompt": req.rows});
             f.weights_bytes = hf.params().total * bytes as u64;
