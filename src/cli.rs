@@ -257,8 +257,9 @@ pub struct FitArgs {
     #[arg(long)]
     pub device: Option<Target>,
     /// Models: sizes 270m, 1b, 4b, 12b, 27b (also synthetic:SIZE), 'default' (the 270M Q4_K_M
-    /// GGUF with its tokenizer), or a path to a .gguf file, read from its header alone (its
-    /// configuration and each tensor's stored type; --quant does not apply to it).
+    /// GGUF with its tokenizer), a path to a .gguf file or a Hugging Face folder, read from
+    /// its headers alone (its configuration and each tensor's stored type; --quant does not
+    /// apply to it).
     /// Comma-separated or repeated.
     #[arg(long, short, value_delimiter = ',', default_values_t = ["270m", "1b", "4b", "12b", "27b"].map(String::from))]
     pub model: Vec<String>,

@@ -348,6 +348,29 @@ fn fit_engine_llama_cpp_gives_its_buffers() {
         a["compute"]
     );
     assert_eq!(cell(&[])["allocation"]["swa"]["cells"], 1024);
+    // With an image, the mmproj beside the model: the 4B's SigLIP tower and projector in f16,
+    // about two bytes for each of its ~0.42 billion parameters.
+    let image = json(&[
+        "fit",
+        "--engine",
+        "llama.cpp",
+        "-m",
+        "4b",
+        "--quant",
+        "q4_k_m",
+        "--ctx",
+        "8K",
+        "--image",
+        "--format",
+        "json",
+    ]);
+    let mmproj = mib(&image[0]["mmproj_bytes"]);
+    assert!((790.0..830.0).contains(&mmproj), "{mmproj} MiB");
+    gemma_fit()
+        .args(["fit", "--engine", "llama.cpp", "-m", "1b", "--image"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("has no vision tower"));
     // On the CPU, what becomes resident: the whole file and the cleared caches, not the 514.5
     // MiB of compute buffer a run barely touches.
     let r = &cell(&[])["resident"];

@@ -94,6 +94,9 @@ pub struct LlamaCppCell {
     pub allocation: llamacpp::Allocation,
     /// The weights as the GGUF file holds them (llama.cpp maps or uploads them as stored).
     pub weights_bytes: u64,
+    /// With `--image`: the vision projector file (mmproj) in f16, inside `weights_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mmproj_bytes: Option<u64>,
     /// The CUDA context on a GPU (gemma-fit's figure, not llama.cpp's: see `fit`'s notes), 0 on
     /// the CPU.
     pub runtime_bytes: u64,
@@ -127,7 +130,8 @@ pub fn llamacpp_table(
         }
         let cfg = m.config()?;
         let tensors = m.tensors(false)?;
-        let weights = tensors.iter().map(|t| t.file_bytes).sum::<u64>();
+        let mmproj = mmproj_bytes(&m, req)?;
+        let weights = tensors.iter().map(|t| t.file_bytes).sum::<u64>() + mmproj.unwrap_or(0);
         let header = m
             .file
             .as_ref()
@@ -149,6 +153,7 @@ pub fn llamacpp_table(
                     settings: s,
                     allocation: a,
                     weights_bytes: weights,
+                    mmproj_bytes: mmproj,
                     runtime_bytes: runtime,
                     predicted_bytes: total,
                     verdict: Verdict::of(total, cap.total_bytes).name(),
@@ -233,6 +238,12 @@ pub fn render_llamacpp(
         "  compute: n_ubatch rows of logits and the final norm's rows (checked against llama.cpp's log on the 270M); \
          * marks cells where attention scores and masks are larger (modelled from its source, not yet checked)\n",
     );
+    if let Some(b) = cells.iter().find_map(|c| c.mmproj_bytes) {
+        out.push_str(&format!(
+            "  weights include the vision projector file (mmproj, f16: {:.1} MiB); the image encoder's compute buffer is not modelled\n",
+            mib(b)
+        ));
+    }
     if cap.target == Target::Cpu {
         out.push_str(
             "  resident: what a prompt of --prefill-chunk tokens leaves in RSS: the mapped file, CPU_REPACK copies, the cleared caches, vocabulary state, the rows the run writes (the process's own baseline not included; docs/engines.md)\n",
@@ -404,13 +415,25 @@ fn figure(e: Engine, c: &Cell, req: &Request, cap: &Capacity, o: &Options) -> Re
                 Err(why) => return na(f, why),
             };
             f.settings = serde_json::to_value(s)?;
-            f.weights_bytes = m.tensors(false)?.iter().map(|t| t.file_bytes).sum();
+            let mmproj = match mmproj_bytes(m, req) {
+                Ok(b) => b,
+                Err(e) => return na(f, e.to_string()),
+            };
+            f.weights_bytes =
+                m.tensors(false)?.iter().map(|t| t.file_bytes).sum::<u64>() + mmproj.unwrap_or(0);
             f.kv_bytes = a.kv_bytes();
             f.compute_bytes = a.compute;
             f.other_bytes = a.output + context;
             f.predicted_bytes = f.weights_bytes + a.non_weight() + context;
+            let mut notes = Vec::new();
             if a.compute_stage == "attention" {
-                f.note = Some("compute: attention stage, modelled from source (unchecked)".into());
+                notes.push("compute: attention stage, modelled from source (unchecked)");
+            }
+            if mmproj.is_some() {
+                notes.push("with its f16 mmproj; the image encoder's compute buffer not modelled");
+            }
+            if !notes.is_empty() {
+                f.note = Some(notes.join("; "));
             }
         }
         Engine::Vllm => {
@@ -507,6 +530,35 @@ fn figure(e: Engine, c: &Cell, req: &Request, cap: &Capacity, o: &Options) -> Re
     }
     f.verdict = Verdict::of(f.predicted_bytes, cap.total_bytes).name();
     Ok(f)
+}
+
+/// With `--image`, the vision projector file (mmproj) llama.cpp and Ollama load beside the model:
+/// the SigLIP tower and projector in f16, as llama.cpp's converter writes them by default; None
+/// without an image.
+fn mmproj_bytes(m: &ModelRow, req: &Request) -> Result<Option<u64>> {
+    if !req.image {
+        return Ok(None);
+    }
+    if let Some(f) = &m.file {
+        return Err(Error::Unsupported(format!(
+            "--image with {}: its mmproj file is not read yet",
+            f.name
+        )));
+    }
+    let p = crate::estimate::preset(&m.size)?;
+    let v = p.vision.ok_or_else(|| {
+        Error::BadInput(format!(
+            "Gemma 3 {} has no vision tower (4B, 12B and 27B do)",
+            p.name
+        ))
+    })?;
+    let f16 = Format::Plain(candle_core::quantized::GgmlDType::F16);
+    Ok(Some(
+        crate::engine::plan::vision_tensors(&v, p.config.hidden_size, f16, false)
+            .iter()
+            .map(|t| t.file_bytes)
+            .sum(),
+    ))
 }
 
 /// Bytes per value of a dense cache type (vLLM and transformers hold no block formats).
