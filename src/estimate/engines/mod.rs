@@ -109,61 +109,74 @@ pub struct LlamaCppCell {
 }
 
 /// llama.cpp's figures for every cell of `req` with `base`'s settings (its context and K/V
-/// types replaced by each cell's). A setting llama.cpp refuses (a
-/// quantized V cache without flash attention) is an error naming it.
+/// types replaced by each cell's). A setting llama.cpp refuses (a quantized V cache without
+/// flash attention, a model that is not a GGUF) is an error naming it.
 pub fn llamacpp_table(
     req: &Request,
     cap: &Capacity,
     base: llamacpp::Settings,
 ) -> Result<Vec<LlamaCppCell>> {
+    let mut cells = Vec::new();
+    for c in self::cells(req)? {
+        let s = llamacpp::Settings {
+            ctx: c.ctx,
+            kv: c.kv,
+            ..base
+        };
+        cells.push(llamacpp_cell(&c.model, s, req, cap)?.map_err(Error::BadInput)?);
+    }
+    Ok(cells)
+}
+
+/// llama.cpp's figures for `m` under `s`, or (inner Err) why llama.cpp would not run it.
+fn llamacpp_cell(
+    m: &ModelRow,
+    s: llamacpp::Settings,
+    req: &Request,
+    cap: &Capacity,
+) -> Result<std::result::Result<LlamaCppCell, String>> {
+    if m.file.as_ref().is_some_and(|f| !f.is_gguf()) {
+        return Ok(Err(format!(
+            "{}: llama.cpp loads GGUF files, not a Hugging Face folder (its convert_hf_to_gguf.py converts one)",
+            m.model
+        )));
+    }
+    let cfg = m.config()?;
+    let a = match llamacpp::allocate(&cfg, &s) {
+        Ok(a) => a,
+        Err(why) => return Ok(Err(why)),
+    };
+    let mmproj = match mmproj_bytes(m, req) {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let tensors = m.tensors(false)?;
+    let weights = tensors.iter().map(|t| t.file_bytes).sum::<u64>() + mmproj.unwrap_or(0);
+    let header = m
+        .file
+        .as_ref()
+        .map_or(llamacpp::GGUF_HEADER_BYTES, |f| f.header_bytes());
     let runtime = match cap.target {
         Target::Cuda => CUDA_CONTEXT_BYTES,
         Target::Cpu => 0,
     };
-    let mut cells = Vec::new();
-    for m in model_rows(req)? {
-        if m.file.as_ref().is_some_and(|f| !f.is_gguf()) {
-            return Err(Error::BadInput(format!(
-                "{}: llama.cpp loads GGUF files, not a Hugging Face folder (its convert_hf_to_gguf.py converts one)",
-                m.model
-            )));
-        }
-        let cfg = m.config()?;
-        let tensors = m.tensors(false)?;
-        let mmproj = mmproj_bytes(&m, req)?;
-        let weights = tensors.iter().map(|t| t.file_bytes).sum::<u64>() + mmproj.unwrap_or(0);
-        let header = m
-            .file
-            .as_ref()
-            .map_or(llamacpp::GGUF_HEADER_BYTES, |f| f.header_bytes());
-        for &kv in &req.kv_dtypes {
-            for &ctx in &req.ctxs {
-                if ctx > cfg.max_position_embeddings {
-                    continue;
-                }
-                let s = llamacpp::Settings { ctx, kv, ..base };
-                let a = llamacpp::allocate(&cfg, &s).map_err(Error::BadInput)?;
-                let total = weights + a.non_weight() + runtime;
-                cells.push(LlamaCppCell {
-                    engine: "llama.cpp",
-                    version: llamacpp::VERSION,
-                    model: m.model.clone(),
-                    quant: m.quant_label.clone(),
-                    ctx,
-                    settings: s,
-                    allocation: a,
-                    weights_bytes: weights,
-                    mmproj_bytes: mmproj,
-                    runtime_bytes: runtime,
-                    predicted_bytes: total,
-                    verdict: Verdict::of(total, cap.total_bytes).name(),
-                    resident: (cap.target == Target::Cpu)
-                        .then(|| llamacpp::resident(&cfg, &s, &a, &tensors, header, req.rows)),
-                });
-            }
-        }
-    }
-    Ok(cells)
+    let total = weights + a.non_weight() + runtime;
+    Ok(Ok(LlamaCppCell {
+        engine: "llama.cpp",
+        version: llamacpp::VERSION,
+        model: m.model.clone(),
+        quant: m.quant_label.clone(),
+        ctx: s.ctx,
+        settings: s,
+        allocation: a,
+        weights_bytes: weights,
+        mmproj_bytes: mmproj,
+        runtime_bytes: runtime,
+        predicted_bytes: total,
+        verdict: Verdict::of(total, cap.total_bytes).name(),
+        resident: (cap.target == Target::Cpu)
+            .then(|| llamacpp::resident(&cfg, &s, &a, &tensors, header, req.rows)),
+    }))
 }
 
 /// The cells as a table (MiB, with the buffers llama.cpp prints) or JSON.
@@ -349,7 +362,6 @@ fn dense_bytes(m: &ModelRow) -> Option<usize> {
 
 fn figure(e: Engine, c: &Cell, req: &Request, cap: &Capacity, o: &Options) -> Result<Figure> {
     let m = &c.model;
-    let cfg = m.config()?;
     let mut f = Figure {
         engine: e.name(),
         version: e.version(),
@@ -397,9 +409,6 @@ fn figure(e: Engine, c: &Cell, req: &Request, cap: &Capacity, o: &Options) -> Re
             f.predicted_bytes = b.total();
         }
         Engine::LlamaCpp | Engine::Ollama => {
-            if m.file.as_ref().is_some_and(|f| !f.is_gguf()) {
-                return na(f, "llama.cpp loads GGUF files: convert the folder first (its convert_hf_to_gguf.py)".into());
-            }
             let s = if e == Engine::Ollama {
                 ollama::settings(c.ctx, c.seqs, c.kv)
             } else {
@@ -410,26 +419,22 @@ fn figure(e: Engine, c: &Cell, req: &Request, cap: &Capacity, o: &Options) -> Re
                     ..o.llamacpp
                 }
             };
-            let a = match llamacpp::allocate(&cfg, &s) {
-                Ok(a) => a,
+            let l = match llamacpp_cell(m, s, req, cap)? {
+                Ok(l) => l,
                 Err(why) => return na(f, why),
             };
+            let a = l.allocation;
             f.settings = serde_json::to_value(s)?;
-            let mmproj = match mmproj_bytes(m, req) {
-                Ok(b) => b,
-                Err(e) => return na(f, e.to_string()),
-            };
-            f.weights_bytes =
-                m.tensors(false)?.iter().map(|t| t.file_bytes).sum::<u64>() + mmproj.unwrap_or(0);
+            f.weights_bytes = l.weights_bytes;
             f.kv_bytes = a.kv_bytes();
             f.compute_bytes = a.compute;
-            f.other_bytes = a.output + context;
-            f.predicted_bytes = f.weights_bytes + a.non_weight() + context;
+            f.other_bytes = a.output + l.runtime_bytes;
+            f.predicted_bytes = l.predicted_bytes;
             let mut notes = Vec::new();
             if a.compute_stage == "attention" {
                 notes.push("compute: attention stage, modelled from source (unchecked)");
             }
-            if mmproj.is_some() {
+            if l.mmproj_bytes.is_some() {
                 notes.push("with its f16 mmproj; the image encoder's compute buffer not modelled");
             }
             if !notes.is_empty() {
