@@ -245,6 +245,17 @@ pub struct FitArgs {
     /// ambiguous name lists the candidates.
     #[arg(long, conflicts_with = "memory")]
     pub gpu: Option<String>,
+    /// Every catalog card ('all') or several (names as --gpu takes them, comma-separated): for
+    /// each model × format × KV type × context, the cards it fits on (smallest first, GiB left
+    /// free), and per card the largest model and format that fits at each context, with its
+    /// decode bound. gemma-fit's prediction, one sequence and a bf16 cache unless told.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["gpu", "memory", "results"])]
+    pub gpus: Vec<String>,
+    /// With --gpus: also draw the heatmap (cards × model and format, each cell fits / tight /
+    /// no with the GiB free) as FILE.svg and FILE.png, one per context (FILE-32K.svg … when
+    /// there are several).
+    #[arg(long, value_name = "FILE", requires = "gpus")]
+    pub plot: Option<PathBuf>,
     /// Any memory size instead of a catalog GPU, e.g. 24GiB or 16GB (no speed bound unless
     /// --bandwidth). Without --gpu and --memory: this machine's RAM, for CPU runs.
     #[arg(long, value_parser = parse_bytes)]
@@ -269,8 +280,8 @@ pub struct FitArgs {
     pub quant: Vec<Format>,
     /// KV-cache types, K/V or one name for both: bf16 (GPU deployments' usual choice), q8_0
     /// (llama.cpp's and Ollama's `q8_0` cache), f16, f32 (`run`'s default), q4_0, q4_1, q5_0,
-    /// q5_1, e.g. `bf16,q8_0,q8_0/f16`.
-    #[arg(long, value_delimiter = ',', default_values = ["bf16", "q8_0"])]
+    /// q5_1, e.g. `bf16,q8_0,q8_0/f16`. Default: bf16,q8_0 (with --gpus: bf16).
+    #[arg(long, value_delimiter = ',')]
     pub kv_dtype: Vec<KvPair>,
     /// Context lengths (columns): 4096 or 4K (K = 1024).
     #[arg(long, value_delimiter = ',', value_parser = parse_ctx, default_values = ["4K", "8K", "32K", "128K"])]

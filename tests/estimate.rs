@@ -843,3 +843,106 @@ fn fit_reads_a_hugging_face_folder_from_its_headers() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("model.safetensors"), "{err}");
 }
+
+/// `fit --gpus`: the catalog-wide view. Each cell lists every selected card, smallest first, with
+/// the same prediction `fit --gpu` makes for one; the cards it fits on are those with 10% to
+/// spare; per card, the largest model and format that fits at each context; an unknown name is
+/// the same clear error as `--gpu`'s.
+#[test]
+fn fit_gpus_lists_the_cards_each_model_fits() {
+    let v = json(&[
+        "fit", "--gpus", "all", "-m", "12b", "--quant", "q4_k_m", "--ctx", "32K", "--format",
+        "json",
+    ]);
+    let m = &v["models"][0];
+    assert_eq!(
+        (m["model"].as_str(), m["quant"].as_str()),
+        (Some("12b"), Some("q4_k_m"))
+    );
+    assert_eq!(m["kv_dtype"], "bf16", "--gpus pins a bf16 cache");
+    let cards = m["cards"].as_array().unwrap();
+    assert!(cards.len() > 10, "the whole catalog: {}", cards.len());
+    let totals: Vec<u64> = cards
+        .iter()
+        .map(|c| c["total_bytes"].as_u64().unwrap())
+        .collect();
+    assert!(totals.windows(2).all(|w| w[0] <= w[1]), "smallest first");
+    let need = m["predicted_bytes"].as_u64().unwrap();
+    for c in cards {
+        let fits = need as f64 <= 0.9 * c["total_bytes"].as_u64().unwrap() as f64;
+        assert_eq!(c["verdict"] == "fits", fits, "{c}");
+    }
+    let one = json(&[
+        "fit",
+        "--gpu",
+        "4090",
+        "-m",
+        "12b",
+        "--quant",
+        "q4_k_m",
+        "--ctx",
+        "32K",
+        "--kv-dtype",
+        "bf16",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(one[0]["predicted_bytes"].as_u64().unwrap(), need);
+    // Per card: the 27B in q4_k_m is the most a 24 GiB card holds at 32K.
+    let all = json(&[
+        "fit", "--gpus", "4090,l4", "--ctx", "32K", "--format", "json",
+    ]);
+    let best: Vec<&serde_json::Value> = all["cards"].as_array().unwrap().iter().collect();
+    assert_eq!(best.len(), 2);
+    let b4090 = best
+        .iter()
+        .find(|b| b["gpu"].as_str().unwrap().contains("4090"))
+        .unwrap();
+    assert_eq!(
+        (b4090["model"].as_str(), b4090["quant"].as_str()),
+        (Some("27b"), Some("q4_k_m"))
+    );
+    gemma_fit()
+        .args(["fit", "--gpus", "all", "-m", "12b", "--ctx", "32K"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("fits on (GiB free)"))
+        .stdout(predicate::str::contains("largest at 32K"));
+    // The heatmap: one cell per card × model and format, labelled with the GiB free or short.
+    let dir = tempfile::tempdir().unwrap();
+    let stem = dir.path().join("heat");
+    gemma_fit()
+        .args([
+            "fit",
+            "--gpus",
+            "4090,l4",
+            "-m",
+            "12b,27b",
+            "--quant",
+            "q4_k_m,q8_0",
+        ])
+        .args(["--ctx", "32K", "--plot", stem.to_str().unwrap()])
+        .assert()
+        .success();
+    let svg = std::fs::read_to_string(dir.path().join("heat.svg")).unwrap();
+    assert!(
+        std::fs::metadata(dir.path().join("heat.png"))
+            .unwrap()
+            .len()
+            > 1000
+    );
+    assert!(svg.contains("Which card fits which Gemma 3 at 32K context"));
+    assert!(
+        svg.contains("RTX 4090 (24 GiB)") && svg.contains("L4 (22 GiB)"),
+        "row labels"
+    );
+    // 2 cards × 4 columns of cells plus the 3 legend swatches, beside the white background.
+    let filled = |rgb: &str| svg.matches(&format!("fill=\"{rgb}\"")).count();
+    let cells = filled("#78BE78") + filled("#F5C85A") + filled("#E68278");
+    assert_eq!(cells, 2 * 4 + 3, "{svg}");
+    gemma_fit()
+        .args(["fit", "--gpus", "4090,nosuchcard"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("nosuchcard"));
+}

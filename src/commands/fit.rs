@@ -7,7 +7,7 @@ use crate::cli::FitArgs;
 use crate::engine::kv_cache::{KvDtype, KvPair};
 use crate::estimate::catalog::Catalog;
 use crate::estimate::engines::{self, llamacpp, Engine};
-use crate::estimate::{accuracy, fit, Target};
+use crate::estimate::{accuracy, cards, fit, Target};
 use crate::probe::host::HostInfo;
 use crate::units::gib;
 
@@ -50,13 +50,49 @@ pub fn run(args: &FitArgs) -> Result<()> {
     let req = fit::Request {
         models: args.model.clone(),
         quants: args.quant.clone(),
-        kv_dtypes: args.kv_dtype.clone(),
+        kv_dtypes: match (args.kv_dtype.is_empty(), args.gpus.is_empty()) {
+            (false, _) => args.kv_dtype.clone(),
+            (true, true) => vec![KvPair::both(KvDtype::Bf16), KvPair::both(KvDtype::Q8_0)],
+            (true, false) => vec![KvPair::both(KvDtype::Bf16)],
+        },
         ctxs: args.ctx.clone(),
         rows: args.prefill_chunk as usize,
         batch: args.batch,
         image: args.image,
         breakdown: args.breakdown,
     };
+    if !args.gpus.is_empty() {
+        if args.engine != Engine::GemmaFit {
+            anyhow::bail!(
+                "unsupported: --gpus sets gemma-fit's prediction against the catalog; with --engine {} it is not built yet (use --gpu NAME for one card)",
+                args.engine.name()
+            );
+        }
+        let gpus = cards::select(&catalog, &args.gpus)?;
+        let c = cards::cards(&req, &gpus)?;
+        print!("{}", cards::render(&c, &req, args.format)?);
+        if let Some(stem) = &args.plot {
+            let caption = format!(
+                "gemma-fit {}'s prediction for one CUDA process (CUDA context estimated); KV {}; {} sequence(s); fits = at most 90% of the card",
+                env!("CARGO_PKG_VERSION"),
+                req.kv_dtypes.iter().map(ToString::to_string).collect::<Vec<_>>().join("/"),
+                req.batch
+            );
+            for &ctx in &req.ctxs {
+                let path = if req.ctxs.len() == 1 {
+                    stem.clone()
+                } else {
+                    let name = stem
+                        .file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                    stem.with_file_name(format!("{name}-{}", crate::units::ctx_label(ctx)))
+                };
+                crate::report::heatmap::fit_heatmap(&c, ctx, &caption).write(&path)?;
+                eprintln!("heatmap: {}.svg, {}.png", path.display(), path.display());
+            }
+        }
+        return Ok(());
+    }
     let llamacpp = llamacpp::Settings {
         ctx: 0,
         seqs: args.batch,

@@ -4,6 +4,7 @@
 //! and tables; [`accuracy`] sets measured results beside their predictions.
 
 pub mod accuracy;
+pub mod cards;
 pub mod catalog;
 pub mod engines;
 pub mod file;

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::{Error, Result};
 
@@ -62,6 +63,108 @@ pub struct BarChart {
     pub members: Vec<String>,
     /// values[group][member]; None where that machine has no figure.
     pub values: Vec<Vec<Option<f64>>>,
+}
+
+/// A grid of verdicts: rows (cards) × columns (a model in a format), each cell coloured by its
+/// level (0 fits, 1 tight, 2 does not fit) and labelled (e.g. the GiB left free).
+#[derive(Debug, Clone)]
+pub struct Heatmap {
+    pub title: String,
+    /// A line under the grid: what the figures assume.
+    pub caption: String,
+    pub rows: Vec<String>,
+    /// Column headers, two lines each (model, format).
+    pub cols: Vec<(String, String)>,
+    /// cells[row][col]: (level, text).
+    pub cells: Vec<Vec<(u8, String)>>,
+}
+
+impl Heatmap {
+    const LEFT: u32 = 190;
+    const TOP: u32 = 78;
+    const CELL_W: u32 = 72;
+    const CELL_H: u32 = 22;
+
+    fn size(&self) -> (u32, u32) {
+        (
+            (Self::LEFT + Self::CELL_W * self.cols.len() as u32 + 20).max(WIDTH),
+            Self::TOP + Self::CELL_H * self.rows.len() as u32 + 64,
+        )
+    }
+}
+
+fn draw_heatmap<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, h: &Heatmap) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    register_font();
+    root.fill(&WHITE).map_err(draw_err)?;
+    let text = |s: &str, x: i32, y: i32, size: u32, h_pos: HPos| {
+        root.draw(&Text::new(
+            s.to_string(),
+            (x, y),
+            (FAMILY, size)
+                .into_font()
+                .into_text_style(&root)
+                .pos(Pos::new(h_pos, VPos::Center)),
+        ))
+        .map_err(draw_err)
+    };
+    text(&h.title, 12, 16, 18, HPos::Left)?;
+    if h.rows.is_empty() || h.cols.is_empty() {
+        no_data(&root, &h.title)?;
+        return root.present().map_err(draw_err);
+    }
+    let (left, top, cw, ch) = (
+        Heatmap::LEFT as i32,
+        Heatmap::TOP as i32,
+        Heatmap::CELL_W as i32,
+        Heatmap::CELL_H as i32,
+    );
+    for (c, (model, format)) in h.cols.iter().enumerate() {
+        let x = left + c as i32 * cw + cw / 2;
+        text(model, x, top - 34, 13, HPos::Center)?;
+        text(format, x, top - 17, 11, HPos::Center)?;
+    }
+    const LEVELS: [RGBColor; 3] = [
+        RGBColor(120, 190, 120),
+        RGBColor(245, 200, 90),
+        RGBColor(230, 130, 120),
+    ];
+    for (r, name) in h.rows.iter().enumerate() {
+        let y = top + r as i32 * ch;
+        text(name, left - 8, y + ch / 2, 12, HPos::Right)?;
+        for (c, (level, label)) in h.cells[r].iter().enumerate() {
+            let x = left + c as i32 * cw;
+            let fill = LEVELS[(*level as usize).min(2)];
+            root.draw(&Rectangle::new(
+                [(x + 1, y + 1), (x + cw - 1, y + ch - 1)],
+                fill.filled(),
+            ))
+            .map_err(draw_err)?;
+            text(label, x + cw / 2, y + ch / 2, 11, HPos::Center)?;
+        }
+    }
+    let bottom = top + h.rows.len() as i32 * ch;
+    let mut x = left;
+    for (level, name) in [
+        "fits (GiB free)",
+        "tight (over 90%)",
+        "does not fit (GiB short)",
+    ]
+    .iter()
+    .enumerate()
+    {
+        root.draw(&Rectangle::new(
+            [(x, bottom + 12), (x + 14, bottom + 26)],
+            LEVELS[level].filled(),
+        ))
+        .map_err(draw_err)?;
+        text(name, x + 20, bottom + 19, 12, HPos::Left)?;
+        x += 190;
+    }
+    text(&h.caption, 12, bottom + 46, 12, HPos::Left)?;
+    root.present().map_err(draw_err)
 }
 
 fn color(i: usize) -> RGBColor {
@@ -306,6 +409,7 @@ where
 pub enum Chart {
     Line(LineChart),
     Bars(BarChart),
+    Heatmap(Heatmap),
 }
 
 impl Chart {
@@ -316,6 +420,15 @@ impl Chart {
         match self {
             Chart::Line(c) => draw_line(root, c),
             Chart::Bars(c) => draw_bars(root, c),
+            Chart::Heatmap(h) => draw_heatmap(root, h),
+        }
+    }
+
+    /// Pixels: the line and bar charts' fixed size, or what a heatmap's grid needs.
+    pub fn size(&self) -> (u32, u32) {
+        match self {
+            Chart::Heatmap(h) => h.size(),
+            _ => (WIDTH, HEIGHT),
         }
     }
 
@@ -323,7 +436,7 @@ impl Chart {
     pub fn svg(&self) -> Result<String> {
         let mut out = String::new();
         {
-            let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
+            let root = SVGBackend::with_string(&mut out, self.size()).into_drawing_area();
             self.draw(root)?;
         }
         Ok(out)
@@ -336,7 +449,7 @@ impl Chart {
         std::fs::write(&svg_path, &svg).map_err(|e| Error::io(&svg_path, e))?;
         let png_path = stem.with_extension("png");
         {
-            let root = BitMapBackend::new(&png_path, (WIDTH, HEIGHT)).into_drawing_area();
+            let root = BitMapBackend::new(&png_path, self.size()).into_drawing_area();
             self.draw(root)?;
         }
         Ok(svg)

@@ -9,6 +9,7 @@ pub mod checks;
 pub mod cross_machine;
 pub mod export;
 pub mod fit_table;
+pub mod heatmap;
 pub mod page;
 
 use std::path::{Path, PathBuf};
