@@ -118,7 +118,14 @@ fn a_machine_report_has_its_table_charts_exports_and_page() {
     }
     let mem = svg_texts(&out.join("memory-vs-context.svg"));
     assert!(mem.iter().any(|x| x == "270m q8_0 kv f32 (predicted)"));
-    assert!(mem.iter().any(|x| x.starts_with("capacity ")));
+    // The machine's 20-odd GiB are far above these runs' 0.3 GiB: named in the title, not drawn
+    // as a line that would squash the series into the bottom pixels.
+    assert!(!mem.iter().any(|x| x.starts_with("capacity ")), "{mem:?}");
+    assert!(
+        mem.iter()
+            .any(|x| x.contains("(capacity ") && x.contains("far above")),
+        "{mem:?}"
+    );
 
     // llama-bench rows: a prefill row and a decode row per finished case, its field names.
     let rows: serde_json::Value =

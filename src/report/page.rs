@@ -126,24 +126,7 @@ fn batch_charts(m: &Machine) -> Vec<(&'static str, Chart)> {
             ),
         ),
         ("memory-vs-batch", {
-            // The capacity as a line only where the data come near it (else it squashes them
-            // into the bottom pixels): in the title otherwise.
-            let top = mem
-                .iter()
-                .flat_map(|s| s.points.iter().map(|p| p.1))
-                .fold(0.0, f64::max);
-            let cap = m.capacity_bytes.map(gib);
-            let (title, hlines) = match cap {
-                Some(c) if top >= c / 4.0 => (
-                    "Peak memory vs batch".to_string(),
-                    vec![(format!("capacity {c:.1} GiB"), c)],
-                ),
-                Some(c) => (
-                    format!("Peak memory vs batch (capacity {c:.1} GiB)"),
-                    vec![],
-                ),
-                None => ("Peak memory vs batch".to_string(), vec![]),
-            };
+            let (title, hlines) = capacity_mark("Peak memory vs batch", &mem, m.capacity_bytes);
             line(
                 &title,
                 if m.on_gpu {
@@ -198,6 +181,51 @@ fn predicted_curve(sample: &CaseResult, xs: &[f64]) -> Option<Vec<(f64, f64)>> {
         .collect()
 }
 
+/// A line chart whose series all sit at one x value (every case at one prompt length, say) as
+/// bars, one per series, the x value in the title: a line axis around a single point would
+/// spread the cases over a range nobody measured.
+fn bars_if_one_x(c: LineChart) -> Chart {
+    let xs: std::collections::BTreeSet<u64> = c
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0.to_bits()))
+        .collect();
+    let [x] = xs.into_iter().collect::<Vec<_>>()[..] else {
+        return Chart::Line(c);
+    };
+    let x = f64::from_bits(x);
+    Chart::Bars(crate::report::charts::BarChart {
+        title: format!("{} (all at {} {})", c.title, c.x_label, x),
+        y_label: c.y_label,
+        groups: c.series.iter().map(|s| s.name.clone()).collect(),
+        members: vec![format!("{} {x}", c.x_label)],
+        values: c
+            .series
+            .iter()
+            .map(|s| vec![s.points.first().map(|p| p.1)])
+            .collect(),
+    })
+}
+
+/// A memory chart's title and capacity line: the capacity drawn as a line only where the data
+/// come near it (a quarter of it or more); otherwise it would squash them into the bottom
+/// pixels, so the title names it instead.
+fn capacity_mark(
+    title: &str,
+    series: &[Series],
+    capacity: Option<u64>,
+) -> (String, Vec<(String, f64)>) {
+    let top = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .fold(0.0, f64::max);
+    match capacity.map(gib) {
+        Some(c) if top >= c / 4.0 => (title.into(), vec![(format!("capacity {c:.1} GiB"), c)]),
+        Some(c) => (format!("{title} (capacity {c:.1} GiB, far above)"), vec![]),
+        None => (title.into(), vec![]),
+    }
+}
+
 /// The charts of a machine, by file stem.
 pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
     let by = ok_by_variant(m);
@@ -218,7 +246,7 @@ pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
     let mut out = vec![
         (
             "decode-vs-context",
-            Chart::Line(LineChart {
+            bars_if_one_x(LineChart {
                 title: format!("Decode speed vs context — {}", m.name),
                 x_label: "context (positions in the KV cache)".into(),
                 y_label: "decode tok/s (median)".into(),
@@ -231,7 +259,7 @@ pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
         ),
         (
             "prefill-vs-prompt",
-            Chart::Line(LineChart {
+            bars_if_one_x(LineChart {
                 title: format!("Prefill speed vs prompt length — {}", m.name),
                 x_label: "prompt positions".into(),
                 y_label: "prefill tok/s (median)".into(),
@@ -269,10 +297,11 @@ pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
             });
         }
     }
+    let (title, hlines) = capacity_mark("Peak memory vs context", &mem, m.capacity_bytes);
     out.push((
         "memory-vs-context",
         Chart::Line(LineChart {
-            title: format!("Peak memory vs context — {}", m.name),
+            title: format!("{title} — {}", m.name),
             x_label: "context".into(),
             y_label: if m.on_gpu {
                 "GPU process peak (GiB)"
@@ -282,10 +311,7 @@ pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
             .into(),
             log_x: true,
             series: mem,
-            hlines: m
-                .capacity_bytes
-                .map(|c| vec![(format!("capacity {:.1} GiB", gib(c)), gib(c))])
-                .unwrap_or_default(),
+            hlines,
         }),
     ));
     out.extend(batch_charts(m));
