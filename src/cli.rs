@@ -326,7 +326,7 @@ pub struct FitArgs {
     #[arg(long, value_enum, default_value = "gemma-fit")]
     pub engine: Engine,
     /// vLLM: gpu_memory_utilization, the share of the card it takes.
-    #[arg(long, default_value_t = 0.9, value_parser = share)]
+    #[arg(long, default_value_t = crate::estimate::engines::vllm::DEFAULT_GPU_UTIL, value_parser = share)]
     pub gpu_util: f64,
     /// transformers: the cache generate() builds: hybrid (Gemma 3's default: sliding layers
     /// hold the window) or static (every layer the whole context).

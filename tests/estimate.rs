@@ -15,6 +15,15 @@ fn json(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.get_output().stdout).unwrap()
 }
 
+/// The error of a command that must fail with one line, which it returns.
+fn one_line_error(args: &[&str]) -> String {
+    let out = gemma_fit().args(args).output().unwrap();
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    err
+}
+
 /// `--format json` is an array of cells with the promised fields; the sliding window is right
 /// at 128K, and contexts beyond a model's maximum are left out.
 #[test]
@@ -764,13 +773,7 @@ fn fit_reads_a_gguf_file_from_its_header() {
     let mut bytes = std::fs::read(&model).unwrap()[..4096].to_vec();
     bytes[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
     std::fs::write(&bad, bytes).unwrap();
-    let out = gemma_fit()
-        .args(["fit", "-m", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let err = one_line_error(&["fit", "-m", bad.to_str().unwrap()]);
     assert!(err.contains("bad.gguf"), "{err}");
 }
 
@@ -837,10 +840,7 @@ fn fit_reads_a_hugging_face_folder_from_its_headers() {
     let mut bytes = std::fs::read(&st).unwrap();
     bytes[..8].copy_from_slice(&u64::MAX.to_le_bytes());
     std::fs::write(&st, bytes).unwrap();
-    let out = gemma_fit().args(["fit", "-m", m]).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let err = one_line_error(&["fit", "-m", m]);
     assert!(err.contains("model.safetensors"), "{err}");
 }
 

@@ -92,18 +92,7 @@ pub fn cards(req: &Request, gpus: &[&Gpu]) -> Result<Cards> {
     for m in fit::model_rows(req)? {
         for &kv_dtype in &req.kv_dtypes {
             for &ctx in &req.ctxs {
-                let q = crate::estimate::Query {
-                    size: m.size.clone(),
-                    quant: m.quant,
-                    kv_dtype,
-                    ctx,
-                    rows: req.rows,
-                    batch: req.batch.max(1),
-                    image: req.image,
-                    target: Target::Cuda,
-                    tokenizer: m.tokenizer,
-                    file: m.file.clone(),
-                };
+                let q = m.query(req, kv_dtype, ctx, Target::Cuda);
                 let p = crate::estimate::predict(&q)?;
                 if ctx > p.max_ctx {
                     continue;

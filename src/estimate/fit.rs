@@ -137,6 +137,22 @@ impl ModelRow {
         }
     }
 
+    /// The query for this model in one cell of `req`.
+    pub fn query(&self, req: &Request, kv_dtype: KvPair, ctx: usize, target: Target) -> Query {
+        Query {
+            size: self.size.clone(),
+            quant: self.quant,
+            kv_dtype,
+            ctx,
+            rows: req.rows,
+            batch: req.batch.max(1),
+            image: req.image,
+            target,
+            tokenizer: self.tokenizer,
+            file: self.file.clone(),
+        }
+    }
+
     /// The text tensors as stored: the file's, or the format's.
     pub fn tensors(&self, on_cpu: bool) -> Result<Vec<crate::engine::plan::TensorPlan>> {
         Ok(match &self.file {
@@ -271,18 +287,7 @@ pub fn table(req: &Request, cap: &Capacity) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     for m in model_rows(req)? {
         for &kv_dtype in &req.kv_dtypes {
-            let base = Query {
-                size: m.size.clone(),
-                quant: m.quant,
-                kv_dtype,
-                ctx: 1,
-                rows: req.rows,
-                batch: req.batch.max(1),
-                image: req.image,
-                target: cap.target,
-                tokenizer: m.tokenizer,
-                file: m.file.clone(),
-            };
+            let base = m.query(req, kv_dtype, 1, cap.target);
             let max_position = predict(&base)?.max_ctx;
             let max_ctx = max_ctx_fits(&base, max_position, cap)?;
             let mut cells = Vec::new();

@@ -388,19 +388,7 @@ fn figure(e: Engine, c: &Cell, req: &Request, cap: &Capacity, o: &Options) -> Re
     };
     match e {
         Engine::GemmaFit => {
-            let b = crate::estimate::predict(&crate::estimate::Query {
-                size: m.size.clone(),
-                quant: m.quant,
-                kv_dtype: c.kv,
-                ctx: c.ctx,
-                rows: req.rows,
-                batch: c.seqs,
-                image: req.image,
-                target: cap.target,
-                tokenizer: m.tokenizer,
-                file: m.file.clone(),
-            })?
-            .breakdown;
+            let b = crate::estimate::predict(&m.query(req, c.kv, c.ctx, cap.target))?.breakdown;
             f.settings = serde_json::json!({"prefill_chunk": req.rows});
             f.weights_bytes = b.weights + b.vision_weights;
             f.kv_bytes = b.kv_cache;
