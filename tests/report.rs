@@ -79,6 +79,15 @@ fn svg_texts(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// How many lines of an SVG are stroked in `colour`.
+fn strokes(path: &Path, colour: &str) -> usize {
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    doc.descendants()
+        .filter(|n| n.has_tag_name("polyline") && n.attribute("stroke") == Some(colour))
+        .count()
+}
+
 #[test]
 fn a_machine_report_has_its_table_charts_exports_and_page() {
     let dir = tempfile::tempdir().unwrap();
@@ -117,7 +126,13 @@ fn a_machine_report_has_its_table_charts_exports_and_page() {
         assert!(out.join(format!("{stem}.png")).exists());
     }
     let mem = svg_texts(&out.join("memory-vs-context.svg"));
-    assert!(mem.iter().any(|x| x == "270m q8_0 kv f32 (predicted)"));
+    // The prediction: dashed, in its measured series' colour (many short strokes, where the
+    // measured series is one line).
+    assert!(
+        mem.iter().any(|x| x.contains("dashed: predicted")),
+        "{mem:?}"
+    );
+    assert!(strokes(&out.join("memory-vs-context.svg"), "#1F77B4") > 5);
     // The machine's 20-odd GiB are far above these runs' 0.3 GiB: named in the title, not drawn
     // as a line that would squash the series into the bottom pixels.
     assert!(!mem.iter().any(|x| x.starts_with("capacity ")), "{mem:?}");
@@ -125,6 +140,28 @@ fn a_machine_report_has_its_table_charts_exports_and_page() {
         mem.iter()
             .any(|x| x.contains("(capacity ") && x.contains("far above")),
         "{mem:?}"
+    );
+    // What holds the peak: per finished case a predicted and a measured bar.
+    let parts = svg_texts(&out.join("memory-breakdown.svg"));
+    for want in [
+        "270m q8_0 kv f32, ctx 256",
+        "270m q8_0 kv f32, ctx 1K",
+        "KV cache",
+    ] {
+        assert!(parts.iter().any(|x| x == want), "{want}: {parts:?}");
+    }
+    assert_eq!(parts.iter().filter(|x| *x == "measured").count(), 2);
+    assert_eq!(parts.iter().filter(|x| *x == "predicted").count(), 2);
+    // Which Gemma 3 fits this machine: 15 models and formats × 4 contexts, 270M and 1B n/a at
+    // 128K (past their 32K window).
+    let fits = svg_texts(&out.join("fit-heatmap.svg"));
+    assert!(fits.iter().any(|x| x == "27b q4_k_m"), "{fits:?}");
+    assert_eq!(fits.iter().filter(|x| *x == "n/a").count(), 6 + 1);
+    // The frontier: the largest context run, and the estimator's curve.
+    let frontier = svg_texts(&out.join("frontier.svg"));
+    assert!(
+        frontier.iter().any(|x| x == "270m q8_0 kv f32"),
+        "{frontier:?}"
     );
 
     // llama-bench rows: a prefill row and a decode row per finished case, its field names.
@@ -236,6 +273,14 @@ fn several_machines_are_compared() {
         cmp.contains("Other CPU 9000") && cmp.contains("270m q8_0 kv f32"),
         "{cmp}"
     );
+    // Both machines ran the same cases: each keeps its own (not only the newest of the two).
+    let decode: Vec<&str> = cmp
+        .lines()
+        .filter(|l| l.contains("270m q8_0 kv f32"))
+        .map(|l| l.split('|').nth(4).unwrap().trim())
+        .collect();
+    assert_eq!(decode.len(), 2, "{cmp}");
+    assert!(decode.iter().all(|d| d.parse::<f64>().is_ok()), "{cmp}");
     let t = svg_texts(&out.join("compare-decode.svg"));
     assert!(t.iter().any(|x| x == "Other CPU 9000"), "{t:?}");
     let machines: Vec<_> = std::fs::read_dir(&out)
@@ -419,9 +464,10 @@ fn a_batch_report_draws_its_axis() {
         );
         if stem == "memory-vs-batch" {
             assert!(
-                texts.iter().any(|t| t.ends_with("(predicted)")),
+                texts.iter().any(|t| t.contains("dashed: predicted")),
                 "{texts:?}"
             );
+            assert!(strokes(&out.join(format!("{stem}.svg")), "#1F77B4") > 5);
         }
     }
     let table = std::fs::read_to_string(out.join("fit-table.md")).unwrap();

@@ -35,6 +35,7 @@ pub enum Style {
 
 #[derive(Debug, Clone)]
 pub struct Series {
+    /// The legend's entry; empty for none (a series another one already names).
     pub name: String,
     pub points: Vec<(f64, f64)>,
     pub style: Style,
@@ -50,6 +51,8 @@ pub struct LineChart {
     pub x_label: String,
     pub y_label: String,
     pub log_x: bool,
+    /// A log y axis (a context axis, which doubles).
+    pub log_y: bool,
     pub series: Vec<Series>,
     pub hlines: Vec<(String, f64)>,
 }
@@ -66,7 +69,7 @@ pub struct BarChart {
 }
 
 /// A grid of verdicts: rows (cards) × columns (a model in a format), each cell coloured by its
-/// level (0 fits, 1 tight, 2 does not fit) and labelled (e.g. the GiB left free).
+/// level (0 fits, 1 tight, 2 does not fit, 3 not applicable) and labelled (e.g. the GiB left free).
 #[derive(Debug, Clone)]
 pub struct Heatmap {
     pub title: String,
@@ -77,6 +80,149 @@ pub struct Heatmap {
     pub cols: Vec<(String, String)>,
     /// cells[row][col]: (level, text).
     pub cells: Vec<Vec<(u8, String)>>,
+}
+
+/// Horizontal stacked bars: per group (a case) a bar or two (predicted, measured), each made of
+/// named segments (weights, KV cache ...) in the legend's colours, its total at its end.
+#[derive(Debug, Clone)]
+pub struct StackedBars {
+    pub title: String,
+    /// A line under the bars: what the segments mean.
+    pub caption: String,
+    /// The segments' names, in drawing order (the legend).
+    pub segments: Vec<String>,
+    pub groups: Vec<StackGroup>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StackGroup {
+    pub label: String,
+    pub bars: Vec<StackBar>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StackBar {
+    /// "predicted", "measured".
+    pub label: String,
+    /// GiB per segment (as `StackedBars::segments`); 0 where the bar has no such part.
+    pub values: Vec<f64>,
+}
+
+impl StackedBars {
+    const LEFT: u32 = 330;
+    const TOP: u32 = 70;
+    const BAR_H: u32 = 13;
+    const GAP: u32 = 12;
+
+    fn group_h(g: &StackGroup) -> u32 {
+        g.bars.len().max(1) as u32 * (Self::BAR_H + 2) + Self::GAP
+    }
+
+    fn size(&self) -> (u32, u32) {
+        let bars: u32 = self.groups.iter().map(Self::group_h).sum();
+        (WIDTH, Self::TOP + bars + 70)
+    }
+}
+
+fn draw_stacked<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &StackedBars) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    register_font();
+    root.fill(&WHITE).map_err(draw_err)?;
+    let text = |s: &str, (x, y): (i32, i32), size: u32, h_pos: HPos| {
+        root.draw(&Text::new(
+            s.to_string(),
+            (x, y),
+            (FAMILY, size)
+                .into_font()
+                .into_text_style(&root)
+                .pos(Pos::new(h_pos, VPos::Center)),
+        ))
+        .map_err(draw_err)
+    };
+    text(&c.title, (12, 16), 18, HPos::Left)?;
+    let max = c
+        .groups
+        .iter()
+        .flat_map(|g| g.bars.iter().map(|b| b.values.iter().sum::<f64>()))
+        .fold(0.0, f64::max);
+    if c.groups.is_empty() || max <= 0.0 {
+        no_data(&root, &c.title)?;
+        return root.present().map_err(draw_err);
+    }
+    // The legend, under the title.
+    let mut x = 12;
+    for (i, name) in c.segments.iter().enumerate() {
+        root.draw(&Rectangle::new([(x, 36), (x + 12, 48)], color(i).filled()))
+            .map_err(draw_err)?;
+        text(name, (x + 17, 42), 12, HPos::Left)?;
+        x += 24 + 7 * name.chars().count() as i32;
+    }
+    let (left, top) = (StackedBars::LEFT as i32, StackedBars::TOP as i32);
+    let span = (WIDTH as i32 - left - 90) as f64;
+    let step = nice_step(max / 5.0);
+    let scale = span / max.max(step);
+    let bottom = top + c.groups.iter().map(StackedBars::group_h).sum::<u32>() as i32;
+    let mut t = 0.0;
+    while t <= max + 1e-9 {
+        let gx = left + (t * scale) as i32;
+        root.draw(&PathElement::new(
+            vec![(gx, top - 4), (gx, bottom)],
+            RGBColor(220, 220, 220).stroke_width(1),
+        ))
+        .map_err(draw_err)?;
+        text(&human(t), (gx, bottom + 10), 11, HPos::Center)?;
+        t += step;
+    }
+    text(
+        "GiB",
+        (left + span as i32 / 2, bottom + 28),
+        13,
+        HPos::Center,
+    )?;
+    let mut y = top;
+    for g in &c.groups {
+        let bh = StackedBars::BAR_H as i32;
+        let gh = g.bars.len().max(1) as i32 * (bh + 2);
+        text(&g.label, (12, y + gh / 2), 12, HPos::Left)?;
+        for b in &g.bars {
+            text(&b.label, (left - 6, y + bh / 2), 10, HPos::Right)?;
+            let mut x0 = left as f64;
+            for (i, v) in b.values.iter().enumerate() {
+                let w = v.max(0.0) * scale;
+                if w > 0.0 {
+                    root.draw(&Rectangle::new(
+                        [(x0 as i32, y), ((x0 + w).round() as i32, y + bh)],
+                        color(i).filled(),
+                    ))
+                    .map_err(draw_err)?;
+                }
+                x0 += w;
+            }
+            let total: f64 = b.values.iter().sum();
+            text(
+                &format!("{total:.2} GiB"),
+                (x0 as i32 + 5, y + bh / 2),
+                11,
+                HPos::Left,
+            )?;
+            y += bh + 2;
+        }
+        y += StackedBars::GAP as i32;
+    }
+    text(&c.caption, (12, bottom + 48), 12, HPos::Left)?;
+    root.present().map_err(draw_err)
+}
+
+/// A round tick step (1, 2 or 5 × a power of ten) of about `rough`.
+fn nice_step(rough: f64) -> f64 {
+    let p = 10f64.powf(rough.max(1e-12).log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * p)
+        .find(|s| *s >= rough)
+        .unwrap_or(10.0 * p)
 }
 
 impl Heatmap {
@@ -126,17 +272,18 @@ where
         text(model, x, top - 34, 13, HPos::Center)?;
         text(format, x, top - 17, 11, HPos::Center)?;
     }
-    const LEVELS: [RGBColor; 3] = [
+    const LEVELS: [RGBColor; 4] = [
         RGBColor(120, 190, 120),
         RGBColor(245, 200, 90),
         RGBColor(230, 130, 120),
+        RGBColor(225, 225, 225),
     ];
     for (r, name) in h.rows.iter().enumerate() {
         let y = top + r as i32 * ch;
         text(name, left - 8, y + ch / 2, 12, HPos::Right)?;
         for (c, (level, label)) in h.cells[r].iter().enumerate() {
             let x = left + c as i32 * cw;
-            let fill = LEVELS[(*level as usize).min(2)];
+            let fill = LEVELS[(*level as usize).min(3)];
             root.draw(&Rectangle::new(
                 [(x + 1, y + 1), (x + cw - 1, y + ch - 1)],
                 fill.filled(),
@@ -146,14 +293,17 @@ where
         }
     }
     let bottom = top + h.rows.len() as i32 * ch;
-    let mut x = left;
+    let mut x = 12;
+    let any_na = h.cells.iter().flatten().any(|c| c.0 == 3);
     for (level, name) in [
         "fits (GiB free)",
         "tight (over 90%)",
         "does not fit (GiB short)",
+        "n/a",
     ]
     .iter()
     .enumerate()
+    .take(if any_na { 4 } else { 3 })
     {
         root.draw(&Rectangle::new(
             [(x, bottom + 12), (x + 14, bottom + 26)],
@@ -234,6 +384,28 @@ fn human(v: f64) -> String {
     }
 }
 
+/// Ticks for a log axis over `lo..hi`: the data's own values where there are a few (batch sizes
+/// 1, 2, 4, 8, 16), else powers of two (contexts, GiB), else 1-2-5 steps.
+fn log_keys(lo: f64, hi: f64, data: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut own: Vec<f64> = data.filter(|v| *v >= lo && *v <= hi).collect();
+    own.sort_by(f64::total_cmp);
+    own.dedup();
+    if (2..=10).contains(&own.len()) {
+        return own;
+    }
+    let twos: Vec<f64> = (-20..=40)
+        .map(|k| 2f64.powi(k))
+        .filter(|v| *v >= lo && *v <= hi)
+        .collect();
+    if (2..=12).contains(&twos.len()) {
+        return twos;
+    }
+    (-12..=15)
+        .flat_map(|k| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(k)))
+        .filter(|v| *v >= lo && *v <= hi)
+        .collect()
+}
+
 fn draw_line<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &LineChart) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -249,14 +421,18 @@ where
     let (lo, hi) = range(points().map(|p| p.0), true, false);
     let log_x = c.log_x && hi / lo > 20.0;
     let (x0, x1) = range(points().map(|p| p.0), log_x, false);
-    let (y0, y1) = range(
-        points().map(|p| p.1).chain(c.hlines.iter().map(|h| h.1)),
-        false,
-        true,
-    );
+    let ys = || points().map(|p| p.1).chain(c.hlines.iter().map(|h| h.1));
+    let (lo, hi) = range(ys(), true, false);
+    let log_y = c.log_y && hi / lo > 20.0;
+    let (y0, y1) = range(ys(), log_y, !log_y);
     // Headroom above the data for the legend (about one line of it per entry).
-    let entries = c.series.len() + c.hlines.len();
-    let y1 = y1 + (y1 - y0) * (0.05 + 0.045 * entries as f64);
+    let entries = c.series.iter().filter(|s| !s.name.is_empty()).count() + c.hlines.len();
+    let room = 0.05 + 0.055 * entries as f64;
+    let y1 = if log_y {
+        y1 * (y1 / y0).powf(room)
+    } else {
+        y1 + (y1 - y0) * room
+    };
     let mut builder = ChartBuilder::on(&root);
     builder
         .caption(&c.title, (FAMILY, 20))
@@ -282,25 +458,27 @@ where
                 pts.sort_by(|a, b| a.0.total_cmp(&b.0));
                 match s.style {
                     Style::Line => {
-                        chart
+                        let drawn = chart
                             .draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))
-                            .map_err(draw_err)?
-                            .label(&s.name)
-                            .legend(move |(x, y)| {
+                            .map_err(draw_err)?;
+                        if !s.name.is_empty() {
+                            drawn.label(&s.name).legend(move |(x, y)| {
                                 PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2))
                             });
+                        }
                         chart
                             .draw_series(pts.iter().map(|&p| Circle::new(p, 3, col.filled())))
                             .map_err(draw_err)?;
                     }
                     Style::Dashed => {
-                        chart
+                        let drawn = chart
                             .draw_series(DashedLineSeries::new(pts, 6, 4, col.stroke_width(1)))
-                            .map_err(draw_err)?
-                            .label(&s.name)
-                            .legend(move |(x, y)| {
+                            .map_err(draw_err)?;
+                        if !s.name.is_empty() {
+                            drawn.label(&s.name).legend(move |(x, y)| {
                                 PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(1))
                             });
+                        }
                     }
                 }
             }
@@ -324,14 +502,24 @@ where
                 .map_err(draw_err)?;
         }};
     }
-    if log_x {
-        body!(builder
-            .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
-            .map_err(draw_err)?);
-    } else {
-        body!(builder
+    let x_keys = log_keys(x0, x1, points().map(|p| p.0));
+    let y_keys = log_keys(y0, y1, ys());
+    match (log_x, log_y) {
+        (true, true) => body!(builder
+            .build_cartesian_2d(
+                (x0..x1).log_scale().with_key_points(x_keys),
+                (y0..y1).log_scale().with_key_points(y_keys)
+            )
+            .map_err(draw_err)?),
+        (true, false) => body!(builder
+            .build_cartesian_2d((x0..x1).log_scale().with_key_points(x_keys), y0..y1)
+            .map_err(draw_err)?),
+        (false, true) => body!(builder
+            .build_cartesian_2d(x0..x1, (y0..y1).log_scale().with_key_points(y_keys))
+            .map_err(draw_err)?),
+        (false, false) => body!(builder
             .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(draw_err)?);
+            .map_err(draw_err)?),
     }
     root.present().map_err(draw_err)
 }
@@ -410,6 +598,7 @@ pub enum Chart {
     Line(LineChart),
     Bars(BarChart),
     Heatmap(Heatmap),
+    Stacked(StackedBars),
 }
 
 impl Chart {
@@ -421,6 +610,7 @@ impl Chart {
             Chart::Line(c) => draw_line(root, c),
             Chart::Bars(c) => draw_bars(root, c),
             Chart::Heatmap(h) => draw_heatmap(root, h),
+            Chart::Stacked(c) => draw_stacked(root, c),
         }
     }
 
@@ -428,6 +618,7 @@ impl Chart {
     pub fn size(&self) -> (u32, u32) {
         match self {
             Chart::Heatmap(h) => h.size(),
+            Chart::Stacked(c) => c.size(),
             _ => (WIDTH, HEIGHT),
         }
     }
@@ -466,6 +657,7 @@ mod tests {
             x_label: "context".into(),
             y_label: "tok/s".into(),
             log_x: true,
+            log_y: false,
             series,
             hlines: vec![],
         })

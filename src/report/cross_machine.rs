@@ -1,13 +1,14 @@
 //! Several machines side by side: per model × format × KV dtype, decode and prefill speed in the
-//! same case shape, the largest context measured to run, and decode J/token; a table (md, csv),
-//! grouped bar charts and a page linking each machine's report.
+//! same case shape, the largest context measured to run, and decode energy (J/token and its
+//! inverse, tok/s per watt); a table (md, csv), grouped bar charts, the frontier over the
+//! machines' memory sizes, and a page linking each machine's report.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::output::table::{escape, Table};
 use crate::report::charts::{BarChart, Chart};
-use crate::report::{figure, put, Machine, Variant};
+use crate::report::{figure, frontier, put, Machine, Variant};
 use crate::result::CaseResult;
 
 /// One variant on one machine.
@@ -23,6 +24,13 @@ pub struct Comparison {
     pub machines: Vec<String>,
     /// (variant, the case shape its speeds come from) → one entry per machine.
     pub rows: Vec<(Variant, String, Vec<Entry>)>,
+}
+
+impl Entry {
+    /// Tokens per joule of decode: tok/s per watt.
+    pub fn tok_per_s_per_w(&self) -> Option<f64> {
+        self.j_per_token.filter(|j| *j > 0.0).map(|j| 1.0 / j)
+    }
 }
 
 type Shape = (usize, usize, usize);
@@ -111,13 +119,14 @@ impl Comparison {
                     opt(e.prefill_tok_per_s, 1),
                     e.max_ctx.map_or("—".into(), |c| c.to_string()),
                     opt(e.j_per_token, 3),
+                    opt(e.tok_per_s_per_w(), 2),
                 ]);
             }
         }
         out
     }
 
-    const HEADER: [&'static str; 7] = [
+    const HEADER: [&'static str; 8] = [
         "model × format × KV",
         "case",
         "machine",
@@ -125,6 +134,7 @@ impl Comparison {
         "prefill tok/s",
         "max ctx run",
         "decode J/token",
+        "decode tok/s per W",
     ];
 
     fn table(&self) -> Table {
@@ -147,11 +157,7 @@ impl Comparison {
         Chart::Bars(BarChart {
             title: title.into(),
             y_label: y.into(),
-            groups: self
-                .rows
-                .iter()
-                .map(|(v, _, _)| format!("{} {}", v.model, v.quant))
-                .collect(),
+            groups: self.rows.iter().map(|(v, _, _)| v.label()).collect(),
             members: self.machines.clone(),
             values: self
                 .rows
@@ -188,6 +194,34 @@ pub fn write(machines: &[Machine], dir: &Path) -> crate::Result<PathBuf> {
     ] {
         figures.push_str(&figure(dir, stem, &chart)?);
     }
+    // Energy, where some machine measured it (NVML on a GPU, RAPL on a CPU).
+    if c.rows
+        .iter()
+        .any(|(_, _, e)| e.iter().any(|e| e.j_per_token.is_some()))
+    {
+        for (stem, chart) in [
+            (
+                "compare-tok-per-watt",
+                c.bars(
+                    "Decode tok/s per watt by machine",
+                    "decode tok/s per W (tok/J)",
+                    Entry::tok_per_s_per_w,
+                ),
+            ),
+            (
+                "compare-j-per-token",
+                c.bars("Decode energy by machine", "decode J/token", |e| {
+                    e.j_per_token
+                }),
+            ),
+        ] {
+            figures.push_str(&figure(dir, stem, &chart)?);
+        }
+    }
+    let all: Vec<&Machine> = machines.iter().collect();
+    if let Some(chart) = frontier::chart(&all, "Largest context vs memory, by machine") {
+        figures.push_str(&figure(dir, "compare-frontier", &chart)?);
+    }
     let links: String = machines
         .iter()
         .map(|m| {
@@ -201,11 +235,12 @@ pub fn write(machines: &[Machine], dir: &Path) -> crate::Result<PathBuf> {
     let table = c.table().html();
     let html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>gemma-fit — comparison</title>\
-         <style>body{{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse;font-size:13px}}th,td{{border:1px solid #ccc;padding:4px 8px}}svg{{max-width:100%;height:auto}}</style></head><body>\n\
+         <style>{style}</style></head><body>\n\
          <h1>gemma-fit — {} machines compared</h1>\n<ul>{links}</ul>\n\
-         <p>Speeds come from the case shape most machines ran (column \"case\"); \"max ctx run\" is the largest context that finished. \
+         <p>Speeds come from the case shape most machines ran (column \"case\"); \"max ctx run\" is the largest context that finished; energy where the machine measured it (— where not). \
          <a href=\"compare.md\">compare.md</a> · <a href=\"compare.csv\">compare.csv</a></p>\n{table}<h2>Charts</h2>\n{figures}</body></html>\n",
-        machines.len()
+        machines.len(),
+        style = crate::report::page::STYLE,
     );
     put(dir, "index.html", &html)?;
     Ok(dir.join("index.html"))

@@ -9,6 +9,7 @@ pub mod checks;
 pub mod cross_machine;
 pub mod export;
 pub mod fit_table;
+pub mod frontier;
 pub mod heatmap;
 pub mod page;
 
@@ -40,10 +41,11 @@ pub struct Machine {
     pub records: Vec<CaseResult>,
 }
 
-/// Records grouped by machine (newest record per case key), machines in name order.
+/// Records grouped by machine (newest record per case key on each machine: two machines that
+/// ran the same case keep one each), machines in name order.
 pub fn machines(records: Vec<CaseResult>) -> Vec<Machine> {
     let mut out: Vec<Machine> = Vec::new();
-    for r in newest_per_key(records) {
+    for r in records {
         let gpu = r
             .environment
             .gpu
@@ -87,6 +89,9 @@ pub fn machines(records: Vec<CaseResult>) -> Vec<Machine> {
                 records: vec![r],
             }),
         }
+    }
+    for m in &mut out {
+        m.records = newest_per_key(std::mem::take(&mut m.records));
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out

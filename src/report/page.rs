@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 
 use crate::estimate::{predict, Query};
 use crate::output::table::{escape, Table};
-use crate::report::charts::{Chart, LineChart, Series, Style};
-use crate::report::{checks, export, figure, fit_table, put, Machine, Variant};
+use crate::report::charts::{Chart, LineChart, Series, StackBar, StackGroup, StackedBars, Style};
+use crate::report::{checks, export, figure, fit_table, frontier, heatmap, put, Machine, Variant};
+use crate::result::case::CaseEngine;
 use crate::result::CaseResult;
 use crate::units::{ctx_label, gib};
 
@@ -88,18 +89,20 @@ fn batch_charts(m: &Machine) -> Vec<(&'static str, Chart)> {
             x_label: "sequences at once (batch)".into(),
             y_label: y_label.into(),
             log_x: true,
+            log_y: false,
             series,
             hlines,
         })
     };
     let mut mem = series(&|r| r.peak_bytes().map(gib));
-    for (i, ((v, ctx), recs)) in by.iter().enumerate() {
+    for (i, recs) in by.values().enumerate() {
         let mut xs: Vec<f64> = recs.iter().map(|r| r.key.batch as f64).collect();
         xs.sort_by(f64::total_cmp);
         xs.dedup();
         if let Some(curve) = predicted_batch_curve(recs[0], &xs) {
             mem.push(Series {
-                name: format!("{} (predicted)", label(v, *ctx)),
+                // Its measured series' colour names it; the axis says dashed is predicted.
+                name: String::new(),
                 points: curve,
                 style: Style::Dashed,
                 color: Some(i),
@@ -127,18 +130,18 @@ fn batch_charts(m: &Machine) -> Vec<(&'static str, Chart)> {
         ),
         ("memory-vs-batch", {
             let (title, hlines) = capacity_mark("Peak memory vs batch", &mem, m.capacity_bytes);
-            line(
-                &title,
-                if m.on_gpu {
-                    "GPU process peak (GiB)"
-                } else {
-                    "peak RSS (GiB)"
-                },
-                mem,
-                hlines,
-            )
+            line(&title, mem_label(m), mem, hlines)
         }),
     ]
+}
+
+/// A memory chart's y axis, which also says what its dashed lines are.
+fn mem_label(m: &Machine) -> &'static str {
+    if m.on_gpu {
+        "GPU process peak (GiB) · dashed: predicted"
+    } else {
+        "peak RSS (GiB) · dashed: predicted"
+    }
 }
 
 /// One point per x: the case with the longest prompt there.
@@ -226,6 +229,110 @@ fn capacity_mark(
     }
 }
 
+/// Most cases the breakdown chart draws (its height grows with them).
+const BREAKDOWN_CASES: usize = 40;
+
+/// Each finished case's peak memory by what holds it: the estimator's parts beside the
+/// measured peak split into what the engine recorded allocating (weights resident, KV cache,
+/// RoPE tables) and the rest of the peak. None without a gemma-fit case.
+fn breakdown_chart(m: &Machine) -> Option<Chart> {
+    const SEGMENTS: [&str; 8] = [
+        "weights",
+        "vision tower",
+        "KV cache",
+        "RoPE tables",
+        "workspace",
+        "runtime",
+        "load peak above the run",
+        "rest of the measured peak",
+    ];
+    let mut cases: Vec<&CaseResult> = ok(m)
+        .filter(|r| r.key.engine == CaseEngine::GemmaFit && r.quality.is_none())
+        .collect();
+    cases.sort_by_key(|r| (Variant::of(r), r.key.ctx, r.key.batch, r.key.prompt_tokens));
+    let shown = cases.len().min(BREAKDOWN_CASES);
+    let mut groups: Vec<StackGroup> = cases[..shown]
+        .iter()
+        .map(|r| {
+            let x = r.metrics.as_ref().expect("ok() keeps cases with metrics");
+            let mut bars = Vec::new();
+            if let Ok(p) = crate::estimate::predict_record(r, r.key.ctx) {
+                let parts = [
+                    p.weights,
+                    p.vision_weights,
+                    p.kv_cache,
+                    p.rope_tables,
+                    p.workspace,
+                    p.runtime,
+                ];
+                let load = p.total().saturating_sub(parts.iter().sum());
+                bars.push(StackBar {
+                    label: "predicted".into(),
+                    values: parts.iter().chain([&load, &0]).map(|&b| gib(b)).collect(),
+                });
+            }
+            if let Some(peak) = r.peak_bytes() {
+                let weights = x.weights.resident_weight_bytes;
+                let vision = x
+                    .vision_weights
+                    .as_ref()
+                    .map_or(0, |w| w.resident_weight_bytes);
+                let known = [weights, vision, x.kv_bytes, x.rope_bytes];
+                let rest = peak.saturating_sub(known.iter().sum());
+                bars.push(StackBar {
+                    label: "measured".into(),
+                    values: known
+                        .iter()
+                        .chain([&0, &0, &0, &rest])
+                        .map(|&b| gib(b))
+                        .collect(),
+                });
+            }
+            let batch = match r.key.batch {
+                1 => String::new(),
+                b => format!(", {b} seqs"),
+            };
+            StackGroup {
+                label: format!(
+                    "{}, ctx {}{batch}",
+                    Variant::of(r).label(),
+                    ctx_label(r.key.ctx)
+                ),
+                bars,
+            }
+        })
+        .filter(|g| !g.bars.is_empty())
+        .collect();
+    if groups.is_empty() {
+        return None;
+    }
+    // Only the segments some bar has, in the legend and the bars.
+    let used: Vec<usize> = (0..SEGMENTS.len())
+        .filter(|&i| {
+            groups
+                .iter()
+                .flat_map(|g| &g.bars)
+                .any(|b| b.values[i] > 0.0)
+        })
+        .collect();
+    for b in groups.iter_mut().flat_map(|g| g.bars.iter_mut()) {
+        b.values = used.iter().map(|&i| b.values[i]).collect();
+    }
+    let more = match cases.len() - shown {
+        0 => String::new(),
+        n => format!(" ({n} more cases not drawn)"),
+    };
+    Some(Chart::Stacked(StackedBars {
+        title: format!("Peak memory by what holds it — {}", m.name),
+        caption: format!(
+            "measured: the {} with the weights, KV cache and RoPE tables the engine allocated; the rest is workspace and runtime{more}",
+            if m.on_gpu { "GPU process peak" } else { "peak RSS" }
+        ),
+        segments: used.iter().map(|&i| SEGMENTS[i].to_string()).collect(),
+        groups,
+    }))
+}
+
 /// The charts of a machine, by file stem.
 pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
     let by = ok_by_variant(m);
@@ -251,6 +358,7 @@ pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
                 x_label: "context (positions in the KV cache)".into(),
                 y_label: "decode tok/s (median)".into(),
                 log_x: true,
+                log_y: false,
                 series: series(&ctx, &|r| {
                     r.metrics.as_ref().map(|m| m.decode_tok_per_s.median)
                 }),
@@ -264,6 +372,7 @@ pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
                 x_label: "prompt positions".into(),
                 y_label: "prefill tok/s (median)".into(),
                 log_x: true,
+                log_y: false,
                 series: series(
                     &|r| {
                         r.metrics
@@ -278,7 +387,7 @@ pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
     ];
     // Peak memory: measured, the estimator's curve (dashed) and the capacity line.
     let mut mem = series(&ctx, &|r| r.peak_bytes().map(gib));
-    for (i, (v, recs)) in by.iter().enumerate() {
+    for (i, recs) in by.values().enumerate() {
         let mut xs: Vec<f64> = recs.iter().map(|r| r.key.ctx as f64).collect();
         xs.sort_by(f64::total_cmp);
         let (lo, hi) = (
@@ -290,7 +399,7 @@ pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
             .collect();
         if let Some(curve) = predicted_curve(recs[0], &grid) {
             mem.push(Series {
-                name: format!("{} (predicted)", v.label()),
+                name: String::new(),
                 points: curve,
                 style: Style::Dashed,
                 color: Some(i),
@@ -303,17 +412,18 @@ pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
         Chart::Line(LineChart {
             title: format!("{title} — {}", m.name),
             x_label: "context".into(),
-            y_label: if m.on_gpu {
-                "GPU process peak (GiB)"
-            } else {
-                "peak RSS (GiB)"
-            }
-            .into(),
+            y_label: mem_label(m).into(),
             log_x: true,
+            log_y: false,
             series: mem,
             hlines,
         }),
     ));
+    out.extend(breakdown_chart(m).map(|c| ("memory-breakdown", c)));
+    out.extend(
+        frontier::chart(&[m], &format!("Largest context vs memory — {}", m.name))
+            .map(|c| ("frontier", c)),
+    );
     out.extend(batch_charts(m));
     let energy = series(&ctx, &|r| decode_j_per_token(r));
     if !energy.is_empty() {
@@ -324,6 +434,7 @@ pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
                 x_label: "context".into(),
                 y_label: "J/token (decode)".into(),
                 log_x: true,
+                log_y: false,
                 series: energy,
                 hlines: vec![],
             }),
@@ -332,7 +443,7 @@ pub fn charts(m: &Machine) -> Vec<(&'static str, Chart)> {
     out
 }
 
-const STYLE: &str = "body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:2em;max-width:1100px;color:#222}\
+pub(crate) const STYLE: &str = "body{font-family:DejaVu Sans,Helvetica,Arial,sans-serif;margin:2em;max-width:1100px;color:#222}\
 table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}\
 td.measured{background:#eef7ee}td.failed{background:#fbeaea}td.predicted{background:#f3f3f3;font-style:italic}\
 figure{margin:1.5em 0}figcaption{font-size:13px;color:#555}svg{max-width:100%;height:auto}";
@@ -401,6 +512,13 @@ pub fn machine_report(m: &Machine, dir: &Path) -> crate::Result<PathBuf> {
     for (stem, chart) in charts(m) {
         figures.push_str(&figure(dir, stem, &chart)?);
     }
+    let fits = match heatmap::machine_heatmap(m)? {
+        Some(h) => format!(
+            "<h2>Which Gemma 3 fits this machine</h2>\n{}",
+            figure(dir, "fit-heatmap", &h)?
+        ),
+        None => String::new(),
+    };
     let failed = m.records.iter().filter(|r| !r.outcome.is_ok()).count();
     let html = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>gemma-fit — {name}</title><style>{STYLE}</style></head><body>\n\
@@ -409,7 +527,7 @@ pub fn machine_report(m: &Machine, dir: &Path) -> crate::Result<PathBuf> {
          <h2>Fit table</h2>\n{table}\
          <p>Cells: measured peak memory · decode tok/s; a failure's recorded reason; <i>predicted</i> by the estimator where nothing was measured. \
          <a href=\"fit-table.md\">fit-table.md</a> · <a href=\"fit-table.csv\">fit-table.csv</a></p>\n\
-         {checks}<p><a href=\"checks.md\">checks.md</a></p>\n\
+         {fits}{checks}<p><a href=\"checks.md\">checks.md</a></p>\n\
          <h2>Charts</h2>\n{figures}\
          <h2>Exports</h2>\n<p><a href=\"llama-bench.json\">llama-bench.json</a> · <a href=\"llama-bench.csv\">llama-bench.csv</a> (a prefill row and a decode row per case, llama-bench's field names) · \
          <a href=\"bmf.json\">bmf.json</a> (Bencher Metric Format) · <a href=\"benchmark-action.json\">benchmark-action.json</a> (github-action-benchmark, bigger is better)</p>\n\
