@@ -248,7 +248,9 @@ pub struct FitArgs {
     /// Every catalog card ('all') or several (names as --gpu takes them, comma-separated): for
     /// each model × format × KV type × context, the cards it fits on (smallest first, GiB left
     /// free), and per card the largest model and format that fits at each context, with its
-    /// decode bound. gemma-fit's prediction, one sequence and a bf16 cache unless told.
+    /// decode bound. gemma-fit's prediction unless --engine names another (llama.cpp, ollama,
+    /// vllm — its "fits" is its cache holding every sequence, its cells its × concurrency —
+    /// or transformers), one sequence and a bf16 cache unless told.
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["gpu", "memory", "results"])]
     pub gpus: Vec<String>,
     /// With --gpus: also draw the heatmap (cards × model and format, each cell fits / tight /

@@ -946,3 +946,94 @@ fn fit_gpus_lists_the_cards_each_model_fits() {
         .failure()
         .stderr(predicate::str::contains("nosuchcard"));
 }
+
+/// `fit --gpus --engine`: another engine's profile asked card by card, the same figure as
+/// `fit --gpu CARD --engine` gives for each card; vLLM's cells carry its concurrency, and what an
+/// engine cannot run is left out with why.
+#[test]
+fn fit_gpus_takes_the_other_engines() {
+    // Smallest first, as --gpus lists them.
+    let cards = ["l4", "4090", "h100 pcie"];
+    let v = json(&[
+        "fit",
+        "--gpus",
+        "4090,l4,h100 pcie",
+        "--engine",
+        "llama.cpp",
+        "-m",
+        "12b",
+        "--quant",
+        "q4_k_m",
+        "--ctx",
+        "32K",
+        "--format",
+        "json",
+    ]);
+    assert!(
+        v["engine"].as_str().unwrap().starts_with("llama.cpp"),
+        "{v}"
+    );
+    let m = &v["models"][0];
+    for (card, on) in cards.iter().zip(m["cards"].as_array().unwrap()) {
+        let one = json(&[
+            "fit",
+            "--gpu",
+            card,
+            "--engine",
+            "llama.cpp",
+            "-m",
+            "12b",
+            "--quant",
+            "q4_k_m",
+            "--ctx",
+            "32K",
+            "--kv-dtype",
+            "bf16",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(m["predicted_bytes"], one[0]["predicted_bytes"], "{card}");
+        assert_eq!(on["verdict"], one[0]["verdict"], "{card}");
+    }
+    let v = json(&[
+        "fit",
+        "--gpus",
+        "4090,l4,h100 pcie",
+        "--engine",
+        "vllm",
+        "-m",
+        "4b",
+        "--quant",
+        "bf16,q4_k_m",
+        "--ctx",
+        "32K",
+        "--format",
+        "json",
+    ]);
+    let m = &v["models"].as_array().unwrap();
+    assert_eq!(m.len(), 1, "q4_k_m is left out: {v}");
+    assert!(v["left_out"][0].as_str().unwrap().contains("q4_k_m"), "{v}");
+    for (card, on) in cards.iter().zip(m[0]["cards"].as_array().unwrap()) {
+        let one = json(&[
+            "fit",
+            "--gpu",
+            card,
+            "--engine",
+            "vllm",
+            "-m",
+            "4b",
+            "--quant",
+            "bf16",
+            "--ctx",
+            "32K",
+            "--kv-dtype",
+            "bf16",
+            "--format",
+            "json",
+        ]);
+        assert_eq!(on["max_concurrency"], one[0]["max_concurrency"], "{card}");
+        assert_eq!(on["verdict"], one[0]["verdict"], "{card}");
+    }
+    let err = one_line_error(&["fit", "--gpus", "all", "--engine", "all"]);
+    assert!(err.contains("one engine"), "{err}");
+}

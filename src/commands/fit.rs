@@ -61,22 +61,41 @@ pub fn run(args: &FitArgs) -> Result<()> {
         image: args.image,
         breakdown: args.breakdown,
     };
+    let llamacpp = llamacpp::Settings {
+        ctx: 0,
+        seqs: args.batch,
+        n_batch: args.n_batch,
+        n_ubatch: args.ubatch,
+        swa_full: args.swa_full,
+        flash_attn: args.flash_attn == "on",
+        kv: KvPair::both(KvDtype::F16),
+        unified: false,
+    };
+    let options = engines::Options {
+        llamacpp,
+        gpu_util: args.gpu_util,
+        tf_cache: args.tf_cache,
+    };
     if !args.gpus.is_empty() {
-        if args.engine != Engine::GemmaFit {
-            anyhow::bail!(
-                "unsupported: --gpus sets gemma-fit's prediction against the catalog; with --engine {} it is not built yet (use --gpu NAME for one card)",
-                args.engine.name()
-            );
-        }
         let gpus = cards::select(&catalog, &args.gpus)?;
-        let c = cards::cards(&req, &gpus)?;
+        let c = cards::cards(&req, &gpus, args.engine, &options)?;
         print!("{}", cards::render(&c, &req, args.format)?);
         if let Some(stem) = &args.plot {
             let caption = format!(
-                "gemma-fit {}'s prediction for one CUDA process (CUDA context estimated); KV {}; {} sequence(s); fits = at most 90% of the card",
-                env!("CARGO_PKG_VERSION"),
-                req.kv_dtypes.iter().map(ToString::to_string).collect::<Vec<_>>().join("/"),
-                req.batch
+                "{}, one CUDA process{}; KV {}; {} sequence(s); {}",
+                c.engine,
+                if args.engine == Engine::GemmaFit {
+                    " (CUDA context estimated)"
+                } else {
+                    ""
+                },
+                req.kv_dtypes
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                req.batch,
+                cards::fits_rule(&c.engine),
             );
             for &ctx in &req.ctxs {
                 let path = if req.ctxs.len() == 1 {
@@ -93,16 +112,6 @@ pub fn run(args: &FitArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let llamacpp = llamacpp::Settings {
-        ctx: 0,
-        seqs: args.batch,
-        n_batch: args.n_batch,
-        n_ubatch: args.ubatch,
-        swa_full: args.swa_full,
-        flash_attn: args.flash_attn == "on",
-        kv: KvPair::both(KvDtype::F16),
-        unified: false,
-    };
     match args.engine {
         Engine::GemmaFit => {}
         Engine::LlamaCpp => {
@@ -114,11 +123,6 @@ pub fn run(args: &FitArgs) -> Result<()> {
             return Ok(());
         }
         other => {
-            let options = engines::Options {
-                llamacpp,
-                gpu_util: args.gpu_util,
-                tf_cache: args.tf_cache,
-            };
             let figures = engines::figures(other, &req, &cap, &options)?;
             print!("{}", engines::render_figures(&figures, &cap, args.format)?);
             return Ok(());

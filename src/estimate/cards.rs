@@ -1,12 +1,15 @@
 //! `fit --gpus all|NAME,…`: the catalog-wide answer. For each model × format × KV types ×
 //! context, the cards it fits on (smallest first, with the GiB left free); and per card, the
-//! largest model and format that fits at each context, with its decode-speed bound. Every figure
-//! is gemma-fit's prediction for one CUDA process ([`super::fit::table`] on each card).
+//! largest model and format that fits at each context, with its decode-speed bound. The figures
+//! are gemma-fit's prediction for one CUDA process, or another engine's profile
+//! (`--engine`, [`super::engines`]) asked card by card; the decode bound is always the card's
+//! bandwidth over the bytes a token reads (gemma-fit's plan).
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::estimate::catalog::{Catalog, Gpu};
+use crate::estimate::engines::{self, Engine, Options};
 use crate::estimate::fit::{self, Request, Verdict};
 use crate::estimate::Target;
 use crate::output::table::Table;
@@ -42,6 +45,19 @@ pub struct OnCard {
     /// Memory left over (negative when it does not fit).
     pub free_bytes: i64,
     pub decode_tok_per_s_bound: Option<f64>,
+    /// vLLM: requests of the cell's context its cache holds at once on this card.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<f64>,
+}
+
+impl OnCard {
+    /// How a table cell says how well it fits: the GiB free, or vLLM's concurrency ("×2.7").
+    pub fn room(&self) -> String {
+        match self.max_concurrency {
+            Some(c) => format!("×{c:.1}"),
+            None => format!("{:+.1}", self.free_bytes as f64 / (1u64 << 30) as f64),
+        }
+    }
 }
 
 /// A model × format × KV types × context across the cards.
@@ -51,7 +67,8 @@ pub struct ModelCards {
     pub quant: String,
     pub kv_dtype: String,
     pub ctx: usize,
-    /// One CUDA process (the card's capacity does not change it).
+    /// What it needs, whatever the card (vLLM: before its KV cache, which takes the rest of
+    /// its share of the card).
     pub predicted_bytes: u64,
     /// Every selected card, smallest first.
     pub cards: Vec<OnCard>,
@@ -82,13 +99,25 @@ pub struct CardBest {
 /// Both views.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cards {
+    /// Whose allocation: "gemma-fit 0.1.0", "llama.cpp 0c1e57098", ...
+    pub engine: String,
     pub models: Vec<ModelCards>,
     pub cards: Vec<CardBest>,
+    /// Cells the engine cannot run, with why ("vLLM serves safetensors ...").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<String>,
 }
 
-/// Predicts `req` once per cell (one CUDA process) and sets it against each of `gpus`.
-pub fn cards(req: &Request, gpus: &[&Gpu]) -> Result<Cards> {
+/// Predicts `req` cell by cell (one CUDA process) and sets it against each of `gpus`: gemma-fit's
+/// plan once per cell, another engine's profile on each card (vLLM's budget is a share of it).
+pub fn cards(req: &Request, gpus: &[&Gpu], engine: Engine, o: &Options) -> Result<Cards> {
+    if engine == Engine::All {
+        return Err(Error::Unsupported(
+            "--gpus sets one engine against the catalog: name it (--engine gemma-fit, llama.cpp, ollama, vllm or transformers), or use --gpu NAME --engine all for one card".into(),
+        ));
+    }
     let mut models: Vec<ModelCards> = Vec::new();
+    let mut left_out = Vec::new();
     for m in fit::model_rows(req)? {
         for &kv_dtype in &req.kv_dtypes {
             for &ctx in &req.ctxs {
@@ -97,25 +126,79 @@ pub fn cards(req: &Request, gpus: &[&Gpu]) -> Result<Cards> {
                 if ctx > p.max_ctx {
                     continue;
                 }
-                let total = p.breakdown.total();
-                models.push(ModelCards {
-                    model: m.model.clone(),
-                    quant: m.quant_label.clone(),
-                    kv_dtype: kv_dtype.to_string(),
-                    ctx,
-                    predicted_bytes: total,
-                    cards: gpus
+                let bound = |g: &Gpu| {
+                    Some(q.batch as f64 * g.bandwidth_gbs * 1e9 / p.bytes_per_token as f64)
+                };
+                let (needed, cards) = if engine == Engine::GemmaFit {
+                    let total = p.breakdown.total();
+                    let cards = gpus
                         .iter()
                         .map(|g| OnCard {
                             gpu: g.name.clone(),
                             total_bytes: g.total_bytes(),
                             verdict: Verdict::of(total, g.total_bytes()),
                             free_bytes: g.total_bytes() as i64 - total as i64,
-                            decode_tok_per_s_bound: Some(
-                                q.batch as f64 * g.bandwidth_gbs * 1e9 / p.bytes_per_token as f64,
-                            ),
+                            decode_tok_per_s_bound: bound(g),
+                            max_concurrency: None,
                         })
-                        .collect(),
+                        .collect();
+                    (total, cards)
+                } else {
+                    let figures = gpus
+                        .iter()
+                        .map(|g| {
+                            let cap = fit::Capacity {
+                                name: g.name.clone(),
+                                total_bytes: g.total_bytes(),
+                                bandwidth_gbs: Some(g.bandwidth_gbs),
+                                target: Target::Cuda,
+                            };
+                            engines::cell_figure(engine, &m, kv_dtype, ctx, req, &cap, o)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    let Some(f) = figures.iter().find(|f| f.verdict != "n/a") else {
+                        let why = figures.first().and_then(|f| f.note.clone());
+                        let line = format!(
+                            "{} {} kv {}: {}",
+                            m.model,
+                            m.quant_label,
+                            kv_dtype,
+                            why.unwrap_or_else(|| "n/a".into())
+                        );
+                        if !left_out.contains(&line) {
+                            left_out.push(line);
+                        }
+                        continue;
+                    };
+                    let needed = match f.max_concurrency {
+                        Some(_) => f.weights_bytes + f.compute_bytes + f.other_bytes,
+                        None => f.predicted_bytes,
+                    };
+                    let cards = gpus
+                        .iter()
+                        .zip(&figures)
+                        .map(|(g, f)| OnCard {
+                            gpu: g.name.clone(),
+                            total_bytes: g.total_bytes(),
+                            verdict: match f.verdict {
+                                "fits" => Verdict::Fits,
+                                "tight" => Verdict::Tight,
+                                _ => Verdict::DoesNotFit,
+                            },
+                            free_bytes: g.total_bytes() as i64 - f.predicted_bytes as i64,
+                            decode_tok_per_s_bound: bound(g),
+                            max_concurrency: f.max_concurrency,
+                        })
+                        .collect();
+                    (needed, cards)
+                };
+                models.push(ModelCards {
+                    model: m.model.clone(),
+                    quant: m.quant_label.clone(),
+                    kv_dtype: kv_dtype.to_string(),
+                    ctx,
+                    predicted_bytes: needed,
+                    cards,
                 });
             }
         }
@@ -143,9 +226,20 @@ pub fn cards(req: &Request, gpus: &[&Gpu]) -> Result<Cards> {
         }
     }
     Ok(Cards {
+        engine: engine.version().to_string(),
         models,
         cards: best,
+        left_out,
     })
+}
+
+/// What "fits" means for `engine`'s figures.
+pub fn fits_rule(engine: &str) -> &'static str {
+    if engine.starts_with("vLLM") {
+        "fits = its KV cache holds every sequence at the context"
+    } else {
+        "fits = at most 90% of the card"
+    }
 }
 
 /// A model's parameter count, for ranking (0 for a name that is not a preset).
@@ -171,19 +265,20 @@ pub fn render(c: &Cards, req: &Request, format: Output) -> Result<String> {
         "KV",
         "ctx",
         "needs GiB",
-        "fits on (GiB free)",
+        if c.models
+            .iter()
+            .any(|m| m.cards.iter().any(|o| o.max_concurrency.is_some()))
+        {
+            "fits on (× concurrency at ctx)"
+        } else {
+            "fits on (GiB free)"
+        },
     ]);
     for m in &c.models {
         // The smallest few (the answer), then how many more (JSON has them all).
         let all: Vec<String> = m
             .fits_on()
-            .map(|o| {
-                format!(
-                    "{} ({:.1})",
-                    short(&o.gpu),
-                    o.free_bytes as f64 / (1u64 << 30) as f64
-                )
-            })
+            .map(|o| format!("{} ({})", short(&o.gpu), o.room()))
             .collect();
         let mut on: Vec<String> = all.iter().take(3).cloned().collect();
         if all.len() > 3 {
@@ -227,8 +322,15 @@ pub fn render(c: &Cards, req: &Request, format: Output) -> Result<String> {
     if format == Output::Csv {
         return Ok(by_model.csv()? + "\n" + &by_card.csv()?);
     }
+    let left_out: String = c
+        .left_out
+        .iter()
+        .map(|l| format!("Left out (the engine cannot run it): {l}\n"))
+        .collect();
     Ok(format!(
-        "Which cards fit (gemma-fit's prediction for one CUDA process; fits = at most 90% of the card; KV {}, {} sequence(s), prefill chunk {}):\n{}\n\nPer card, the largest model and format that fits (decode bound from the card's bandwidth):\n{}\n",
+        "Which cards fit — {}, one CUDA process; {}; KV {}, {} sequence(s), prefill chunk {}:\n{}\n{left_out}\nPer card, the largest model and format that fits (decode bound from the card's bandwidth):\n{}\n",
+        c.engine,
+        fits_rule(&c.engine),
         req.kv_dtypes
             .iter()
             .map(ToString::to_string)

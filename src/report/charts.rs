@@ -80,6 +80,9 @@ pub struct Heatmap {
     pub cols: Vec<(String, String)>,
     /// cells[row][col]: (level, text).
     pub cells: Vec<Vec<(u8, String)>>,
+    /// What a cell's text is, for the legend: "GiB free" (a fit's; "short" where it does not
+    /// fit), or "× concurrency" (vLLM's).
+    pub unit: String,
 }
 
 /// Horizontal stacked bars: per group (a case) a bar or two (predicted, measured), each made of
@@ -295,16 +298,18 @@ where
     let bottom = top + h.rows.len() as i32 * ch;
     let mut x = 12;
     let any_na = h.cells.iter().flatten().any(|c| c.0 == 3);
-    for (level, name) in [
-        "fits (GiB free)",
-        "tight (over 90%)",
-        "does not fit (GiB short)",
-        "n/a",
-    ]
-    .iter()
-    .enumerate()
-    .take(if any_na { 4 } else { 3 })
-    {
+    let gib = h.unit == "GiB free";
+    let names = [
+        format!("fits ({})", h.unit),
+        if gib { "tight (over 90%)" } else { "tight" }.to_string(),
+        if gib {
+            "does not fit (GiB short)".to_string()
+        } else {
+            format!("does not fit ({})", h.unit)
+        },
+        "n/a".to_string(),
+    ];
+    for (level, name) in names.iter().enumerate().take(if any_na { 4 } else { 3 }) {
         root.draw(&Rectangle::new(
             [(x, bottom + 12), (x + 14, bottom + 26)],
             LEVELS[level].filled(),

@@ -37,7 +37,7 @@ pub fn fit_heatmap(c: &Cards, ctx: usize, caption: &str) -> Chart {
             at.iter()
                 .map(|m| {
                     let o = &m.cards[r];
-                    cell(o.verdict, o.free_bytes)
+                    (level(o.verdict), o.room())
                 })
                 .collect()
         })
@@ -51,20 +51,25 @@ pub fn fit_heatmap(c: &Cards, ctx: usize, caption: &str) -> Chart {
         rows,
         cols,
         cells,
+        unit: if c
+            .models
+            .iter()
+            .any(|m| m.cards.iter().any(|o| o.max_concurrency.is_some()))
+        {
+            "× concurrency".into()
+        } else {
+            "GiB free".into()
+        },
     })
 }
 
-/// A cell: its level (0 fits, 1 tight, 2 does not fit) and the GiB free (or short, negative).
-fn cell(verdict: Verdict, free_bytes: i64) -> (u8, String) {
-    let level = match verdict {
+/// A verdict's level: 0 fits, 1 tight, 2 does not fit.
+fn level(verdict: Verdict) -> u8 {
+    match verdict {
         Verdict::Fits => 0,
         Verdict::Tight => 1,
         Verdict::DoesNotFit => 2,
-    };
-    (
-        level,
-        format!("{:+.1}", free_bytes as f64 / (1u64 << 30) as f64),
-    )
+    }
 }
 
 /// The models, formats, KV type and contexts of a machine's heatmap: `fit`'s defaults with the
@@ -128,12 +133,16 @@ pub fn machine_heatmap(m: &Machine) -> crate::Result<Option<Chart>> {
                 r.cells
                     .iter()
                     .map(|c| match c {
-                        Some(c) => cell(c.verdict, c.free_bytes),
+                        Some(c) => (
+                            level(c.verdict),
+                            format!("{:+.1}", c.free_bytes as f64 / (1u64 << 30) as f64),
+                        ),
                         None => (NOT_APPLICABLE, "n/a".into()),
                     })
                     .collect()
             })
             .collect(),
+        unit: "GiB free".into(),
     })))
 }
 

@@ -330,6 +330,26 @@ fn cells(req: &Request) -> Result<Vec<Cell>> {
     Ok(out)
 }
 
+/// `e`'s figure for one model × KV types × context with `req`'s sequences, against `cap` (the
+/// catalog-wide view asks it card by card).
+pub(crate) fn cell_figure(
+    e: Engine,
+    model: &ModelRow,
+    kv: KvPair,
+    ctx: usize,
+    req: &Request,
+    cap: &Capacity,
+    o: &Options,
+) -> Result<Figure> {
+    let cell = Cell {
+        model: model.clone(),
+        kv,
+        ctx,
+        seqs: req.batch.max(1),
+    };
+    figure(e, &cell, req, cap, o)
+}
+
 /// The figures of `engine` (or of each, for `all`) over `req`'s cells, cell by cell.
 pub fn figures(engine: Engine, req: &Request, cap: &Capacity, o: &Options) -> Result<Vec<Figure>> {
     let engines: Vec<Engine> = match engine {
