@@ -207,9 +207,10 @@ pub struct CaseArgs {
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// The base results (JSON lines from `bench`, or a `run --out` record).
+    /// The base results (JSON lines from `bench`, a `run --out` record, or a folder of
+    /// *.jsonl files: a sharded run's).
     pub base: PathBuf,
-    /// The new results.
+    /// The new results (a file or a folder, as the base).
     pub new: PathBuf,
     /// Metrics to judge (comma-separated; default all).
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -227,10 +228,11 @@ pub struct CompareArgs {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Result files: JSON lines from `bench`, or records from `run --out`.
+    /// Result files (JSON lines from `bench`, or records from `run --out`) or folders of them
+    /// (every *.jsonl and *.json inside: the shards of a sharded run).
     #[arg(required = true)]
     pub results: Vec<PathBuf>,
-    /// Output folder (default: the first results file's folder).
+    /// Output folder (default: the first results folder, or the first file's folder).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Measured bandwidth (`gemma-fit bandwidth --json` output) to set decode speeds against;
@@ -469,6 +471,17 @@ pub struct BenchArgs {
     /// List the cases and exit.
     #[arg(long)]
     pub list: bool,
+    /// Print the job file that runs this suite over --shards N machines, and exit: slurm (an
+    /// sbatch script for a job array; tasks 1..N), k8s (a Kubernetes Indexed Job; index 0..N-1,
+    /// plus one), github (a GitHub Actions workflow: a shard matrix and a merge job). Each shard
+    /// writes results/<suite>/shard-K-of-N.jsonl and resumes it when run again; `gemma-fit report
+    /// results/<suite>/` merges them. --memory-limit, --threads and --engine (with its
+    /// settings) are passed on.
+    #[arg(long, value_enum, requires = "shards", conflicts_with_all = ["shard", "list", "out", "resume"])]
+    pub emit: Option<crate::suite::emit::Emit>,
+    /// Machines for --emit: array tasks, pods or matrix jobs.
+    #[arg(long, value_name = "N", requires = "emit", value_parser = at_least_one)]
+    pub shards: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -277,8 +277,8 @@ pub fn compare_files(
     new: &std::path::Path,
     opt: &Options,
 ) -> Result<Report> {
-    let (b, _) = crate::result::store::read_records(base)?;
-    let (n, _) = crate::result::store::read_records(new)?;
+    let (b, _) = crate::result::store::read_set(base)?;
+    let (n, _) = crate::result::store::read_set(new)?;
     let report = compare(&b, &n, opt);
     if report.findings.is_empty() && report.outcome_changes.is_empty() {
         return Err(Error::BadInput(format!(

@@ -429,3 +429,77 @@ gen_tokens = [4]
         assert!(c["error"].as_f64().unwrap().abs() < 0.05, "{c}");
     }
 }
+
+/// A shard writes a file of its own (appends from several machines to one shared file are not
+/// atomic over NFS) and no partial report; `report` and `compare` take the folder of shards.
+#[test]
+fn shards_write_files_of_their_own_and_merge_from_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("two.toml");
+    std::fs::write(
+        &suite,
+        r#"
+name = "two"
+repeats = 1
+warmup = 0
+[axes]
+models = ["synthetic:270m"]
+quants = ["q8_0"]
+contexts = [64, 128]
+prompt_tokens = [8]
+gen_tokens = [2]
+"#,
+    )
+    .unwrap();
+    for k in 1..=2 {
+        gemma_fit()
+            .current_dir(dir.path())
+            .args(["bench", "two.toml", "--shard", &format!("{k}/2")])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(format!("shard {k}/2 done")))
+            .stdout(predicate::str::contains("gemma-fit report results/"));
+    }
+    let machine = std::fs::read_dir(dir.path().join("results"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut files: Vec<String> = std::fs::read_dir(&machine)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["shard-1-of-2.jsonl", "shard-2-of-2.jsonl"],
+        "no report, no shared file"
+    );
+    for f in &files {
+        assert_eq!(records(&machine.join(f)).len(), 1, "{f}");
+    }
+    let out = dir.path().join("merged");
+    gemma_fit()
+        .arg("report")
+        .arg(&machine)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
+    let table = std::fs::read_to_string(out.join("fit-table.md")).unwrap();
+    assert!(table.contains("| 64") || table.contains("64 "), "{table}");
+    assert!(table.contains("128"), "{table}");
+    gemma_fit()
+        .arg("compare")
+        .arg(&machine)
+        .arg(&machine)
+        .assert()
+        .success();
+    gemma_fit()
+        .arg("report")
+        .arg(dir.path())
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no result records in this folder"));
+}

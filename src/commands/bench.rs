@@ -8,6 +8,39 @@ use crate::suite::runner::{self, BenchOptions};
 
 pub fn run(args: &BenchArgs) -> Result<()> {
     let (mut suite, origin) = crate::suite::find(&args.suite)?;
+    if let (Some(kind), Some(shards)) = (args.emit, args.shards) {
+        let mut extra = Vec::new();
+        if let Some(limit) = args.memory_limit {
+            extra.extend(["--memory-limit".to_string(), format!("{limit}B")]);
+        }
+        if let Some(t) = args.threads {
+            extra.extend(["--threads".to_string(), t.to_string()]);
+        }
+        if let crate::result::case::CaseEngine::LlamaCpp { .. } = args.peer.case_engine() {
+            extra.extend(
+                [
+                    "--engine",
+                    "llama.cpp",
+                    "--ubatch",
+                    &args.peer.ubatch.to_string(),
+                    "--flash-attn",
+                    &args.peer.flash_attn,
+                ]
+                .map(String::from),
+            );
+            if args.peer.swa_full {
+                extra.push("--swa-full".into());
+            }
+        }
+        let job = crate::suite::emit::Job {
+            suite: args.suite.clone(),
+            name: suite.name.clone(),
+            shards,
+            extra,
+        };
+        print!("{}", crate::suite::emit::render(kind, &job)?);
+        return Ok(());
+    }
     let threads = super::threads(args.threads);
     let all = suite.cases(threads).len();
     suite.engine = args.peer.case_engine();
@@ -62,8 +95,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         &ChildProcess::new()?,
     )?;
     println!("{summary}");
-    // The report of everything the results file holds, beside it.
-    if let Some(dir) = summary.results.parent() {
+    if let (Some(shard), Some(dir)) = (args.shard, summary.results.parent()) {
+        // One shard's report would be partial, and shards sharing a folder would write it at
+        // once: the report comes from all of them, when all are done.
+        println!(
+            "shard {}/{} done; when every shard is: gemma-fit report {}",
+            shard.index,
+            shard.count,
+            dir.display()
+        );
+    } else if let Some(dir) = summary.results.parent() {
+        // The report of everything the results file holds, beside it.
         let (records, _) = crate::result::store::read_records(&summary.results)?;
         let pages = crate::report::write(records, &super::beside_bandwidth(&[dir])?, dir)?;
         for p in pages {

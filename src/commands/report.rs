@@ -10,15 +10,20 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     if bad > 0 {
         eprintln!("warning: {bad} line(s) are not result records; skipped");
     }
-    let out = match &args.out {
-        Some(o) => o.clone(),
-        None => args.results[0]
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_else(|| ".".into()),
+    // A results file's folder, or the folder given.
+    let folder = |p: &std::path::Path| -> std::path::PathBuf {
+        if p.is_dir() {
+            p.to_path_buf()
+        } else {
+            p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .map_or_else(|| ".".into(), std::path::Path::to_path_buf)
+        }
     };
+    let out = args.out.clone().unwrap_or_else(|| folder(&args.results[0]));
     let bandwidths = if args.bandwidth.is_empty() {
-        let dirs: Vec<&std::path::Path> = args.results.iter().filter_map(|p| p.parent()).collect();
+        let dirs: Vec<std::path::PathBuf> = args.results.iter().map(|p| folder(p)).collect();
+        let dirs: Vec<&std::path::Path> = dirs.iter().map(|d| d.as_path()).collect();
         super::beside_bandwidth(&dirs)?
     } else {
         crate::probe::bandwidth::read(&args.bandwidth)?

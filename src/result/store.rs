@@ -46,14 +46,49 @@ pub fn create_parent(results: &Path) -> Result<()> {
     }
 }
 
-/// The records of several results files, and how many lines did not parse.
+/// The records of several results files or folders ([`read_set`]), and how many lines did not
+/// parse.
 pub fn read_all(paths: &[PathBuf]) -> Result<(Vec<CaseResult>, usize)> {
     let mut all = Vec::new();
     let mut bad = 0;
     for p in paths {
-        let (mut r, b) = read_records(p)?;
+        let (mut r, b) = read_set(p)?;
         all.append(&mut r);
         bad += b;
+    }
+    Ok((all, bad))
+}
+
+/// The records of a results file, or of every `*.jsonl` and `*.json` file in a folder (the
+/// shards of a sharded run write one each; `run --out` one record per file): files there that
+/// hold no record (a peer's log, an export) are passed over; a folder with no record at all is
+/// an error.
+pub fn read_set(path: &Path) -> Result<(Vec<CaseResult>, usize)> {
+    if !path.is_dir() {
+        return read_records(path);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| Error::io(path, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "jsonl" || x == "json"))
+        .collect();
+    files.sort();
+    let mut all = Vec::new();
+    let mut bad = 0;
+    for f in &files {
+        if let Ok((mut r, b)) = read_records(f) {
+            all.append(&mut r);
+            bad += b;
+        }
+    }
+    if all.is_empty() {
+        return Err(Error::BadConfig {
+            path: path.into(),
+            reason: format!(
+                "no result records in this folder ({} .jsonl/.json file(s) read)",
+                files.len()
+            ),
+        });
     }
     Ok((all, bad))
 }

@@ -4,6 +4,7 @@
 //! (`frontier.rs`) runs probes the same way.
 
 pub mod child;
+pub mod emit;
 pub mod frontier;
 pub mod runner;
 

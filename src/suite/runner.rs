@@ -114,10 +114,15 @@ pub fn brief(r: &CaseResult) -> String {
 /// Runs a suite; returns the summary (also when interrupted).
 pub fn run(opts: &BenchOptions, executor: &dyn Executor) -> Result<Summary> {
     let suite = &opts.suite;
-    let results = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| default_results_path(suite.device));
+    // A shard writes a file of its own by default: shards on several machines append to one
+    // shared file only through NFS, where appends from several clients are not atomic.
+    let results = opts.out.clone().unwrap_or_else(|| {
+        let all = default_results_path(suite.device);
+        match opts.shard {
+            Some(s) => all.with_file_name(format!("shard-{}-of-{}.jsonl", s.index, s.count)),
+            None => all,
+        }
+    });
     store::create_parent(&results)?;
     let done = if opts.resume {
         warn_of_the_old_folder(&results);
