@@ -7,8 +7,9 @@
 //! Chromium is found as `$GEMMA_FIT_CHROMIUM`, `chromium` or `chromium-browser`; where it is
 //! missing the test is skipped with a message, except under `CI=true` (`.ci/run` installs it).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command as Std;
 use std::time::Duration;
 
 use assert_cmd::Command;
@@ -17,23 +18,12 @@ use serde_json::Value;
 fn chromium() -> Option<PathBuf> {
     let found = std::env::var_os("GEMMA_FIT_CHROMIUM")
         .map(PathBuf::from)
-        .or_else(|| {
-            ["chromium", "chromium-browser"].iter().find_map(|name| {
-                let out = Std::new("sh")
-                    .args(["-c", &format!("command -v {name}")])
-                    .output()
-                    .ok()?;
-                let path = String::from_utf8(out.stdout).ok()?;
-                (out.status.success() && !path.trim().is_empty())
-                    .then(|| PathBuf::from(path.trim()))
-            })
-        });
+        .or_else(|| common::which("chromium"))
+        .or_else(|| common::which("chromium-browser"));
     if found.is_none() {
-        let why = "browser test: Chromium not found (apt-get install chromium, or set GEMMA_FIT_CHROMIUM)";
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{why}");
-        }
-        eprintln!("SKIPPED {why}");
+        common::missing(
+            "browser test: Chromium not found (apt-get install chromium, or set GEMMA_FIT_CHROMIUM)",
+        );
     }
     found
 }

@@ -42,15 +42,30 @@ pub fn llamacpp_python(test: &str) -> Option<PathBuf> {
     if python.exists() {
         return Some(python);
     }
-    let why = format!(
+    missing(&format!(
         "{test} needs llama-cpp-python at {} (scripts/install-llamacpp.sh installs it)",
         python.display()
-    );
+    ));
+    None
+}
+
+/// A tool a test needs is not installed: the test is skipped with `why`, except under
+/// `CI=true`, where `.ci/run` installs it and its absence fails the test.
+pub fn missing(why: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{why}");
     }
     eprintln!("SKIPPED {why}");
-    None
+}
+
+/// A program on the PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .ok()?;
+    let p = String::from_utf8(out.stdout).ok()?;
+    (out.status.success() && !p.trim().is_empty()).then(|| PathBuf::from(p.trim()))
 }
 
 pub fn reference(name: &str) -> serde_json::Value {
