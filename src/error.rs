@@ -87,11 +87,11 @@ pub enum Error {
     #[error("fetching the default model failed: {0}")]
     Fetch(String),
 
-    #[error("I/O error on {path}: {source}")]
+    /// The cause is in the message, not the error chain, so `{:#}` does not say it twice.
+    #[error("I/O error on {path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 
     #[error("{}", candle_message(.0))]
@@ -110,7 +110,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 

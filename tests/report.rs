@@ -309,7 +309,11 @@ fn bad_report_input_is_a_clear_error() {
         .args(["report", "/no/such/file.jsonl"])
         .assert()
         .failure()
-        .stderr(predicates::str::contains("/no/such/file.jsonl"));
+        .stderr(predicates::str::contains("/no/such/file.jsonl"))
+        // The cause once, not once from the message and again from the error chain.
+        .stderr(predicates::function::function(|e: &str| {
+            e.matches("os error 2").count() == 1
+        }));
 }
 
 /// checks.md: each finished case against the estimator and, with a measured bandwidth beside the
