@@ -89,11 +89,7 @@ pub fn run(args: &FitArgs) -> Result<()> {
                 } else {
                     ""
                 },
-                req.kv_dtypes
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("/"),
+                req.kv_label(),
                 req.batch,
                 cards::fits_rule(&c.engine),
             );

@@ -331,11 +331,7 @@ pub fn render(c: &Cards, req: &Request, format: Output) -> Result<String> {
         "Which cards fit — {}, one CUDA process; {}; KV {}, {} sequence(s), prefill chunk {}:\n{}\n{left_out}\nPer card, the largest model and format that fits (decode bound from the card's bandwidth):\n{}\n",
         c.engine,
         fits_rule(&c.engine),
-        req.kv_dtypes
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("/"),
+        req.kv_label(),
         req.batch,
         req.rows,
         by_model.render(format)?,

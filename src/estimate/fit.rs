@@ -113,6 +113,17 @@ pub struct Request {
     pub breakdown: bool,
 }
 
+impl Request {
+    /// The KV types asked for, as captions name them ("bf16/q8_0").
+    pub fn kv_label(&self) -> String {
+        self.kv_dtypes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+}
+
 /// A row's model: a preset in a format, or a GGUF file read from its header (`-m FILE.gguf`).
 #[derive(Debug, Clone)]
 pub(crate) struct ModelRow {

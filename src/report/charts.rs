@@ -127,23 +127,35 @@ impl StackedBars {
     }
 }
 
+/// Text at a pixel, vertically centred there, for the charts laid out by hand.
+fn label<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    s: &str,
+    at: (i32, i32),
+    size: u32,
+    h_pos: HPos,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.draw(&Text::new(
+        s.to_string(),
+        at,
+        (FAMILY, size)
+            .into_font()
+            .into_text_style(root)
+            .pos(Pos::new(h_pos, VPos::Center)),
+    ))
+    .map_err(draw_err)
+}
+
 fn draw_stacked<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &StackedBars) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
     register_font();
     root.fill(&WHITE).map_err(draw_err)?;
-    let text = |s: &str, (x, y): (i32, i32), size: u32, h_pos: HPos| {
-        root.draw(&Text::new(
-            s.to_string(),
-            (x, y),
-            (FAMILY, size)
-                .into_font()
-                .into_text_style(&root)
-                .pos(Pos::new(h_pos, VPos::Center)),
-        ))
-        .map_err(draw_err)
-    };
+    let text = |s: &str, at: (i32, i32), size: u32, h_pos: HPos| label(&root, s, at, size, h_pos);
     text(&c.title, (12, 16), 18, HPos::Left)?;
     let max = c
         .groups
@@ -248,17 +260,8 @@ where
 {
     register_font();
     root.fill(&WHITE).map_err(draw_err)?;
-    let text = |s: &str, x: i32, y: i32, size: u32, h_pos: HPos| {
-        root.draw(&Text::new(
-            s.to_string(),
-            (x, y),
-            (FAMILY, size)
-                .into_font()
-                .into_text_style(&root)
-                .pos(Pos::new(h_pos, VPos::Center)),
-        ))
-        .map_err(draw_err)
-    };
+    let text =
+        |s: &str, x: i32, y: i32, size: u32, h_pos: HPos| label(&root, s, (x, y), size, h_pos);
     text(&h.title, 12, 16, 18, HPos::Left)?;
     if h.rows.is_empty() || h.cols.is_empty() {
         no_data(&root, &h.title)?;
