@@ -108,6 +108,15 @@ pub struct Cards {
     pub left_out: Vec<String>,
 }
 
+impl Cards {
+    /// Whether the cells give the engine's concurrency (vLLM's) rather than GiB free.
+    pub fn in_concurrency(&self) -> bool {
+        self.models
+            .iter()
+            .any(|m| m.cards.iter().any(|o| o.max_concurrency.is_some()))
+    }
+}
+
 /// Predicts `req` cell by cell (one CUDA process) and sets it against each of `gpus`: gemma-fit's
 /// plan once per cell, another engine's profile on each card (vLLM's budget is a share of it).
 pub fn cards(req: &Request, gpus: &[&Gpu], engine: Engine, o: &Options) -> Result<Cards> {
@@ -265,10 +274,7 @@ pub fn render(c: &Cards, req: &Request, format: Output) -> Result<String> {
         "KV",
         "ctx",
         "needs GiB",
-        if c.models
-            .iter()
-            .any(|m| m.cards.iter().any(|o| o.max_concurrency.is_some()))
-        {
+        if c.in_concurrency() {
             "fits on (× concurrency at ctx)"
         } else {
             "fits on (GiB free)"

@@ -51,11 +51,7 @@ pub fn fit_heatmap(c: &Cards, ctx: usize, caption: &str) -> Chart {
         rows,
         cols,
         cells,
-        unit: if c
-            .models
-            .iter()
-            .any(|m| m.cards.iter().any(|o| o.max_concurrency.is_some()))
-        {
+        unit: if c.in_concurrency() {
             "× concurrency".into()
         } else {
             "GiB free".into()
