@@ -9,14 +9,13 @@
 //! numbers follow llama.cpp's closely enough to reproduce its greedy tokens.
 //!
 //! Q8_0 (most of Gemma 3 270M's Q4_K_M weights once Q5_0 is repacked, and its tied output
-//! projection) has tiled kernels for several activation rows (four weight rows × two activation
-//! rows per tile share their loads with AVX2; 4 × 4 tiles, two blocks per register, with AVX-512
-//! VNNI) and a one-stream-per-worker kernel for a single row (decode), bit-identical per output.
-//! Q4_K has tiles of its own for several rows (`kquant.rs`: a weight row's unpacking shared by
-//! four activation rows, each output equal to candle's dot product, which single rows use); Q6_K
-//! uses candle's dot product. Work is split across candle's worker pool. (On CPUs with AVX-512
-//! VNNI the layers' Q8_0, Q4_K and Q6_K weights are repacked and use `packed.rs` instead; the
-//! tied output projection stays here.)
+//! projection) goes through `q8_0.rs` (eight weight rows at a time, one arithmetic for any number
+//! of rows; on CPUs with AVX-512 VNNI, the tiles of `vnni` below, ggml's order, for the tied
+//! projection only). Q4_K has tiles of its own for several rows (`kquant.rs`: a weight row's
+//! unpacking shared by four activation rows, each output equal to candle's dot product, which
+//! single rows use); Q6_K uses candle's dot product. Work is split across candle's worker pool.
+//! (On CPUs with AVX-512 VNNI the layers' Q8_0, Q4_K and Q6_K weights are repacked and use
+//! `packed/` instead.)
 
 use candle_core::quantized::k_quants::{self, GgmlType};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -242,193 +241,22 @@ fn matmul_kquant<T: GgmlType<VecDotType = k_quants::BlockQ8K>>(
 
 pub(crate) const Q8_0_BYTES: usize = 34;
 
-/// Q8_0 weights × Q8_0 activations.
+/// Q8_0 weights × Q8_0 activations: `q8_0.rs` (eight weight rows at a time, one arithmetic for
+/// every row count), or on CPUs with AVX-512 VNNI the kernels below.
 fn matmul_q8_0(w: &[u8], x: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) -> Result<()> {
     check(k, 32, w.len() / Q8_0_BYTES, n)?;
     if !w.len().is_multiple_of(Q8_0_BYTES) {
         candle_core::bail!("q-matmul: Q8_0 weight of {} bytes", w.len());
     }
     let xq = quantize_rows::<k_quants::BlockQ8_0>(x, m, k);
-    let xq_bytes = as_bytes(&xq);
-    let job = Q8Job {
-        w,
-        x: xq_bytes,
-        m,
-        kb: k / 32,
-        n,
-        out: SendPtr(out.as_mut_ptr()),
-    };
-    if m == 1 {
-        gemv_q8_0(w, xq_bytes, k / 32, n, out);
-    } else {
-        job.run::<4>();
+    let xq = as_bytes(&xq);
+    #[cfg(target_arch = "x86_64")]
+    if has_vnni() {
+        vnni::matmul(w, xq, m, k / 32, n, out);
+        return Ok(());
     }
+    crate::engine::kernels::q8_0::matmul(w, xq, m, k / 32, n, out);
     Ok(())
-}
-
-/// One activation row (decode): each weight row in turn, so each worker reads one sequential
-/// stream. Tiles of several rows read at once halve the DRAM throughput on the 2-core machine
-/// (`benches/kernels.rs`: 262,144 × 640 in 15 ms with 4-row tiles, 7 ms this way), and a
-/// single-row product is where decode spends its time.
-fn gemv_q8_0(w: &[u8], xq: &[u8], kb: usize, n: usize, out: &mut [f32]) {
-    let xd: Vec<f32> = (0..kb).map(|b| f16_at(xq, b * Q8_0_BYTES)).collect();
-    let row_bytes = kb * Q8_0_BYTES;
-    let out = SendPtr(out.as_mut_ptr());
-    #[cfg(target_arch = "x86_64")]
-    let vnni = has_vnni();
-    candle_core::utils::barrier_pool().execute_chunked(n, |range| {
-        for j in range {
-            let row = &w[j * row_bytes..(j + 1) * row_bytes];
-            #[cfg(target_arch = "x86_64")]
-            let v = if vnni {
-                // SAFETY: the CPU has these features (checked at run time).
-                unsafe { gemv_row_vnni(row, xq, &xd) }
-            } else {
-                gemv_row::<false>(row, xq, &xd)
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            let v = gemv_row::<false>(row, xq, &xd);
-            // SAFETY: each output element is written by exactly one work item.
-            unsafe { *out.get().add(j) = v };
-        }
-    });
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn gemv_row_vnni(w: &[u8], x: &[u8], xd: &[f32]) -> f32 {
-    gemv_row::<true>(w, x, xd)
-}
-
-/// Σ over blocks of d_w·d_x·Σ(q_w·q_x) for one weight row: the operations of [`dot_tile`] for one
-/// output, in the same order, so a row's result is the same bits whether it is decoded alone or
-/// prefilled with others. `xd`: the activation's block scales, widened.
-#[cfg(all(
-    target_arch = "x86_64",
-    target_feature = "avx2",
-    target_feature = "fma",
-    target_feature = "f16c"
-))]
-#[inline(always)]
-fn gemv_row<const VNNI: bool>(w: &[u8], x: &[u8], xd: &[f32]) -> f32 {
-    use std::arch::x86_64::*;
-    debug_assert!(w.len() >= xd.len() * Q8_0_BYTES && x.len() >= xd.len() * Q8_0_BYTES);
-    // SAFETY: the build enables AVX2/FMA/F16C; every load reads inside a block of the row.
-    unsafe {
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); 2];
-        for (b, &xdb) in xd.iter().enumerate() {
-            let o = b * Q8_0_BYTES;
-            let wq = _mm256_loadu_si256(w.as_ptr().add(o + 2) as *const __m256i);
-            let xq = _mm256_loadu_si256(x.as_ptr().add(o + 2) as *const __m256i);
-            let wabs = _mm256_sign_epi8(wq, wq);
-            let signed = _mm256_sign_epi8(xq, wq);
-            let sums = if VNNI {
-                _mm256_dpbusd_epi32(_mm256_setzero_si256(), wabs, signed)
-            } else {
-                _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, signed), ones)
-            };
-            let bits = u16::from_le_bytes([*w.get_unchecked(o), *w.get_unchecked(o + 1)]);
-            let wd = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)));
-            let d = _mm256_set1_ps(wd * xdb);
-            acc[b & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc[b & 1]);
-        }
-        hsum(_mm256_add_ps(acc[0], acc[1]))
-    }
-}
-
-/// Portable version: the tile arithmetic for one output.
-#[cfg(not(all(
-    target_arch = "x86_64",
-    target_feature = "avx2",
-    target_feature = "fma",
-    target_feature = "f16c"
-)))]
-fn gemv_row<const VNNI: bool>(w: &[u8], x: &[u8], xd: &[f32]) -> f32 {
-    dot_tile::<1, 1>([w], [x], xd.len())[0][0]
-}
-
-struct Q8Job<'a> {
-    w: &'a [u8],
-    x: &'a [u8],
-    m: usize,
-    /// Blocks per row.
-    kb: usize,
-    n: usize,
-    out: SendPtr,
-}
-
-impl Q8Job<'_> {
-    /// Every output column, `C` at a time, split across candle's worker pool.
-    fn run<const C: usize>(&self) {
-        let n = self.n;
-        let tiles = n.div_ceil(C);
-        candle_core::utils::barrier_pool().execute_chunked(tiles, |range| {
-            for t in range {
-                let j0 = t * C;
-                if j0 + C <= n {
-                    self.columns::<C>(j0);
-                } else {
-                    for j in j0..n {
-                        self.columns::<1>(j);
-                    }
-                }
-            }
-        });
-    }
-
-    /// Output columns j0..j0+C for every activation row, `ROWS` rows at a time.
-    #[inline(always)]
-    fn columns_with<const C: usize, const ROWS: usize, const VNNI: bool>(&self, j0: usize) {
-        let mut r = 0;
-        while r + ROWS <= self.m {
-            self.tile::<C, ROWS, VNNI>(j0, r);
-            r += ROWS;
-        }
-        while r < self.m {
-            self.tile::<C, 1, VNNI>(j0, r);
-            r += 1;
-        }
-    }
-
-    fn columns<const C: usize>(&self, j0: usize) {
-        #[cfg(target_arch = "x86_64")]
-        if has_vnni() {
-            // SAFETY: the CPU has these features (checked at run time).
-            return unsafe { self.columns_vnni::<C>(j0) };
-        }
-        self.columns_with::<C, 2, false>(j0)
-    }
-
-    /// AVX-512 gives 32 vector registers (room for a 4 × 4 tile) and VNNI's fused byte dot product.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    unsafe fn columns_vnni<const C: usize>(&self, j0: usize) {
-        self.columns_with::<C, 4, true>(j0)
-    }
-
-    /// One C × R tile. Each output element sees exactly the same operations whatever C and R.
-    #[inline(always)]
-    fn tile<const C: usize, const R: usize, const VNNI: bool>(&self, j0: usize, r0: usize) {
-        let row_bytes = self.kb * Q8_0_BYTES;
-        let w = std::array::from_fn(|c| &self.w[(j0 + c) * row_bytes..(j0 + c + 1) * row_bytes]);
-        let x = std::array::from_fn(|r| &self.x[(r0 + r) * row_bytes..(r0 + r + 1) * row_bytes]);
-        #[cfg(target_arch = "x86_64")]
-        let sums = if VNNI {
-            // SAFETY: VNNI is only set inside `columns_vnni` (features checked at run time).
-            unsafe { dot_tile_512::<C, R>(w, x, self.kb) }
-        } else {
-            dot_tile::<C, R>(w, x, self.kb)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let sums = dot_tile::<C, R>(w, x, self.kb);
-        for (r, row) in sums.iter().enumerate() {
-            for (c, &v) in row.iter().enumerate() {
-                // SAFETY: each (row, column) is written by exactly one tile of one work item.
-                unsafe { *self.out.get().add((r0 + r) * self.n + j0 + c) = v };
-            }
-        }
-    }
 }
 
 /// AVX-512 VNNI, detected once.
@@ -452,113 +280,193 @@ pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
-/// [`dot_tile`] with AVX-512 VNNI: two blocks per 512-bit register (the even block in the low
-/// half, the odd one in the high half, so the two halves of an accumulator are exactly the even
-/// and odd accumulators of the 256-bit kernels). Activations enter as unsigned bytes (x + 128)
-/// and the excess 128·Σw is the dot product's starting value, so one `vpdpbusd` gives the exact
-/// signed sums (no sign juggling); scales are multiplied as vectors. The same operations on the
-/// same values as [`dot_tile`] and [`gemv_row`], output for output.
+/// The Q8_0 product on CPUs with AVX-512 VNNI, where only the tied output projection takes it
+/// (the layers' Q8_0 weights are repacked, `packed/q8_0.rs`): ggml's order per output (integer
+/// sums in eight lanes per block, one fused multiply-add per block into an accumulator for the
+/// even blocks or one for the odd ones, then their sum, summed across lanes), in 4 × 4 tiles of
+/// two blocks per register for several rows, and one stream per worker for a single row. (Not
+/// run on machines without VNNI; `GEMMA_FIT_NO_VNNI` turns it off where it would be.)
 #[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn dot_tile_512<const C: usize, const R: usize>(
-    w: [&[u8]; C],
-    x: [&[u8]; R],
-    kb: usize,
-) -> [[f32; C]; R] {
-    use std::arch::x86_64::*;
-    // Two blocks' 32 values into one register; `None` (past the last block) is zero.
-    unsafe fn pair(row: &[u8], o0: usize, o1: Option<usize>) -> __m512i {
-        let lo = _mm256_loadu_si256(row.as_ptr().add(o0 + 2) as *const __m256i);
-        match o1 {
-            Some(o1) => _mm512_inserti64x4::<1>(
-                _mm512_castsi256_si512(lo),
-                _mm256_loadu_si256(row.as_ptr().add(o1 + 2) as *const __m256i),
-            ),
-            None => _mm512_zextsi256_si512(lo),
+mod vnni {
+    use super::{f16_at, hsum, SendPtr, Q8_0_BYTES};
+
+    pub(super) fn matmul(w: &[u8], xq: &[u8], m: usize, kb: usize, n: usize, out: &mut [f32]) {
+        if m == 1 {
+            return gemv(w, xq, kb, n, out);
         }
+        let job = Job {
+            w,
+            x: xq,
+            m,
+            kb,
+            n,
+            out: SendPtr(out.as_mut_ptr()),
+        };
+        job.run::<4>();
     }
-    // The two blocks' scales, each in its half (0 past the last block).
-    unsafe fn scales(row: &[u8], o0: usize, o1: Option<usize>) -> __m512 {
-        let h = |o: usize| u16::from_le_bytes([row[o], row[o + 1]]) as i16;
-        let two = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, 0, 0, o1.map_or(0, h), h(o0)));
-        let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-        _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(two))
+
+    /// One activation row (decode): each weight row in turn, so each worker reads one
+    /// sequential stream.
+    fn gemv(w: &[u8], xq: &[u8], kb: usize, n: usize, out: &mut [f32]) {
+        let xd: Vec<f32> = (0..kb).map(|b| f16_at(xq, b * Q8_0_BYTES)).collect();
+        let row_bytes = kb * Q8_0_BYTES;
+        let out = SendPtr(out.as_mut_ptr());
+        candle_core::utils::barrier_pool().execute_chunked(n, |range| {
+            for j in range {
+                let row = &w[j * row_bytes..(j + 1) * row_bytes];
+                // SAFETY: only called where VNNI was detected (`has_vnni`).
+                let v = unsafe { gemv_row(row, xq, &xd) };
+                // SAFETY: each output element is written by exactly one work item.
+                unsafe { *out.get().add(j) = v };
+            }
+        });
     }
-    let s80 = _mm512_set1_epi8(0x80u8 as i8);
-    let zero = _mm512_setzero_si512();
-    let mut acc = [[_mm512_setzero_ps(); C]; R];
-    for b in (0..kb).step_by(2) {
-        let o0 = b * Q8_0_BYTES;
-        let o1 = (b + 1 < kb).then_some(o0 + Q8_0_BYTES);
-        let wq: [__m512i; C] = std::array::from_fn(|c| pair(w[c], o0, o1));
-        let base: [__m512i; C] =
-            std::array::from_fn(|c| _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, s80, wq[c])));
-        let wd: [__m512; C] = std::array::from_fn(|c| scales(w[c], o0, o1));
-        for r in 0..R {
-            let xu = _mm512_xor_si512(pair(x[r], o0, o1), s80);
-            let xd = scales(x[r], o0, o1);
-            for c in 0..C {
-                let sums = _mm512_dpbusd_epi32(base[c], xu, wq[c]);
-                let d = _mm512_mul_ps(wd[c], xd);
-                acc[r][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sums), acc[r][c]);
+
+    /// Σ over blocks of d_w·d_x·Σ(q_w·q_x) for one weight row, in the order of [`dot_tile`].
+    /// `xd`: the activation's block scales, widened.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn gemv_row(w: &[u8], x: &[u8], xd: &[f32]) -> f32 {
+        use std::arch::x86_64::*;
+        debug_assert!(w.len() >= xd.len() * Q8_0_BYTES && x.len() >= xd.len() * Q8_0_BYTES);
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for (b, &xdb) in xd.iter().enumerate() {
+            let o = b * Q8_0_BYTES;
+            let wq = _mm256_loadu_si256(w.as_ptr().add(o + 2) as *const __m256i);
+            let xq = _mm256_loadu_si256(x.as_ptr().add(o + 2) as *const __m256i);
+            let wabs = _mm256_sign_epi8(wq, wq);
+            let signed = _mm256_sign_epi8(xq, wq);
+            let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wabs, signed);
+            let bits = u16::from_le_bytes([*w.get_unchecked(o), *w.get_unchecked(o + 1)]);
+            let wd = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)));
+            let d = _mm256_set1_ps(wd * xdb);
+            acc[b & 1] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc[b & 1]);
+        }
+        hsum(_mm256_add_ps(acc[0], acc[1]))
+    }
+
+    struct Job<'a> {
+        w: &'a [u8],
+        x: &'a [u8],
+        m: usize,
+        /// Blocks per row.
+        kb: usize,
+        n: usize,
+        out: SendPtr,
+    }
+
+    impl Job<'_> {
+        /// Every output column, `C` at a time, split across candle's worker pool.
+        fn run<const C: usize>(&self) {
+            let n = self.n;
+            let tiles = n.div_ceil(C);
+            candle_core::utils::barrier_pool().execute_chunked(tiles, |range| {
+                for t in range {
+                    let j0 = t * C;
+                    // SAFETY: only called where VNNI was detected (`has_vnni`).
+                    unsafe {
+                        if j0 + C <= n {
+                            self.columns::<C>(j0);
+                        } else {
+                            for j in j0..n {
+                                self.columns::<1>(j);
+                            }
+                        }
+                    }
+                }
+            });
+        }
+
+        /// Output columns j0..j0+C for every activation row, four rows at a time.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+        unsafe fn columns<const C: usize>(&self, j0: usize) {
+            let mut r = 0;
+            while r + 4 <= self.m {
+                self.tile::<C, 4>(j0, r);
+                r += 4;
+            }
+            while r < self.m {
+                self.tile::<C, 1>(j0, r);
+                r += 1;
+            }
+        }
+
+        /// One C × R tile. Each output element sees exactly the same operations whatever C and R.
+        #[inline(always)]
+        unsafe fn tile<const C: usize, const R: usize>(&self, j0: usize, r0: usize) {
+            let row_bytes = self.kb * Q8_0_BYTES;
+            let w =
+                std::array::from_fn(|c| &self.w[(j0 + c) * row_bytes..(j0 + c + 1) * row_bytes]);
+            let x =
+                std::array::from_fn(|r| &self.x[(r0 + r) * row_bytes..(r0 + r + 1) * row_bytes]);
+            let sums = dot_tile::<C, R>(w, x, self.kb);
+            for (r, row) in sums.iter().enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    // SAFETY: each (row, column) is written by exactly one tile of one work item.
+                    *self.out.get().add((r0 + r) * self.n + j0 + c) = v;
+                }
             }
         }
     }
-    let mut out = [[0f32; C]; R];
-    for r in 0..R {
-        for c in 0..C {
-            let a = acc[r][c];
-            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
-            out[r][c] = hsum(_mm256_add_ps(_mm512_castps512_ps256(a), hi));
-        }
-    }
-    out
-}
 
-/// Σ over blocks of d_w·d_x·Σ(q_w·q_x), for C weight rows × R activation rows (ggml's Q8_0 dot
-/// product: integer sums in eight lanes per block, one fused multiply-add per block into an
-/// accumulator for the even blocks or one for the odd ones, then their sum, summed across lanes).
-/// Every kernel of this file keeps exactly this order per output.
-#[cfg(all(
-    target_arch = "x86_64",
-    target_feature = "avx2",
-    target_feature = "fma"
-))]
-#[inline(always)]
-fn dot_tile<const C: usize, const R: usize>(
-    w: [&[u8]; C],
-    x: [&[u8]; R],
-    kb: usize,
-) -> [[f32; C]; R] {
-    use std::arch::x86_64::*;
-    // SAFETY: the build enables AVX2/FMA; every load reads 32 bytes at offset 2 of a 34-byte
-    // block inside its row slice.
-    unsafe {
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [[[_mm256_setzero_ps(); 2]; C]; R];
-        for b in 0..kb {
-            let o = b * Q8_0_BYTES;
-            let wq: [__m256i; C] = std::array::from_fn(|c| {
-                _mm256_loadu_si256(w[c].as_ptr().add(o + 2) as *const __m256i)
+    /// Σ over blocks of d_w·d_x·Σ(q_w·q_x) for C weight rows × R activation rows, two blocks
+    /// per 512-bit register (the even block in the low half, the odd one in the high half, so
+    /// the two halves of an accumulator are exactly ggml's even and odd accumulators).
+    /// Activations enter as unsigned bytes (x + 128) and the excess 128·Σw is the dot product's
+    /// starting value, so one `vpdpbusd` gives the exact signed sums (no sign juggling); scales
+    /// are multiplied as vectors. The same operations on the same values as [`gemv_row`],
+    /// output for output.
+    #[inline(always)]
+    unsafe fn dot_tile<const C: usize, const R: usize>(
+        w: [&[u8]; C],
+        x: [&[u8]; R],
+        kb: usize,
+    ) -> [[f32; C]; R] {
+        use std::arch::x86_64::*;
+        // Two blocks' 32 values into one register; `None` (past the last block) is zero.
+        unsafe fn pair(row: &[u8], o0: usize, o1: Option<usize>) -> __m512i {
+            let lo = _mm256_loadu_si256(row.as_ptr().add(o0 + 2) as *const __m256i);
+            match o1 {
+                Some(o1) => _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(lo),
+                    _mm256_loadu_si256(row.as_ptr().add(o1 + 2) as *const __m256i),
+                ),
+                None => _mm512_zextsi256_si512(lo),
+            }
+        }
+        // The two blocks' scales, each in its half (0 past the last block).
+        unsafe fn scales(row: &[u8], o0: usize, o1: Option<usize>) -> __m512 {
+            let h = |o: usize| u16::from_le_bytes([row[o], row[o + 1]]) as i16;
+            let two = _mm_cvtph_ps(_mm_set_epi16(0, 0, 0, 0, 0, 0, o1.map_or(0, h), h(o0)));
+            let idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+            _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(two))
+        }
+        let s80 = _mm512_set1_epi8(0x80u8 as i8);
+        let zero = _mm512_setzero_si512();
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        for b in (0..kb).step_by(2) {
+            let o0 = b * Q8_0_BYTES;
+            let o1 = (b + 1 < kb).then_some(o0 + Q8_0_BYTES);
+            let wq: [__m512i; C] = std::array::from_fn(|c| pair(w[c], o0, o1));
+            let base: [__m512i; C] = std::array::from_fn(|c| {
+                _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, s80, wq[c]))
             });
-            let wabs: [__m256i; C] = std::array::from_fn(|c| _mm256_sign_epi8(wq[c], wq[c]));
-            let wd: [f32; C] = std::array::from_fn(|c| f16_at(w[c], o));
+            let wd: [__m512; C] = std::array::from_fn(|c| scales(w[c], o0, o1));
             for r in 0..R {
-                let xq = _mm256_loadu_si256(x[r].as_ptr().add(o + 2) as *const __m256i);
-                let xd = f16_at(x[r], o);
+                let xu = _mm512_xor_si512(pair(x[r], o0, o1), s80);
+                let xd = scales(x[r], o0, o1);
                 for c in 0..C {
-                    let signed = _mm256_sign_epi8(xq, wq[c]);
-                    let sums = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs[c], signed), ones);
-                    let q = _mm256_cvtepi32_ps(sums);
-                    let a = &mut acc[r][c][b & 1];
-                    *a = _mm256_fmadd_ps(_mm256_set1_ps(wd[c] * xd), q, *a);
+                    let sums = _mm512_dpbusd_epi32(base[c], xu, wq[c]);
+                    let d = _mm512_mul_ps(wd[c], xd);
+                    acc[r][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sums), acc[r][c]);
                 }
             }
         }
         let mut out = [[0f32; C]; R];
         for r in 0..R {
             for c in 0..C {
-                out[r][c] = hsum(_mm256_add_ps(acc[r][c][0], acc[r][c][1]));
+                let a = acc[r][c];
+                let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
+                out[r][c] = hsum(_mm256_add_ps(_mm512_castps512_ps256(a), hi));
             }
         }
         out
@@ -578,40 +486,6 @@ pub(crate) unsafe fn hsum(x: std::arch::x86_64::__m256) -> f32 {
     res = _mm_add_ps(res, _mm_movehl_ps(res, res));
     res = _mm_add_ss(res, _mm_movehdup_ps(res));
     _mm_cvtss_f32(res)
-}
-
-/// Portable version of the same arithmetic (lane-wise integer sums, per-block scale).
-#[cfg(not(all(
-    target_arch = "x86_64",
-    target_feature = "avx2",
-    target_feature = "fma"
-)))]
-fn dot_tile<const C: usize, const R: usize>(
-    w: [&[u8]; C],
-    x: [&[u8]; R],
-    kb: usize,
-) -> [[f32; C]; R] {
-    let mut out = [[0f32; C]; R];
-    for r in 0..R {
-        for c in 0..C {
-            let mut acc = [0f32; 8];
-            for b in 0..kb {
-                let o = b * Q8_0_BYTES;
-                let d = f16_at(w[c], o) * f16_at(x[r], o);
-                for (lane, a) in acc.iter_mut().enumerate() {
-                    let s: i32 = (0..4)
-                        .map(|i| {
-                            let idx = o + 2 + lane * 4 + i;
-                            (w[c][idx] as i8) as i32 * (x[r][idx] as i8) as i32
-                        })
-                        .sum();
-                    *a = d.mul_add(s as f32, *a);
-                }
-            }
-            out[r][c] = acc.iter().sum();
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@
 //! Arithmetic per output: for each block, the exact integer Σ w·x (the `+128` is taken back by
 //! starting the sum at −128·Σx), widened to f32 and fused into the accumulator with
 //! `d_w·d_x`, blocks in order. The same per output whatever the number of activation rows, so
-//! decode and prefill agree bit for bit ([`reference`] spells it out; the tests compare).
+//! decode and prefill agree bit for bit, and equal to the unpacked kernel's (`q8_0.rs`, whose
+//! [`reference`](crate::engine::kernels::q8_0::reference) spells it out; the tests compare).
 
 use candle_core::quantized::k_quants::BlockQ8_0;
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -187,25 +188,10 @@ impl Acts {
     }
 }
 
-/// The kernel's arithmetic for one output, in plain Rust: row `j` of a Q8_0 weight (`w`, its
-/// bytes) against one Q8_0 activation row (`x`, its bytes).
-pub fn reference(w: &[u8], x: &[u8]) -> f32 {
-    let mut acc = 0f32;
-    for (wb, xb) in w.chunks_exact(Q8_0_BYTES).zip(x.chunks_exact(Q8_0_BYTES)) {
-        let sum: i32 = wb[2..]
-            .iter()
-            .zip(&xb[2..])
-            .map(|(&a, &b)| a as i8 as i32 * b as i8 as i32)
-            .sum();
-        let d = f16_at(wb, 0) * f16_at(xb, 0);
-        acc = d.mul_add(sum as f32, acc);
-    }
-    acc
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::kernels::q8_0::reference;
 
     /// Bit for bit the reference arithmetic (row tails of the 4-row tiles and an odd group count
     /// for the 2-group pairs included), close to candle's product.
