@@ -106,6 +106,33 @@ pub fn run_workspace_bytes(cfg: &Gemma3Config, rows: usize, batch: usize, on_cpu
     ))
 }
 
+/// glibc's heap after a CPU load, and for the passes that follow.
+///
+/// Weights repacked at load (`packed.rs`) freed their loaded copies; those under the allocator's
+/// mmap threshold sit between live buffers on the heap, resident until something reuses them
+/// (~25 MB for 4B Q4_K_M). Their pages are handed back now, so the memory figures show what the
+/// model holds, not the load's history.
+///
+/// Then the heap keeps a pass's buffers for the next pass. By default glibc maps each block
+/// above 128 KiB (a threshold that only rises as large blocks are freed) fresh from the kernel,
+/// unmaps it when freed, and returns free memory above 128 KiB at the heap's top: a decode
+/// step's largest buffers (the logits, 1 MiB a row at Gemma 3's 262,144-token vocabulary, and
+/// each sequence's copy of its row) were faulted in and zeroed by the kernel page by page every
+/// step, about a fifth of a step with 8 sequences on the 2-core machine (docs/serving.md). Blocks
+/// up to 32 MiB now come from the heap, and up to 64 MiB of free heap stays mapped. Peak memory
+/// is unchanged (a pass needs its buffers either way); larger blocks (weights, long contexts'
+/// KV caches) are still mapped on their own.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn settle_heap() {
+    // SAFETY: malloc_trim only releases free pages; mallopt only changes the thresholds of
+    // later allocations. Neither touches a live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
 /// A loaded Gemma 3 text model. Per-run state (KV cache, RoPE tables) lives in [`Session`].
 pub struct Gemma3 {
     pub cfg: Gemma3Config,
@@ -226,14 +253,9 @@ impl Gemma3 {
         let layers = (0..cfg.num_layers)
             .map(|i| DecoderLayer::load(&cfg, i, w))
             .collect::<Result<Vec<_>>>()?;
-        // Weights repacked at load (`packed.rs`) freed their loaded copies; those under the
-        // allocator's mmap threshold sit between live buffers on the heap, resident until
-        // something reuses them (~25 MB for 4B Q4_K_M). Hand their pages back now, so the memory
-        // figures show what the model holds, not the load's history.
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         if device.is_cpu() {
-            // SAFETY: malloc_trim only releases free pages; it touches no live allocation.
-            unsafe { libc::malloc_trim(0) };
+            settle_heap();
         }
         let repacked = w
             .repacked()
