@@ -897,8 +897,10 @@ mod x86 {
         out: &mut [Vec<f32>],
         at: usize,
     ) {
+        let hd = qs.first().map_or(0, |q| q.len());
         for j0 in (0..keys.len()).step_by(8) {
             let tile = &keys[j0..(j0 + 8).min(keys.len())];
+            prefetch_rows(keys.get(j0 + 8..).unwrap_or(&[]), 8, hd);
             for h0 in (0..qs.len()).step_by(2) {
                 if h0 + 2 <= qs.len() {
                     score_tile_avx2::<2, T>(&qs[h0..h0 + 2], tile, &mut out[h0..h0 + 2], at + j0);
@@ -1022,25 +1024,48 @@ mod x86 {
         h0: usize,
     ) {
         let hd = acc.len() / w.len();
-        for o in (0..hd).step_by(16) {
-            let mut a = [[_mm256_setzero_ps(); 2]; H];
-            for h in 0..H {
-                let p = acc.as_ptr().add((h0 + h) * hd + o);
-                a[h] = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))];
-            }
-            for (j, v) in values.iter().enumerate() {
-                let p = v.as_ptr().add(o);
-                let x = [T::load8(p), T::load8(p.add(8))];
+        // Rows a few at a time, so that the sixteen-element passes over them read the cache
+        // (the next few rows are fetched meanwhile), not memory sixteen times with a row's stride.
+        for j0 in (0..values.len()).step_by(MIX_ROWS) {
+            let tile = &values[j0..(j0 + MIX_ROWS).min(values.len())];
+            prefetch_rows(values.get(j0 + MIX_ROWS..).unwrap_or(&[]), MIX_ROWS, hd);
+            for o in (0..hd).step_by(16) {
+                let mut a = [[_mm256_setzero_ps(); 2]; H];
                 for h in 0..H {
-                    let s = _mm256_set1_ps(*w[h0 + h].get_unchecked(at + j));
-                    a[h][0] = _mm256_fmadd_ps(s, x[0], a[h][0]);
-                    a[h][1] = _mm256_fmadd_ps(s, x[1], a[h][1]);
+                    let p = acc.as_ptr().add((h0 + h) * hd + o);
+                    a[h] = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))];
+                }
+                for (j, v) in tile.iter().enumerate() {
+                    let p = v.as_ptr().add(o);
+                    let x = [T::load8(p), T::load8(p.add(8))];
+                    for h in 0..H {
+                        let s = _mm256_set1_ps(*w[h0 + h].get_unchecked(at + j0 + j));
+                        a[h][0] = _mm256_fmadd_ps(s, x[0], a[h][0]);
+                        a[h][1] = _mm256_fmadd_ps(s, x[1], a[h][1]);
+                    }
+                }
+                for h in 0..H {
+                    let p = acc.as_mut_ptr().add((h0 + h) * hd + o);
+                    _mm256_storeu_ps(p, a[h][0]);
+                    _mm256_storeu_ps(p.add(8), a[h][1]);
                 }
             }
-            for h in 0..H {
-                let p = acc.as_mut_ptr().add((h0 + h) * hd + o);
-                _mm256_storeu_ps(p, a[h][0]);
-                _mm256_storeu_ps(p.add(8), a[h][1]);
+        }
+    }
+
+    /// Rows per tile of [`mix_heads_avx2`].
+    #[cfg(all(target_feature = "avx2", target_feature = "f16c"))]
+    const MIX_ROWS: usize = 16;
+
+    /// Asks the cache for the first `count` of `rows` (each `hd` values).
+    #[cfg(all(target_feature = "avx2", target_feature = "f16c"))]
+    #[inline(always)]
+    unsafe fn prefetch_rows<T>(rows: &[&[T]], count: usize, hd: usize) {
+        let bytes = hd * std::mem::size_of::<T>();
+        for r in rows.iter().take(count) {
+            for l in (0..bytes).step_by(64) {
+                // A prefetch never faults; the addresses are inside the row anyway.
+                _mm_prefetch::<_MM_HINT_T0>((r.as_ptr() as *const i8).wrapping_add(l));
             }
         }
     }
