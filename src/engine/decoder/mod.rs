@@ -106,31 +106,40 @@ pub fn run_workspace_bytes(cfg: &Gemma3Config, rows: usize, batch: usize, on_cpu
     ))
 }
 
-/// glibc's heap after a CPU load, and for the passes that follow.
-///
 /// Weights repacked at load (`packed.rs`) freed their loaded copies; those under the allocator's
 /// mmap threshold sit between live buffers on the heap, resident until something reuses them
-/// (~25 MB for 4B Q4_K_M). Their pages are handed back now, so the memory figures show what the
-/// model holds, not the load's history.
-///
-/// Then the heap keeps a pass's buffers for the next pass. By default glibc maps each block
-/// above 128 KiB (a threshold that only rises as large blocks are freed) fresh from the kernel,
-/// unmaps it when freed, and returns free memory above 128 KiB at the heap's top: a decode
-/// step's largest buffers (the logits, 1 MiB a row at Gemma 3's 262,144-token vocabulary, and
-/// each sequence's copy of its row) were faulted in and zeroed by the kernel page by page every
-/// step, about a fifth of a step with 8 sequences on the 2-core machine (docs/serving.md). Blocks
-/// up to 32 MiB now come from the heap, and up to 64 MiB of free heap stays mapped. Peak memory
-/// is unchanged (a pass needs its buffers either way); larger blocks (weights, long contexts'
-/// KV caches) are still mapped on their own.
+/// (~25 MB for 4B Q4_K_M). Their pages are handed back after a CPU load, so the memory figures
+/// show what the model holds, not the load's history.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn settle_heap() {
-    // SAFETY: malloc_trim only releases free pages; mallopt only changes the thresholds of
-    // later allocations. Neither touches a live allocation.
-    unsafe {
-        libc::malloc_trim(0);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-    }
+    // SAFETY: malloc_trim only releases free pages; it touches no live allocation.
+    unsafe { libc::malloc_trim(0) };
+}
+
+/// Keeps a decode step's buffers on the heap for the next step (glibc), from the first decode
+/// step on.
+///
+/// By default glibc maps each block above 128 KiB (a threshold that only rises as large blocks
+/// are freed) fresh from the kernel, unmaps it when freed, and returns free memory above twice
+/// that threshold at the heap's top. A decode step's largest buffers (the logits, 1 MiB a row at
+/// Gemma 3's 262,144-token vocabulary, and each sequence's copy of its row) were then mapped,
+/// zeroed and faulted in by the kernel page by page every step: about a fifth of a step with 8
+/// sequences on the 2-core machine (docs/serving.md). From the first decode step, blocks up to
+/// 32 MiB come from the heap and up to 64 MiB of free heap stays mapped. Prefill keeps the
+/// default behaviour: with these settings from the load on, a 480-position prefill of synthetic
+/// 4B held 23 MiB more at its peak (unexplained; scripts/estimator-check.sh shows it), while
+/// decode's peak is unchanged.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_step_buffers() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: mallopt only changes the thresholds of later allocations; it touches no live
+        // allocation.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+        }
+    });
 }
 
 /// A loaded Gemma 3 text model. Per-run state (KV cache, RoPE tables) lives in [`Session`].
@@ -436,6 +445,10 @@ impl Gemma3 {
                 session: s,
             })
             .collect();
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        if self.device.is_cpu() {
+            keep_step_buffers();
+        }
         let x = self.hidden_states(&mut parts)?;
         Ok(self.logits(&x)?.to_vec2::<f32>()?)
     }
