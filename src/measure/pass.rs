@@ -232,12 +232,14 @@ fn run_batch(
     let mut next: Vec<u32> = first.iter().map(|f| f.1).collect();
     on_phase(PassPhase::Decode);
     let mut decode_ms = Vec::with_capacity(shape.gen_tokens);
+    let heap = m.model.decode_heap();
     for _ in 0..shape.gen_tokens {
         let t = Instant::now();
         let logits = m.model.decode_batch(&next, &mut sessions)?;
         next = logits.iter().map(|l| argmax(l)).collect();
         decode_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    drop(heap);
     Ok(Pass {
         encode_s: None,
         prefill_s,

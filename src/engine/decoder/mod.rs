@@ -106,40 +106,53 @@ pub fn run_workspace_bytes(cfg: &Gemma3Config, rows: usize, batch: usize, on_cpu
     ))
 }
 
-/// Weights repacked at load (`packed.rs`) freed their loaded copies; those under the allocator's
-/// mmap threshold sit between live buffers on the heap, resident until something reuses them
-/// (~25 MB for 4B Q4_K_M). Their pages are handed back after a CPU load, so the memory figures
-/// show what the model holds, not the load's history.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn settle_heap() {
-    // SAFETY: malloc_trim only releases free pages; it touches no live allocation.
-    unsafe { libc::malloc_trim(0) };
-}
-
-/// Keeps a decode step's buffers on the heap for the next step (glibc), from the first decode
-/// step on.
+/// While it lives, a decode step's buffers stay on the heap for the next step (glibc on Linux;
+/// elsewhere it does nothing). Made by [`Gemma3::decode_heap`] around a run of decode steps.
 ///
 /// By default glibc maps each block above 128 KiB (a threshold that only rises as large blocks
 /// are freed) fresh from the kernel, unmaps it when freed, and returns free memory above twice
 /// that threshold at the heap's top. A decode step's largest buffers (the logits, 1 MiB a row at
 /// Gemma 3's 262,144-token vocabulary, and each sequence's copy of its row) were then mapped,
 /// zeroed and faulted in by the kernel page by page every step: about a fifth of a step with 8
-/// sequences on the 2-core machine (docs/serving.md). From the first decode step, blocks up to
-/// 32 MiB come from the heap and up to 64 MiB of free heap stays mapped. Prefill keeps the
-/// default behaviour: with these settings from the load on, a 480-position prefill of synthetic
-/// 4B held 23 MiB more at its peak (unexplained; scripts/estimator-check.sh shows it), while
-/// decode's peak is unchanged.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_step_buffers() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: mallopt only changes the thresholds of later allocations; it touches no live
-        // allocation.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+/// sequences on the 2-core machine (docs/serving.md). While the guard lives, blocks up to 32 MiB
+/// come from the heap and up to 64 MiB of free heap stays mapped. When it is dropped, free heap
+/// is handed back and both thresholds return to glibc's starting 128 KiB: kept for a prefill,
+/// the same settings added 14–23 MiB to a 480-position prefill of synthetic 4B at its peak (not
+/// explained; the estimator check caught it), while decode's peak does not change.
+pub struct DecodeHeap {
+    on: bool,
+}
+
+impl DecodeHeap {
+    fn set(on: bool) {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            let (mmap, trim) = if on {
+                (32 << 20, 64 << 20)
+            } else {
+                (128 << 10, 128 << 10)
+            };
+            // SAFETY: mallopt only changes the thresholds of later allocations and malloc_trim
+            // only releases free pages; neither touches a live allocation.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, mmap);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, trim);
+                if !on {
+                    libc::malloc_trim(0);
+                }
+            }
         }
-    });
+        #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+        let _ = on;
+    }
+}
+
+impl Drop for DecodeHeap {
+    fn drop(&mut self) {
+        if self.on {
+            Self::set(false);
+        }
+    }
 }
 
 /// A loaded Gemma 3 text model. Per-run state (KV cache, RoPE tables) lives in [`Session`].
@@ -262,9 +275,14 @@ impl Gemma3 {
         let layers = (0..cfg.num_layers)
             .map(|i| DecoderLayer::load(&cfg, i, w))
             .collect::<Result<Vec<_>>>()?;
+        // Weights repacked at load (`packed.rs`) freed their loaded copies; those under the
+        // allocator's mmap threshold sit between live buffers on the heap, resident until
+        // something reuses them (~25 MB for 4B Q4_K_M). Hand their pages back now, so the memory
+        // figures show what the model holds, not the load's history.
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         if device.is_cpu() {
-            settle_heap();
+            // SAFETY: malloc_trim only releases free pages; it touches no live allocation.
+            unsafe { libc::malloc_trim(0) };
         }
         let repacked = w
             .repacked()
@@ -426,6 +444,15 @@ impl Gemma3 {
         Ok(())
     }
 
+    /// Keeps decode steps' buffers on the heap while the guard lives ([`DecodeHeap`]; CPU only).
+    pub fn decode_heap(&self) -> DecodeHeap {
+        let on = self.device.is_cpu();
+        if on {
+            DecodeHeap::set(true);
+        }
+        DecodeHeap { on }
+    }
+
     /// One decode step of a batch: `tokens[i]` at the next position of `sessions[i]`, all in one
     /// forward pass. Returns each sequence's logits ([vocab], f32), in order.
     pub fn decode_batch(&self, tokens: &[u32], sessions: &mut [Session]) -> Result<Vec<Vec<f32>>> {
@@ -445,10 +472,6 @@ impl Gemma3 {
                 session: s,
             })
             .collect();
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        if self.device.is_cpu() {
-            keep_step_buffers();
-        }
         let x = self.hidden_states(&mut parts)?;
         Ok(self.logits(&x)?.to_vec2::<f32>()?)
     }

@@ -250,7 +250,11 @@ fn matmul_q8_0(w: &[u8], x: &[f32], m: usize, k: usize, n: usize, out: &mut [f32
     }
     let xq = quantize_rows::<k_quants::BlockQ8_0>(x, m, k);
     let xq = as_bytes(&xq);
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
     if has_vnni() {
         vnni::matmul(w, xq, m, k / 32, n, out);
         return Ok(());
@@ -286,7 +290,11 @@ pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
 /// even blocks or one for the odd ones, then their sum, summed across lanes), in 4 × 4 tiles of
 /// two blocks per register for several rows, and one stream per worker for a single row. (Not
 /// run on machines without VNNI; `GEMMA_FIT_NO_VNNI` turns it off where it would be.)
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(
+    target_arch = "x86_64",
+    target_feature = "avx2",
+    target_feature = "fma"
+))]
 mod vnni {
     use super::{f16_at, hsum, SendPtr, Q8_0_BYTES};
 
