@@ -17,7 +17,7 @@
 //! the number of activation rows, so decode, batches and prefill agree bit for bit, and the same
 //! as the repacked kernels'.
 
-use crate::engine::kernels::qmatmul::{f16_at, SendPtr, Q8_0_BYTES};
+use crate::engine::kernels::qmatmul::{f16_at, q8_0_scales, SendPtr, Q8_0_BYTES};
 
 /// Weight rows per column unit.
 const ROWS: usize = 8;
@@ -31,7 +31,7 @@ const PREFETCH: usize = 2;
 pub(crate) fn matmul(w: &[u8], xq: &[u8], m: usize, kb: usize, n: usize, out: &mut [f32]) {
     let row_bytes = kb * Q8_0_BYTES;
     debug_assert!(w.len() == n * row_bytes && xq.len() == m * row_bytes && out.len() == m * n);
-    let xd: Vec<f32> = (0..m * kb).map(|i| f16_at(xq, i * Q8_0_BYTES)).collect();
+    let xd = q8_0_scales(xq);
     let out = SendPtr(out.as_mut_ptr());
     candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(ROWS), |units| {
         // The last group when n is not a multiple of eight: its rows, then zero blocks (their

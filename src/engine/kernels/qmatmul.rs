@@ -284,6 +284,12 @@ pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     half::f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
+/// The f16 scales of Q8_0 blocks (`q`, whole 34-byte blocks), widened: what every Q8_0 kernel
+/// multiplies an activation block's integer sums by.
+pub(crate) fn q8_0_scales(q: &[u8]) -> Vec<f32> {
+    q.chunks_exact(Q8_0_BYTES).map(|b| f16_at(b, 0)).collect()
+}
+
 /// The Q8_0 product on CPUs with AVX-512 VNNI, where only the tied output projection takes it
 /// (the layers' Q8_0 weights are repacked, `packed/q8_0.rs`): ggml's order per output (integer
 /// sums in eight lanes per block, one fused multiply-add per block into an accumulator for the
@@ -296,7 +302,7 @@ pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     target_feature = "fma"
 ))]
 mod vnni {
-    use super::{f16_at, hsum, SendPtr, Q8_0_BYTES};
+    use super::{hsum, q8_0_scales, SendPtr, Q8_0_BYTES};
 
     pub(super) fn matmul(w: &[u8], xq: &[u8], m: usize, kb: usize, n: usize, out: &mut [f32]) {
         if m == 1 {
@@ -316,7 +322,7 @@ mod vnni {
     /// One activation row (decode): each weight row in turn, so each worker reads one
     /// sequential stream.
     fn gemv(w: &[u8], xq: &[u8], kb: usize, n: usize, out: &mut [f32]) {
-        let xd: Vec<f32> = (0..kb).map(|b| f16_at(xq, b * Q8_0_BYTES)).collect();
+        let xd = q8_0_scales(&xq[..kb * Q8_0_BYTES]);
         let row_bytes = kb * Q8_0_BYTES;
         let out = SendPtr(out.as_mut_ptr());
         candle_core::utils::barrier_pool().execute_chunked(n, |range| {

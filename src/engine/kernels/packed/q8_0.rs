@@ -22,7 +22,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Result;
 
 use crate::engine::kernels::packed::{check_product, checked, tiles, PackedWeight, ROWS};
-use crate::engine::kernels::qmatmul::{as_bytes, f16_at, quantize_rows, SendPtr, Q8_0_BYTES};
+use crate::engine::kernels::qmatmul::{as_bytes, q8_0_scales, quantize_rows, SendPtr, Q8_0_BYTES};
 
 /// Quant bytes of one group's block.
 const GROUP_BLOCK: usize = ROWS * 32;
@@ -174,7 +174,7 @@ impl Acts {
     fn new(x: &[f32], m: usize, kb: usize) -> Self {
         let blocks = quantize_rows::<BlockQ8_0>(x, m, kb * 32);
         let q = as_bytes(&blocks);
-        let d = (0..m * kb).map(|i| f16_at(q, i * Q8_0_BYTES)).collect();
+        let d = q8_0_scales(q);
         let base = q
             .chunks_exact(Q8_0_BYTES)
             .map(|blk| -128 * blk[2..].iter().map(|&v| v as i8 as i32).sum::<i32>())
